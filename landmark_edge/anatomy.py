@@ -1,0 +1,119 @@
+"""The anatomy registry: the one place that knows each anatomy GU2Net detects.
+
+Every other module (model construction, preprocessing, datasets, evaluation, export metadata, the CLI) reads
+landmark counts, input grids, names and millimetre rules from here, so a fact is never written twice.
+
+Coordinates follow one convention across the project: ``x`` is the column (grows right), ``y`` the row (grows
+down), 0-based, in a stated space (original pixels, model-grid pixels, or millimetres).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class SpacingRule(str, Enum):
+    """How an anatomy's pixel distances become millimetres."""
+
+    FIXED = "fixed"  # a known physical pixel spacing at the original resolution (ISBI 2015: 0.1 mm/px)
+    WRIST_WIDTH = "wrist-width"  # reference hand protocol: landmarks 1 and 5 are taken to be 50 mm apart
+    PIXELS = "pixels"  # no physical spacing known (Shenzhen chest): report pixels only
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Everything the project knows about one anatomy.
+
+    ``grid`` is the model's input size as (width, height), as the reference configuration writes it.
+    ``default_spacing_mm`` is (x, y) mm per pixel at the *original* resolution, when a physical spacing is known.
+    ``reference_mm_per_grid_px`` is the single factor the reference evaluation multiplies grid distances by.
+    """
+
+    name: str
+    num_landmarks: int
+    grid: tuple[int, int]
+    aliases: tuple[str, ...] = ()
+    landmark_names: tuple[str, ...] | None = None
+    spacing_rule: SpacingRule = SpacingRule.PIXELS
+    default_spacing_mm: tuple[float, float] | None = None
+    reference_mm_per_grid_px: float | None = None
+    wrist_landmarks: tuple[int, int] | None = None
+    wrist_width_mm: float | None = None
+    sdr_thresholds: tuple[float, ...] = field(default=(2.0, 2.5, 3.0, 4.0, 6.0, 9.0, 10.0))
+    unit: str = "mm"
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        """The input grid as (height, width): the tensor layout the model uses."""
+        return self.grid[1], self.grid[0]
+
+    def landmark_name(self, index: int) -> str:
+        """A readable name for landmark ``index`` (0-based); numbered when the source gives no names."""
+        if self.landmark_names is not None:
+            return self.landmark_names[index]
+        return f"L{index + 1}"
+
+
+_ISBI_2015_LANDMARKS = (
+    "sella", "nasion", "orbitale", "porion", "subspinale", "supramentale", "pogonion", "menton", "gnathion",
+    "gonion", "lower incisal incision", "upper incisal incision", "upper lip", "lower lip", "subnasale",
+    "soft tissue pogonion", "posterior nasal spine", "anterior nasal spine", "articulare",
+)  # fmt: skip
+
+HEAD = Anatomy(
+    name="head",
+    aliases=("cephalometric", "ceph", "isbi2015"),
+    num_landmarks=19,
+    grid=(416, 512),
+    landmark_names=_ISBI_2015_LANDMARKS,
+    spacing_rule=SpacingRule.FIXED,
+    default_spacing_mm=(0.1, 0.1),
+    # 0.1 mm x 2400 / 512: the reference applies the row factor to both axes.
+    reference_mm_per_grid_px=0.46875,
+)
+HAND = Anatomy(
+    name="hand",
+    num_landmarks=37,
+    grid=(368, 512),
+    spacing_rule=SpacingRule.WRIST_WIDTH,
+    wrist_landmarks=(0, 4),
+    wrist_width_mm=50.0,
+)
+CHEST = Anatomy(
+    name="chest",
+    num_landmarks=6,
+    grid=(512, 512),
+    spacing_rule=SpacingRule.PIXELS,
+    unit="px",
+)
+
+ANATOMIES: dict[str, Anatomy] = {a.name: a for a in (HEAD, HAND, CHEST)}
+
+# Index order of the reference config.yaml (`name_list: [cephalometric, hand, chest]`): the paper's model.
+PAPER_ORDER: tuple[str, ...] = ("head", "hand", "chest")
+
+
+class UnknownAnatomyError(ValueError):
+    """Raised for a name that is neither an anatomy nor one of its aliases."""
+
+
+def get_anatomy(name: str) -> Anatomy:
+    """Resolve a name or alias (case-insensitive) to its :class:`Anatomy`."""
+    key = name.strip().lower()
+    for anatomy in ANATOMIES.values():
+        if key == anatomy.name or key in anatomy.aliases:
+            return anatomy
+    known = ", ".join(f"{a.name} ({'/'.join(a.aliases)})" if a.aliases else a.name for a in ANATOMIES.values())
+    raise UnknownAnatomyError(f"unknown anatomy '{name}': known anatomies are {known}")
+
+
+def parse_anatomy_list(text: str) -> list[Anatomy]:
+    """Parse a comma-separated list such as ``chest,cephalometric,hand`` (order kept, duplicates refused)."""
+    anatomies = [get_anatomy(part) for part in text.split(",") if part.strip()]
+    names = [a.name for a in anatomies]
+    if len(set(names)) != len(names):
+        raise UnknownAnatomyError(f"anatomy list '{text}' names an anatomy twice")
+    if not anatomies:
+        raise UnknownAnatomyError("empty anatomy list")
+    return anatomies

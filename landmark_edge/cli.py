@@ -1,0 +1,34 @@
+"""The ``landmark-edge`` command line: thin Typer shells over the package's functions."""
+
+from __future__ import annotations
+
+import typer
+
+from landmark_edge import __version__
+from landmark_edge.commands.checkpoint import import_checkpoint, info
+from landmark_edge.commands.infer import infer
+
+app = typer.Typer(
+    name="landmark-edge",
+    help="GU2Net universal anatomical landmark detection (head, hand, chest X-rays): train, evaluate, export, "
+    "build engines, infer and benchmark.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(infer)
+app.command("import-checkpoint")(import_checkpoint)
+app.command()(info)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"landmark-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """GU2Net landmark detection from training to deployment."""

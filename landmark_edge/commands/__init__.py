@@ -1,0 +1,1 @@
+"""One module per CLI subcommand; :mod:`landmark_edge.cli` registers them on the Typer app."""

@@ -1,0 +1,65 @@
+"""Option groups shared by every subcommand (Polygraphy's argument groups): defined once, reused everywhere."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from landmark_edge.anatomy import Anatomy, get_anatomy
+from landmark_edge.errors import LandmarkEdgeError
+
+EXIT_FATAL = 2  # nothing was processed: bad options, missing weights, ...
+EXIT_FAILED_BASE = 10  # 10 + N: N inputs failed (N capped at 100), the others were processed
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--weights", "-w", help="Weights file (.safetensors). Default: the weights shipped in the package."),
+]
+AnatomyOpt = Annotated[
+    str,
+    typer.Option("--anatomy", "-a", help="Anatomy: head (cephalometric), hand or chest."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, ...")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+
+
+def anatomy_or_exit(name: str) -> Anatomy:
+    """Resolve ``--anatomy`` or stop with one line and exit 2."""
+    try:
+        return get_anatomy(name)
+    except ValueError as error:
+        fail(str(error))
+
+
+def fail(message: str, code: int = EXIT_FATAL) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn project errors into one red line on stderr and exit 2, never a traceback."""
+    try:
+        yield
+    except LandmarkEdgeError as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+def failures_exit_code(failed: int) -> int:
+    return 0 if failed == 0 else EXIT_FAILED_BASE + min(failed, 100)
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,115 @@
+"""The batched inference pipeline shared by ``infer`` and ``bench``.
+
+Images are decoded and resized on worker threads (PIL releases the GIL) while the backend runs the previous
+batch; results come back in input order, with a failed image reported in its place without stopping the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from landmark_edge.anatomy import Anatomy
+from landmark_edge.errors import InputError
+from landmark_edge.io.images import XrayImage, read_image, resolve_spacing
+from landmark_edge.results import ImageFailure, ImageResult, Landmark, Outcome
+from landmark_edge.runtime.backend import Backend, Prediction
+from landmark_edge.transforms import grid_pixels, grid_to_original
+
+
+@dataclass
+class Prepared:
+    """One decoded image and its grid pixels, ready to batch."""
+
+    image: XrayImage
+    pixels: np.ndarray
+
+
+def prepare(path: Path, anatomy: Anatomy) -> Prepared | ImageFailure:
+    try:
+        image = read_image(path)
+        return Prepared(image, grid_pixels(image.image, anatomy.grid))
+    except InputError as error:
+        return ImageFailure(path=str(path), error=str(error))
+
+
+def _batches(items: Iterable[Prepared | ImageFailure], batch_size: int) -> Iterator[list[Prepared | ImageFailure]]:
+    """Group items so each group holds at most ``batch_size`` prepared images (failures ride along in order)."""
+    group: list[Prepared | ImageFailure] = []
+    count = 0
+    for item in items:
+        group.append(item)
+        count += isinstance(item, Prepared)
+        if count == batch_size:
+            yield group
+            group, count = [], 0
+    if group:
+        yield group
+
+
+def run_inference(
+    paths: Iterable[Path],
+    anatomy: Anatomy,
+    backend: Backend,
+    *,
+    batch_size: int = 8,
+    spacing_mm: float | None = None,
+    workers: int = 2,
+    heatmap_sink=None,
+) -> Iterator[Outcome]:
+    """Yield one outcome per path, in order. ``heatmap_sink(path, heatmaps)`` receives (C, H, W) float32 maps."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        prepared = pool.map(lambda p: prepare(Path(p), anatomy), paths)
+        for group in _batches(prepared, batch_size):
+            ready = [item for item in group if isinstance(item, Prepared)]
+            prediction = None
+            if ready:
+                pixels = np.stack([item.pixels for item in ready])
+                prediction = backend.run(pixels, return_heatmaps=heatmap_sink is not None)
+            position = 0
+            for item in group:
+                if isinstance(item, ImageFailure):
+                    yield item
+                    continue
+                if heatmap_sink is not None:
+                    heatmap_sink(item.image.path, prediction.heatmaps[position])
+                yield to_result(item.image, anatomy, prediction, position, backend.decode.value, spacing_mm)
+                position += 1
+
+
+def to_result(
+    image: XrayImage, anatomy: Anatomy, prediction: Prediction, position: int, decode: str, spacing_mm: float | None
+) -> ImageResult:
+    """Map one image's grid predictions to original pixels and millimetres."""
+    spacing, source = resolve_spacing(image, anatomy, spacing_mm)
+    grid_xy = prediction.xy[position]
+    original_xy = grid_to_original(grid_xy, image.size, anatomy.grid)
+    landmarks = []
+    for index, ((gx, gy), (x, y), conf) in enumerate(zip(grid_xy, original_xy, prediction.confidence[position])):
+        landmarks.append(
+            Landmark(
+                index=index + 1,
+                name=anatomy.landmark_name(index),
+                x=round(float(x), 3),
+                y=round(float(y), 3),
+                x_mm=None if spacing is None else round(float(x) * spacing[0], 3),
+                y_mm=None if spacing is None else round(float(y) * spacing[1], 3),
+                confidence=round(float(conf), 5),
+                grid_x=round(float(gx), 3),
+                grid_y=round(float(gy), 3),
+            )
+        )
+    return ImageResult(
+        path=str(image.path),
+        anatomy=anatomy.name,
+        width=image.size[0],
+        height=image.size[1],
+        spacing_mm=spacing,
+        spacing_source=source,
+        decode=decode,
+        landmarks=landmarks,
+    )

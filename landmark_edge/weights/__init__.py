@@ -1,0 +1,145 @@
+"""The project's weights file: a safetensors file whose header carries the model's contract.
+
+Like torchvision's weight enums, a weights file says what it is for: the anatomies in the model's order with
+their landmark counts and grids, the model hyper-parameters, the preprocessing, where it came from, evaluation
+figures when known, and a format version. safetensors is used (not a pickle) so loading a file cannot run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from landmark_edge import __version__
+from landmark_edge.anatomy import get_anatomy
+from landmark_edge.errors import NoDefaultWeightsError, WeightsError
+from landmark_edge.io.atomic import atomic_path
+from landmark_edge.model import GU2Net
+
+FORMAT = "landmark-edge-weights"
+FORMAT_VERSION = 1
+PREPROCESSING = "PIL resize to grid (bicubic), first channel, per-image z-score (reference §6.1)"
+DEFAULT_WEIGHTS = Path(__file__).with_name("gu2net_default.safetensors")
+
+
+class AnatomyEntry(BaseModel):
+    name: str
+    num_landmarks: int
+    grid: tuple[int, int]
+
+
+class WeightsInfo(BaseModel):
+    """The header of a weights file."""
+
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    anatomies: list[AnatomyEntry]
+    architecture: dict[str, Any]  # GU2Net constructor arguments
+    preprocessing: str = PREPROCESSING
+    source: str = ""
+    landmark_edge_version: str = __version__
+    metrics: dict[str, Any] = {}
+    sha256: str = ""  # of the file, filled in on load
+
+    @property
+    def anatomy_names(self) -> list[str]:
+        return [a.name for a in self.anatomies]
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_weights(
+    model: GU2Net,
+    path: str | Path,
+    *,
+    source: str = "",
+    metrics: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> WeightsInfo:
+    """Write ``model`` atomically; ``dtype=torch.float16`` halves the file (BN statistics included)."""
+    from safetensors.torch import save_file
+
+    info = WeightsInfo(
+        anatomies=[
+            AnatomyEntry(name=n, num_landmarks=c, grid=get_anatomy(n).grid) for n, c in model.num_landmarks.items()
+        ],
+        architecture=model.config,
+        source=source,
+        metrics=metrics or {},
+    )
+    tensors = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+    }
+    header = info.model_dump(exclude={"sha256"})
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"landmark_edge": json.dumps(header)})
+    return info
+
+
+def read_info(path: str | Path) -> WeightsInfo:
+    """Read only the header of a weights file (cheap: no tensors are loaded)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        info = WeightsInfo.model_validate(json.loads(metadata["landmark_edge"]))
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError for bad headers
+        raise WeightsError(f"{path}: not a landmark-edge weights file ({_first_line(error)})") from None
+    if info.format != FORMAT or info.format_version > FORMAT_VERSION:
+        raise WeightsError(f"{path}: unsupported weights format {info.format} v{info.format_version}")
+    return info
+
+
+def load_weights(path: str | Path, anatomy: str | None = None) -> tuple[GU2Net, WeightsInfo]:
+    """Build the model a weights file describes and load it (float32, eval mode).
+
+    With ``anatomy``, refuse a file that has no head for it, naming the anatomies it does have.
+    """
+    from safetensors.torch import load_file
+
+    info = read_info(path)
+    if anatomy is not None and get_anatomy(anatomy).name not in info.anatomy_names:
+        raise WeightsError(
+            f"{path}: weights are for {', '.join(info.anatomy_names)}, not {get_anatomy(anatomy).name}"
+        )
+    model = GU2Net(**info.architecture)
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise WeightsError(f"{path}: tensors do not match the header ({_first_line(error)})") from None
+    info.sha256 = file_sha256(path)
+    return model.eval(), info
+
+
+def resolve_weights(path: str | Path | None) -> Path:
+    """The weights to use: the given path, else the weights shipped in the package."""
+    if path is not None:
+        return Path(path)
+    if DEFAULT_WEIGHTS.is_file():
+        return DEFAULT_WEIGHTS
+    raise NoDefaultWeightsError(
+        "no --weights given and this install ships no default weights yet: "
+        "pass --weights FILE (train one with `landmark-edge train`, or `landmark-edge import-checkpoint`)"
+    )
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
