@@ -24,9 +24,9 @@ from landmark_edge.commands.options import (
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.io.atomic import atomic_path, atomic_write_text
 from landmark_edge.results import ImageFailure, ImageResult, Outcome, to_csv, to_json, to_jsonl_line
-from landmark_edge.runtime.backend import TorchBackend
 from landmark_edge.runtime.pipeline import run_inference
-from landmark_edge.weights import load_weights, resolve_weights
+from landmark_edge.runtime.registry import BackendRequest, backend_names, create_backend
+from landmark_edge.weights import resolve_weights
 
 FORMATS = ("table", "json", "csv", "jsonl")
 
@@ -37,6 +37,8 @@ def infer(
     weights: WeightsOpt = None,
     batch_size: BatchSizeOpt = 8,
     device: DeviceOpt = "cpu",
+    backend: Annotated[str, typer.Option(help=f"Inference backend: {', '.join(backend_names())}.")] = "torch",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
     decode: Annotated[
         DecodeMethod,
         typer.Option(help="argmax: integer grid peak (reference protocol); subpixel: Gaussian fit around it."),
@@ -55,11 +57,11 @@ def infer(
     if output_format not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}", param_hint="--format")
     with one_line_errors():
-        model, _info = load_weights(resolve_weights(weights), target.name)
-        backend = TorchBackend(model, target, decode=decode, device=device)
+        request = BackendRequest(resolve_weights(weights), target, decode, device, precision, batch_size)
+        runner = create_backend(backend, request)
         sink = _heatmap_writer(save_heatmaps) if save_heatmaps else None
         outcomes = []
-        for outcome in run_inference(images, target, backend, batch_size=batch_size, spacing_mm=spacing,
+        for outcome in run_inference(images, target, runner, batch_size=batch_size, spacing_mm=spacing,
                                      heatmap_sink=sink):
             if isinstance(outcome, ImageFailure):
                 err_console.print(f"[red]error:[/] {outcome.error}", markup=True, highlight=False)

@@ -1,0 +1,90 @@
+"""Backends by name: ``infer`` and ``bench`` create them here and never branch on a backend's name.
+
+Each entry's factory imports its libraries only when called, so a missing optional library (onnxruntime-gpu,
+tensorrt, triton) makes that backend *unavailable with a reason*, never an import error elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from landmark_edge.anatomy import Anatomy
+from landmark_edge.decode import DecodeMethod
+from landmark_edge.errors import LandmarkEdgeError
+from landmark_edge.runtime.backend import Backend
+
+
+class BackendUnavailable(LandmarkEdgeError):
+    """This backend cannot run here (library, device or artefact missing); the message says which."""
+
+
+@dataclass
+class BackendRequest:
+    """What a caller asks of a backend. ``artifact`` is an exported file (ONNX, engine, .pt2) where one is used."""
+
+    weights: Path
+    anatomy: Anatomy
+    decode: DecodeMethod = DecodeMethod.SUBPIXEL
+    device: str = "cpu"
+    precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 (where the backend supports it)
+    max_batch_size: int = 32
+    artifact: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+Factory = Callable[[BackendRequest], Backend]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    description: str
+    factory: Factory
+
+
+_REGISTRY: dict[str, BackendSpec] = {}
+
+
+def register(name: str, description: str) -> Callable[[Factory], Factory]:
+    def decorate(factory: Factory) -> Factory:
+        _REGISTRY[name] = BackendSpec(name, description, factory)
+        return factory
+
+    return decorate
+
+
+def backend_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def describe() -> dict[str, str]:
+    return {name: spec.description for name, spec in _REGISTRY.items()}
+
+
+def create_backend(name: str, request: BackendRequest) -> Backend:
+    """Build backend ``name``; :class:`BackendUnavailable` says why one cannot run here."""
+    if name not in _REGISTRY:
+        raise BackendUnavailable(f"unknown backend '{name}': choose from {', '.join(_REGISTRY)}")
+    return _REGISTRY[name].factory(request)
+
+
+_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+@register("torch", "eager PyTorch (the reference at fp32); --precision fp16/bf16 casts the model")
+def _torch_backend(request: BackendRequest) -> Backend:
+    import torch
+
+    from landmark_edge.runtime.backend import TorchBackend
+    from landmark_edge.weights import load_weights
+
+    if request.precision not in _DTYPES:
+        raise BackendUnavailable(f"torch backend: precision {request.precision} not supported (fp32, fp16, bf16)")
+    if request.device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailable(f"torch backend: device {request.device} asked for but CUDA is not available")
+    model, _ = load_weights(request.weights, request.anatomy.name)
+    dtype = getattr(torch, _DTYPES[request.precision])
+    return TorchBackend(model, request.anatomy, request.decode, request.device, dtype)
