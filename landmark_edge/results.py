@@ -1,11 +1,27 @@
-"""Inference results: one :class:`ImageResult` per image, or an :class:`ImageFailure` saying why not."""
+"""Inference results: one :class:`ImageResult` per image, or an :class:`ImageFailure` saying why not.
+
+Besides the aggregate formats (JSON, CSV, JSONL), a :class:`ResultStore` keeps one JSON file per image in an
+output folder: the unit a folder run resumes from (``--skip-existing``), each written atomically, so a killed
+run leaves whole files only and a resumed run rebuilds exactly the aggregate an uninterrupted one writes.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from landmark_edge.io.atomic import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:
+    from landmark_edge.io.images import XrayImage
 
 
 @dataclass
@@ -31,10 +47,20 @@ class ImageResult:
     spacing_source: str
     decode: str
     landmarks: list[Landmark] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # low-confidence warnings (landmark_edge.plausibility)
     ok: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ImageResult:
+        """Inverse of :meth:`to_dict` (JSON turns tuples into lists; they are restored)."""
+        values = dict(data)
+        values["landmarks"] = [Landmark(**lm) for lm in values["landmarks"]]
+        if values["spacing_mm"] is not None:
+            values["spacing_mm"] = tuple(values["spacing_mm"])
+        return cls(**values)
 
 
 @dataclass
@@ -49,7 +75,9 @@ class ImageFailure:
 
 Outcome = ImageResult | ImageFailure
 
-CSV_COLUMNS = ["path", "anatomy", "index", "name", "x", "y", "x_mm", "y_mm", "confidence", "grid_x", "grid_y"]
+CSV_COLUMNS = [
+    "path", "anatomy", "index", "name", "x", "y", "x_mm", "y_mm", "confidence", "grid_x", "grid_y", "flags",
+]  # fmt: skip
 
 
 def to_json(outcomes: list[Outcome]) -> str:
@@ -69,5 +97,70 @@ def to_csv(outcomes: list[Outcome]) -> str:
         if isinstance(outcome, ImageResult):
             for landmark in outcome.landmarks:
                 row = {k: v for k, v in asdict(landmark).items() if k in CSV_COLUMNS}
-                writer.writerow({"path": outcome.path, "anatomy": outcome.anatomy, **row})
+                flags = "; ".join(outcome.flags)
+                writer.writerow({"path": outcome.path, "anatomy": outcome.anatomy, **row, "flags": flags})
     return buffer.getvalue()
+
+
+class ResultStore:
+    """One ``<out_dir>/<relative input path>.json`` per image, named relative to the inputs' common folder.
+
+    Naming by the path relative to the common folder keeps files from different sub-folders apart
+    (``a/001.png`` and ``b/001.png``) and is the same on every run over the same inputs.
+    """
+
+    def __init__(self, out_dir: Path | None, inputs: list[Path]) -> None:
+        self.out_dir = out_dir
+        parents = [str(p.resolve().parent) for p in inputs]
+        self.root = Path(os.path.commonpath(parents)) if parents else Path.cwd()
+
+    def key(self, image: str | Path) -> Path:
+        """The input's path relative to the common folder (the name its outputs take)."""
+        return Path(image).resolve().relative_to(self.root)
+
+    def path(self, image: str | Path, suffix: str = ".json", out_dir: Path | None = None) -> Path:
+        key = self.key(image)
+        return (out_dir or self.out_dir) / key.with_name(key.name + suffix)
+
+    def has(self, image: str | Path) -> bool:
+        return self.path(image).is_file()
+
+    def load(self, image: str | Path) -> ImageResult:
+        return ImageResult.from_dict(json.loads(self.path(image).read_text(encoding="utf-8")))
+
+    def save(self, result: ImageResult) -> None:
+        atomic_write_text(self.path(result.path), json.dumps(result.to_dict(), indent=1) + "\n")
+
+
+def display_image(image: Image.Image) -> Image.Image:
+    """An RGB picture of any stored image (16-bit, float, RGBA...), its channel 0 stretched to 0-255 for viewing."""
+    channel = image.getchannel(0) if len(image.getbands()) > 1 else image
+    if channel.mode == "L":
+        return channel.convert("RGB")
+    values = np.asarray(channel, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(scaled.round().astype(np.uint8), "L").convert("RGB")
+
+
+def write_overlay(xray: XrayImage, result: ImageResult, path: Path) -> None:
+    """A PNG of the original image (channel 0, as the model saw it) with each landmark numbered, atomically.
+
+    Markers scale with the image so they read the same on a 500 px thumbnail and a 3000 px film; flagged
+    results get their first flag written across the top.
+    """
+    picture = display_image(xray.image)
+    draw = ImageDraw.Draw(picture)
+    unit = max(picture.size) / 400
+    radius = max(2.0, 2.5 * unit)
+    font = ImageFont.load_default(size=max(10, round(9 * unit)))
+    colour = (255, 64, 64) if result.flags else (0, 255, 96)
+    for lm in result.landmarks:
+        draw.ellipse((lm.x - radius, lm.y - radius, lm.x + radius, lm.y + radius), outline=colour,
+                     width=max(1, round(unit)))
+        draw.text((lm.x + radius + 1, lm.y - radius), str(lm.index), fill=colour, font=font,
+                  stroke_width=max(1, round(unit / 2)), stroke_fill=(0, 0, 0))
+    if result.flags:
+        draw.text((4, 4), result.flags[0], fill=colour, font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+    with atomic_path(path) as tmp:
+        picture.save(tmp, format="PNG")

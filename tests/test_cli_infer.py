@@ -88,7 +88,7 @@ def test_bad_inputs_fail_one_line_each_and_the_rest_still_run(images, tiny_weigh
     outcomes = json.loads(result.stdout)
     assert [o["ok"] for o in outcomes] == [False, True, False, False, True]
     assert f"{missing}: file not found" in result.stderr
-    assert f"{text}: not an image PIL can read" in result.stderr
+    assert f"{text}: not a readable image (PNG, JPEG, BMP, TIFF) or DICOM file" in result.stderr
     assert f"{truncated}: truncated or corrupt image" in result.stderr
     assert "3 of 5 inputs failed" in result.stderr
     assert "Traceback" not in result.output

@@ -1,13 +1,22 @@
-"""``landmark-edge infer``: landmarks for one or more images, as a table, JSON, CSV or JSONL."""
+"""``landmark-edge infer``: landmarks for images, folders and globs, as a table, JSON, CSV or JSONL.
+
+Bad inputs never stop a run: each is reported in one line and the others go on (exit 10+N for N failures).
+With ``--out-dir`` every image's result is its own JSON file, written atomically as soon as the image is done:
+``--skip-existing`` resumes an interrupted folder run from those files, and the aggregate output (``--out``) of
+the resumed run equals that of an uninterrupted one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from landmark_edge.anatomy import Anatomy
@@ -18,12 +27,25 @@ from landmark_edge.commands.options import (
     WeightsOpt,
     anatomy_or_exit,
     err_console,
+    fail,
     failures_exit_code,
     one_line_errors,
 )
 from landmark_edge.decode import DecodeMethod
-from landmark_edge.io.atomic import atomic_path, atomic_write_text
-from landmark_edge.results import ImageFailure, ImageResult, Outcome, to_csv, to_json, to_jsonl_line
+from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
+from landmark_edge.io.images import read_image
+from landmark_edge.io.inputs import expand_inputs
+from landmark_edge.plausibility import DEFAULT_MIN_CONFIDENCE, flag_result
+from landmark_edge.results import (
+    ImageFailure,
+    ImageResult,
+    Outcome,
+    ResultStore,
+    to_csv,
+    to_json,
+    to_jsonl_line,
+    write_overlay,
+)
 from landmark_edge.runtime.pipeline import run_inference
 from landmark_edge.runtime.registry import BackendRequest, backend_names, create_backend
 from landmark_edge.weights import resolve_weights
@@ -32,7 +54,14 @@ FORMATS = ("table", "json", "csv", "jsonl")
 
 
 def infer(
-    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, BMP, TIFF).", show_default=False)],
+    images: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files (PNG, JPEG, BMP, TIFF, DICOM), folders (searched recursively) or quoted glob "
+            "patterns ('scans/**/*.dcm').",
+            show_default=False,
+        ),
+    ],
     anatomy: AnatomyOpt,
     weights: WeightsOpt = None,
     batch_size: BatchSizeOpt = 8,
@@ -44,40 +73,132 @@ def infer(
         typer.Option(help="argmax: integer grid peak (reference protocol); subpixel: Gaussian fit around it."),
     ] = DecodeMethod.SUBPIXEL,
     spacing: Annotated[
-        float | None, typer.Option(min=0.0, help="Pixel spacing in mm (original image), overrides all others.")
+        float | None,
+        typer.Option(min=0.0, help="Pixel spacing in mm (original image); overrides DICOM tags and the anatomy's."),
     ] = None,
     output_format: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")] = "table",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the output here (atomically).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the output here (atomically; jsonl streams into it).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(help="Also write one JSON per image, DIR/<path relative to the inputs' common folder>.json."),
+    ] = None,
+    skip_existing: Annotated[
+        bool, typer.Option(help="Resume: reuse the --out-dir results (and --overlay PNGs) already written.")
+    ] = False,
+    overlay: Annotated[
+        Path | None, typer.Option(help="Write DIR/<relative path>.png: the image with numbered landmarks.")
+    ] = None,
+    min_confidence: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Flag results with heatmap peaks below this.")
+    ] = DEFAULT_MIN_CONFIDENCE,
     save_heatmaps: Annotated[
-        Path | None, typer.Option(help="Write DIR/<stem>.npy, float32 (C, H, W) on the model grid.")
+        Path | None, typer.Option(help="Write DIR/<relative path>.npy, float32 (C, H, W) on the model grid.")
     ] = None,
 ) -> None:
-    """Detect an anatomy's landmarks; coordinates in original pixels, and in mm where the spacing is known."""
+    """Detect an anatomy's landmarks; coordinates in original pixels, and in mm where the spacing is known.
+
+    Results whose heatmap peaks are weak or whose landmarks are arranged unlike the anatomy's training images are
+    flagged (a warning line, and "flags" in the output): a wrong --anatomy or a non-X-ray does not pass silently.
+    """
     target = anatomy_or_exit(anatomy)
     if output_format not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}", param_hint="--format")
+    if skip_existing and out_dir is None:
+        fail("--skip-existing resumes from per-image results: give --out-dir DIR too")
+    inputs = expand_inputs(images)
+    if inputs.skipped:
+        err_console.print(f"note: skipped {inputs.skipped} files in folders that are not images or DICOM")
+    store = ResultStore(out_dir, inputs.files)
+    done = _reusable(store, inputs.files, target, decode, overlay) if skip_existing else {}
+    todo = [path for path in inputs.files if path not in done]
+    counts = {"failed": 0, "flagged": 0, "total": 0}
     with one_line_errors():
         request = BackendRequest(resolve_weights(weights), target, decode, device, precision, batch_size)
         runner = create_backend(backend, request)
-        sink = _heatmap_writer(save_heatmaps) if save_heatmaps else None
-        outcomes = []
-        for outcome in run_inference(images, target, runner, batch_size=batch_size, spacing_mm=spacing,
-                                     heatmap_sink=sink):
-            if isinstance(outcome, ImageFailure):
-                err_console.print(f"[red]error:[/] {outcome.error}", markup=True, highlight=False)
-            outcomes.append(outcome)
-    _emit(outcomes, target, output_format, out)
-    failed = sum(isinstance(o, ImageFailure) for o in outcomes)
-    if failed:
-        err_console.print(f"{failed} of {len(outcomes)} inputs failed")
-    raise typer.Exit(failures_exit_code(failed))
+        sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
+        fresh = run_inference(todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink)
+        with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
+            for failure in inputs.failures:
+                _report(failure, counts, emit)
+            for path in inputs.files:
+                outcome = done.get(path) or next(fresh)
+                if path not in done and isinstance(outcome, ImageResult):
+                    _finish(outcome, target, min_confidence, store, overlay)
+                _report(outcome, counts, emit)
+                advance()
+    if counts["flagged"]:
+        err_console.print(f"{counts['flagged']} of {counts['total']} results flagged as low-confidence")
+    if counts["failed"]:
+        err_console.print(f"{counts['failed']} of {counts['total']} inputs failed")
+    raise typer.Exit(failures_exit_code(counts["failed"]))
 
 
-def _heatmap_writer(directory: Path):
-    directory.mkdir(parents=True, exist_ok=True)
+def _reusable(
+    store: ResultStore, files: list[Path], anatomy: Anatomy, decode: DecodeMethod, overlay: Path | None
+) -> dict[Path, ImageResult]:
+    """Results already in --out-dir for the same anatomy and decoding (with their overlay, when one is asked)."""
+    done = {}
+    for path in files:
+        if not store.has(path) or (overlay is not None and not store.path(path, ".png", overlay).is_file()):
+            continue
+        try:
+            result = store.load(path)
+        except (ValueError, TypeError, KeyError):  # not one of ours: compute it again
+            continue
+        if result.anatomy == anatomy.name and result.decode == decode.value:
+            done[path] = result
+    return done
 
+
+def _finish(result: ImageResult, anatomy: Anatomy, min_confidence: float, store: ResultStore, overlay: Path | None):
+    """Flag a fresh result and write its per-image files; the JSON comes last, as the mark that all are done."""
+    result.flags = flag_result(result, anatomy, min_confidence)
+    if overlay is not None:
+        write_overlay(read_image(result.path), result, store.path(result.path, ".png", overlay))
+    if store.out_dir is not None:
+        store.save(result)
+
+
+def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], None]) -> None:
+    counts["total"] += 1
+    if isinstance(outcome, ImageFailure):
+        counts["failed"] += 1
+        err_console.print(f"[red]error:[/] {outcome.error}", markup=True, highlight=False)
+    elif outcome.flags:
+        counts["flagged"] += 1
+        for flag in outcome.flags:
+            err_console.print(f"[yellow]warning:[/] {outcome.path}: {flag}", markup=True, highlight=False)
+    emit(outcome)
+
+
+@contextmanager
+def _output(output_format: str, out: Path | None, anatomy: Anatomy) -> Iterator[Callable[[Outcome], None]]:
+    """Where outcomes go: JSONL streams line by line (into a temp file renamed at the end when --out is given);
+    the other formats are written once, when the run completes, so an interrupted run leaves no partial file."""
+    if output_format == "jsonl" and out is None:
+        yield lambda outcome: typer.echo(to_jsonl_line(outcome), nl=False)
+    elif output_format == "jsonl":
+        with atomic_open(out, "w", encoding="utf-8") as handle:
+            yield lambda outcome: handle.write(to_jsonl_line(outcome))
+    else:
+        outcomes: list[Outcome] = []
+        yield outcomes.append
+        _emit(outcomes, anatomy, output_format, out)
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr for runs over several images (hidden when stderr is not a terminal)."""
+    with Progress(console=err_console, transient=True, disable=total < 2 or not err_console.is_terminal) as bar:
+        task = bar.add_task("inferring", total=total)
+        yield lambda: bar.advance(task)
+
+
+def _heatmap_writer(store: ResultStore, directory: Path):
     def write(path: Path, heatmaps: np.ndarray) -> None:
-        with atomic_path(directory / f"{Path(path).stem}.npy") as tmp, open(tmp, "wb") as handle:
+        with atomic_path(store.path(path, "", directory).with_suffix(".npy")) as tmp, open(tmp, "wb") as handle:
             np.save(handle, heatmaps.astype(np.float32))
 
     return write
@@ -93,11 +214,7 @@ def _emit(outcomes: list[Outcome], anatomy: Anatomy, output_format: str, out: Pa
         if out is not None:
             atomic_write_text(out, console.export_text())
         return
-    text = {
-        "json": lambda: to_json(outcomes),
-        "csv": lambda: to_csv(outcomes),
-        "jsonl": lambda: "".join(to_jsonl_line(o) for o in outcomes),
-    }[output_format]()
+    text = {"json": to_json, "csv": to_csv}[output_format](outcomes)
     if out is not None:
         atomic_write_text(out, text)
     else:
@@ -106,9 +223,10 @@ def _emit(outcomes: list[Outcome], anatomy: Anatomy, output_format: str, out: Pa
 
 def _summary(result: ImageResult, anatomy: Anatomy) -> str:
     spacing = "unknown" if result.spacing_mm is None else f"{result.spacing_mm[0]:g} x {result.spacing_mm[1]:g} mm"
+    flagged = "  FLAGGED: " + "; ".join(result.flags) if result.flags else ""
     return (
         f"{result.path}  [{anatomy.name}, {result.width}x{result.height} px, spacing {spacing} "
-        f"({result.spacing_source}), decode {result.decode}]"
+        f"({result.spacing_source}), decode {result.decode}]{flagged}"
     )
 
 

@@ -1,23 +1,64 @@
-"""Reading X-ray images into a :class:`XrayImage` that carries its physical spacing (when known)."""
+"""Reading X-ray images into a :class:`XrayImage` that carries its physical spacing (when known).
+
+What the model sees follows the reference reader (PIL's resize of the stored pixels, then channel 0, then a
+per-image z-score), so the choices made here are about which *stored pixels* an input file yields:
+
+* 16-bit greyscale (PNG/TIFF ``I;16``) keeps all its bits: PIL resizes it as it is, and the z-score makes the
+  result independent of the bit depth (an 8-bit export of the same film gives the same network input up to
+  quantisation). Big-endian ``I;16B`` is widened to 32-bit ``I`` because PIL cannot resize it.
+* RGB/RGBA keep their channels and the model uses channel 0 (red), exactly as the reference does; alpha is ignored.
+  Palette images are expanded to RGB first (the palette *indices* are not intensities), bilevel to ``L`` and
+  CMYK/YCbCr/LAB/HSV to RGB.
+* EXIF orientation is applied, as viewers and ``cv2.imread`` do: the model needs the image upright, and
+  coordinates are reported in that upright frame (the one the user sees). Files without the tag (every
+  dataset image) are untouched, so the reference preprocessing is unchanged for them.
+* DICOM goes through :mod:`landmark_edge.io.dicom` (rescale, window, MONOCHROME1 inversion, spacing tags).
+
+Every problem becomes an :class:`InputError` whose message names the file: a run over a folder reports it in
+one line and goes on.
+"""
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.errors import InputError
 
+# The decompression-bomb guard. Large clinical radiographs are about 4300 x 4300 px (18 Mpx); 80 Mpx leaves room
+# for any real X-ray and refuses a header that asks for gigabytes before a single pixel is decoded.
+MAX_PIXELS = 80_000_000
+# A side shorter than this cannot hold an anatomy worth 512 grid pixels; upsampling it would only invent detail.
+MIN_SIDE = 32
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+# Our guard refuses these images with a clear line, so PIL's own warning (at 89 Mpx) would only duplicate it.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+# Modes the reference preprocessing handles as they are (resize, then channel 0); others are converted.
+_KEPT_MODES = frozenset({"L", "LA", "I", "I;16", "F", "RGB", "RGBA", "RGBX"})
+_TO_RGB_MODES = frozenset({"P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "La", "RGBa"})
+_EXIF_ORIENTATION = 0x0112
+
 
 @dataclass
 class XrayImage:
-    """An image as read from disk, before any resizing. ``spacing_mm`` is (x, y) mm per original pixel."""
+    """An image as read from disk, before any resizing.
+
+    ``spacing_mm`` is (x, y) mm per original pixel when the file states it, ``spacing_source`` says where from
+    (e.g. ``DICOM PixelSpacing``).
+    """
 
     path: Path
     image: Image.Image
     spacing_mm: tuple[float, float] | None = None
+    spacing_source: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -26,22 +67,95 @@ class XrayImage:
 
 
 def read_image(path: str | Path) -> XrayImage:
-    """Open and fully decode an image, raising :class:`InputError` with a one-line reason on any problem."""
+    """Open and fully decode an image or DICOM file; :class:`InputError` with a one-line reason on any problem."""
+    from landmark_edge.io.dicom import is_dicom, read_dicom  # here: dicom.py builds on this module
+
     path = Path(path)
+    check_readable_file(path)
+    try:
+        xray = read_dicom(path) if is_dicom(path) else XrayImage(path=path, image=_read_pil(path))
+        check_pixels(xray)
+    except InputError:
+        raise
+    except Exception as error:  # noqa: BLE001 - untrusted bytes reach two parsers; no input may stop the run
+        raise InputError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
+    return xray
+
+
+def check_readable_file(path: Path) -> None:
+    """Refuse a path that is missing, not a regular file, empty or not readable, naming which."""
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if not path.is_file():
         raise InputError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: cannot read file (permission denied)")
+
+
+def check_pixel_count(path: Path, width: int, height: int) -> None:
+    """The decompression-bomb guard, applied to the header's size before anything is decoded."""
+    if width * height > MAX_PIXELS:
+        raise InputError(
+            f"{path}: refused, header claims {width}x{height} px ({width * height / 1e6:.0f} Mpx), over the "
+            f"{MAX_PIXELS / 1e6:.0f} Mpx decompression-bomb limit"
+        )
+
+
+def _read_pil(path: Path) -> Image.Image:
     try:
         image = Image.open(path)
+        check_pixel_count(path, *image.size)
         image.load()
     except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image PIL can read") from None
+        raise InputError(f"{path}: not a readable image (PNG, JPEG, BMP, TIFF) or DICOM file") from None
     except Image.DecompressionBombError as error:
-        raise InputError(f"{path}: refused, image too large ({error})") from None
+        raise InputError(f"{path}: refused by the decompression-bomb guard ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise InputError(f"{path}: truncated or corrupt image ({error})") from None
-    return XrayImage(path=path, image=image)
+    if getattr(image, "n_frames", 1) > 1:  # multi-frame TIFF/GIF keep their file open: keep frame 0 only
+        frame = image.copy()
+        image.close()
+        image = frame
+    return _upright(_normalise_mode(image))
+
+
+def _normalise_mode(image: Image.Image) -> Image.Image:
+    """Convert modes whose stored values are not intensities PIL can resize (see the module docstring)."""
+    if image.mode in _KEPT_MODES:
+        return image
+    if image.mode in _TO_RGB_MODES:
+        return image.convert("RGB")
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode.startswith("I;16"):
+        return image.convert("I")
+    raise InputError(f"unsupported image mode {image.mode}")
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag (2-8) so the image is as viewers show it; untagged images are returned."""
+    if image.getexif().get(_EXIF_ORIENTATION, 1) in range(2, 9):
+        return ImageOps.exif_transpose(image)
+    return image
+
+
+def check_pixels(xray: XrayImage) -> None:
+    """Refuse images the network cannot give a meaningful answer for, before they reach it.
+
+    A constant channel 0 would be z-scored to all zeros (the reference divides by ``std + 1e-20``) and produce
+    landmarks that look like answers; NaN/inf would propagate through the resize into every output.
+    """
+    width, height = xray.size
+    if min(width, height) < MIN_SIDE:
+        raise InputError(f"{xray.path}: image is {width}x{height} px, smaller than {MIN_SIDE} px on a side")
+    channel = xray.image.getchannel(0) if len(xray.image.getbands()) > 1 else xray.image
+    if channel.mode == "F" and not np.isfinite(np.asarray(channel)).all():
+        raise InputError(f"{xray.path}: pixel values contain NaN or infinity")
+    low, high = channel.getextrema()
+    if low == high:
+        raise InputError(f"{xray.path}: constant image (every pixel of channel 0 is {low:g}), nothing to detect")
 
 
 def resolve_spacing(
@@ -51,7 +165,7 @@ def resolve_spacing(
     if override_mm is not None:
         return (override_mm, override_mm), "--spacing"
     if image.spacing_mm is not None:
-        return image.spacing_mm, "file"
+        return image.spacing_mm, image.spacing_source or "file"
     if anatomy.default_spacing_mm is not None:
         return anatomy.default_spacing_mm, f"{anatomy.name} default"
     return None, "none"

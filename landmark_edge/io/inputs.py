@@ -1,0 +1,89 @@
+"""Expanding command-line inputs (files, folders searched recursively, glob patterns) into image paths.
+
+A folder contributes its image and DICOM files (by suffix, or extension-less files with the DICOM preamble, the
+way PACS exports name them), in sorted order, skipping hidden entries (our own atomic temp files among them).
+A path given explicitly is always kept, whatever its name: the reader then says what is wrong with it. Problems
+found while expanding (an unreadable folder, a pattern that matches nothing) become failures of the run, reported
+in one line each like an unreadable image.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from landmark_edge.io.dicom import DICOM_SUFFIXES, has_dicom_magic
+from landmark_edge.io.images import IMAGE_SUFFIXES
+from landmark_edge.results import ImageFailure
+
+_GLOB_CHARACTERS = frozenset("*?[")
+
+
+@dataclass
+class Inputs:
+    """The files to process, the inputs that could not be expanded, and how many folder entries were not images."""
+
+    files: list[Path] = field(default_factory=list)
+    failures: list[ImageFailure] = field(default_factory=list)
+    skipped: int = 0
+
+
+def expand_inputs(arguments: Iterable[str | os.PathLike]) -> Inputs:
+    """Files, folders (recursive) and glob patterns -> image paths in order, each file once."""
+    inputs = Inputs()
+    seen: set[Path] = set()
+
+    def add(path: Path) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            inputs.files.append(path)
+
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            _add_folder(path, inputs, add)
+        elif not path.exists() and _GLOB_CHARACTERS & set(str(argument)):
+            matches = sorted(glob.glob(str(argument), recursive=True))
+            if not matches:
+                inputs.failures.append(ImageFailure(str(argument), f"{argument}: no files match this pattern"))
+            for match in map(Path, matches):
+                if match.is_dir():
+                    _add_folder(match, inputs, add)
+                else:
+                    add(match)
+        else:
+            add(path)
+    return inputs
+
+
+def _add_folder(folder: Path, inputs: Inputs, add) -> None:
+    found = 0
+    errors: list[OSError] = []
+    for root, dirs, names in os.walk(folder, onerror=errors.append):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(root) / name
+            if name.startswith("."):
+                continue
+            if is_image_file(path):
+                add(path)
+                found += 1
+            else:
+                inputs.skipped += 1
+    for error in errors:
+        reason = error.strerror or type(error).__name__
+        inputs.failures.append(ImageFailure(str(error.filename), f"{error.filename}: cannot read folder ({reason})"))
+    if found == 0 and not errors:
+        inputs.failures.append(ImageFailure(str(folder), f"{folder}: folder holds no image or DICOM files"))
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether a file found in a folder is an input: a known suffix, or no suffix and the DICOM preamble."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES or suffix in DICOM_SUFFIXES:
+        return True
+    return suffix == "" and has_dicom_magic(path)

@@ -1,0 +1,110 @@
+"""Low-confidence flags that need no trained weights: weak heatmap peaks, and a landmark layout unlike the anatomy's.
+
+The layout check compares the detected points with the anatomy's *typical layout* (the mean of its training
+labels, ``layouts.json``) after the best affine map from the detections onto it, so position, size, aspect
+ratio, rotation and shear do not matter and only the *arrangement* does. The residual is reported as a fraction
+of the typical layout's spread: 0 for a perfect fit, about 0.8-0.95 for points scattered at random. What it
+catches: landmarks in the wrong order or scattered (a wrong ``--anatomy``, a photo or a non-X-ray), all points
+collapsed on one spot, and a mirrored layout (a flipped film, a right hand where the training hands are left).
+What it does not catch: one or two landmarks a few millimetres off on an otherwise plausible layout.
+
+``layouts.json`` is written by ``scripts/make_layouts.py`` from the label files in the shared data folder; its
+thresholds are a fixed multiple of the 99th percentile of the training labels' own residuals.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from landmark_edge.anatomy import Anatomy
+from landmark_edge.results import ImageResult
+
+LAYOUTS_FILE = Path(__file__).with_name("layouts.json")
+# A trained GU2Net (BCE on 0..1 Gaussian targets) peaks near 1 on clear landmarks. Uncalibrated: no trained
+# weights were available when this default was chosen; --min-confidence changes it.
+DEFAULT_MIN_CONFIDENCE = 0.1
+THRESHOLD_MARGIN = 2.0  # x the 99th percentile of training-label residuals: room for a model's own error
+
+
+@dataclass(frozen=True)
+class Layout:
+    """An anatomy's typical landmark arrangement (C, 2), centred with unit RMS spread, and its residual limit."""
+
+    mean: np.ndarray
+    threshold: float
+
+
+def affine_residual(points: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Fit ``target ~ [points, 1] @ A`` by least squares; return (RMS residual / RMS spread of target, det of A).
+
+    Mapping the detections onto the layout (not the reverse) keeps collapsed detections from fitting trivially.
+    """
+    design = np.hstack([points, np.ones((len(points), 1))])
+    coefficients, *_ = np.linalg.lstsq(design, target, rcond=None)
+    residual = target - design @ coefficients
+    spread = target - target.mean(axis=0)
+    ratio = float(np.sqrt((residual**2).sum() / (spread**2).sum()))
+    return ratio, float(np.linalg.det(coefficients[:2]))
+
+
+def fit_layout(shapes: np.ndarray, iterations: int = 10) -> Layout:
+    """Generalised affine Procrustes over (N, C, 2) label shapes: their mean arrangement and residual limit."""
+    mean = _normalise(shapes[0])
+    for _ in range(iterations):
+        aligned = [_align(shape, mean) for shape in shapes]
+        mean = _normalise(np.mean(aligned, axis=0))
+    residuals = [affine_residual(shape, mean)[0] for shape in shapes]
+    return Layout(mean=mean, threshold=float(np.quantile(residuals, 0.99) * THRESHOLD_MARGIN))
+
+
+def _align(shape: np.ndarray, target: np.ndarray) -> np.ndarray:
+    design = np.hstack([shape, np.ones((len(shape), 1))])
+    coefficients, *_ = np.linalg.lstsq(design, target, rcond=None)
+    return design @ coefficients
+
+
+def _normalise(shape: np.ndarray) -> np.ndarray:
+    centred = shape - shape.mean(axis=0)
+    return centred / np.sqrt((centred**2).sum(axis=1).mean())
+
+
+@cache
+def typical_layouts() -> dict[str, Layout]:
+    data = json.loads(LAYOUTS_FILE.read_text())
+    return {name: Layout(np.asarray(entry["mean"]), entry["threshold"]) for name, entry in data["anatomies"].items()}
+
+
+def layout_flags(points: np.ndarray, anatomy: Anatomy) -> list[str]:
+    """Flags for a (C, 2) arrangement of detected points, in original pixels."""
+    layout = typical_layouts().get(anatomy.name)
+    if layout is None:
+        return []
+    ratio, determinant = affine_residual(np.asarray(points, dtype=np.float64), layout.mean)
+    flags = []
+    if ratio > layout.threshold:
+        flags.append(
+            f"layout unlike a {anatomy.name} X-ray (residual {ratio:.2f} > {layout.threshold:.2f}): "
+            f"wrong --anatomy, or not a {anatomy.name} radiograph?"
+        )
+    elif determinant < 0:
+        flags.append(f"layout is mirrored relative to the {anatomy.name} training images (flipped image?)")
+    return flags
+
+
+def confidence_flags(result: ImageResult, min_confidence: float) -> list[str]:
+    weak = [lm.index for lm in result.landmarks if lm.confidence < min_confidence]
+    if not weak:
+        return []
+    listed = ", ".join(map(str, weak[:10])) + (", ..." if len(weak) > 10 else "")
+    return [f"{len(weak)} of {len(result.landmarks)} landmarks below confidence {min_confidence:g} ({listed})"]
+
+
+def flag_result(result: ImageResult, anatomy: Anatomy, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> list[str]:
+    """Everything suspicious about one result, one readable line each (empty when nothing is)."""
+    points = np.array([(lm.x, lm.y) for lm in result.landmarks])
+    return confidence_flags(result, min_confidence) + layout_flags(points, anatomy)

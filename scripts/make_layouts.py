@@ -1,0 +1,63 @@
+"""Write ``landmark_edge/layouts.json``: each anatomy's typical landmark layout, from the shared label files.
+
+    python scripts/make_layouts.py [DATA_DIR] [-o landmark_edge/layouts.json]
+
+Head: mean of the senior and junior ISBI 2015 annotations (pixels); hand: ``all.csv`` (pixels); chest: the
+normalised label files. The affine fit makes the frame irrelevant (pixels or fractions of the image size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from landmark_edge.io.atomic import atomic_write_text
+from landmark_edge.plausibility import LAYOUTS_FILE, fit_layout
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _points(path: Path, skip: int = 0, count: int | None = None, sep: str | None = ",") -> np.ndarray:
+    lines = path.read_text().split("\n")[skip:]
+    rows = [line.split(sep) for line in lines if line.strip()][:count]
+    return np.array(rows, dtype=np.float64)
+
+
+def label_shapes(data: Path) -> dict[str, np.ndarray]:
+    """(N, C, 2) label arrays per anatomy."""
+    ceph = data / "ISBI2015_ceph"
+    head = [
+        (_points(senior, count=19) + _points(ceph / "400_junior" / senior.name, count=19)) / 2
+        for senior in sorted((ceph / "400_senior").glob("*.txt"))
+    ]
+    hand_rows = np.loadtxt(data / "hand" / "all.csv", delimiter=",")[:, 1:]
+    chest = [_points(p, skip=1, sep=None) for p in sorted((data / "chest" / "labels").glob("*.txt"))]
+    return {"head": np.array(head), "hand": hand_rows.reshape(len(hand_rows), -1, 2), "chest": np.array(chest)}
+
+
+def layouts_document(data: Path) -> dict:
+    anatomies = {}
+    for name, shapes in label_shapes(data).items():
+        layout = fit_layout(shapes)
+        anatomies[name] = {
+            "mean": np.round(layout.mean, 5).tolist(),
+            "threshold": round(layout.threshold, 4),
+            "labels": len(shapes),
+        }
+    return {"source": "scripts/make_layouts.py over the shared data labels", "anatomies": anatomies}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("-o", "--out", type=Path, default=LAYOUTS_FILE)
+    args = parser.parse_args()
+    atomic_write_text(args.out, json.dumps(layouts_document(args.data), indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
