@@ -40,11 +40,6 @@ def has_dicom_magic(path: Path) -> bool:
     return head[128:132] == b"DICM"
 
 
-def is_dicom(path: Path) -> bool:
-    """A file is read as DICOM when it has the Part 10 preamble or a DICOM suffix (content wins over a name)."""
-    return has_dicom_magic(path) or path.suffix.lower() in DICOM_SUFFIXES
-
-
 def read_dicom(path: Path) -> XrayImage:
     """Read a single-frame DICOM image; :class:`InputError` names the file and what is wrong with it."""
     try:

@@ -68,18 +68,35 @@ class XrayImage:
 
 def read_image(path: str | Path) -> XrayImage:
     """Open and fully decode an image or DICOM file; :class:`InputError` with a one-line reason on any problem."""
-    from landmark_edge.io.dicom import is_dicom, read_dicom  # here: dicom.py builds on this module
-
     path = Path(path)
     check_readable_file(path)
     try:
-        xray = read_dicom(path) if is_dicom(path) else XrayImage(path=path, image=_read_pil(path))
+        xray = _read_any(path)
         check_pixels(xray)
     except InputError:
         raise
     except Exception as error:  # noqa: BLE001 - untrusted bytes reach two parsers; no input may stop the run
         raise InputError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
     return xray
+
+
+class _NotAnImage(InputError):
+    """PIL does not recognise the bytes (the file may still be DICOM without its preamble)."""
+
+
+def _read_any(path: Path) -> XrayImage:
+    """DICOM when the file has the DICOM preamble; otherwise an image PIL recognises; otherwise, for a DICOM
+    suffix, DICOM without a preamble. Content wins over names: a PNG called ``x.dcm`` is read as the PNG."""
+    from landmark_edge.io.dicom import DICOM_SUFFIXES, has_dicom_magic, read_dicom  # dicom.py imports this module
+
+    if has_dicom_magic(path):
+        return read_dicom(path)
+    try:
+        return XrayImage(path=path, image=_read_pil(path))
+    except _NotAnImage:
+        if path.suffix.lower() in DICOM_SUFFIXES:
+            return read_dicom(path)
+        raise
 
 
 def check_readable_file(path: Path) -> None:
@@ -109,7 +126,7 @@ def _read_pil(path: Path) -> Image.Image:
         check_pixel_count(path, *image.size)
         image.load()
     except UnidentifiedImageError:
-        raise InputError(f"{path}: not a readable image (PNG, JPEG, BMP, TIFF) or DICOM file") from None
+        raise _NotAnImage(f"{path}: not a readable image (PNG, JPEG, BMP, TIFF) or DICOM file") from None
     except Image.DecompressionBombError as error:
         raise InputError(f"{path}: refused by the decompression-bomb guard ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
