@@ -6,9 +6,10 @@ per-image z-score), so the choices made here are about which *stored pixels* an 
 * 16-bit greyscale (PNG/TIFF ``I;16``) keeps all its bits: PIL resizes it as it is, and the z-score makes the
   result independent of the bit depth (an 8-bit export of the same film gives the same network input up to
   quantisation). Big-endian ``I;16B`` is widened to 32-bit ``I`` because PIL cannot resize it.
-* RGB/RGBA keep their channels and the model uses channel 0 (red), exactly as the reference does; alpha is ignored.
-  Palette images are expanded to RGB first (the palette *indices* are not intensities), bilevel to ``L`` and
-  CMYK/YCbCr/LAB/HSV to RGB.
+* RGB keeps its channels and the model uses channel 0 (red), exactly as the reference does. Alpha is dropped
+  before resizing (RGBA -> RGB, LA -> L): PIL resizes RGBA premultiplied, which would let a transparency mask
+  change the grey levels. Palette images are expanded to RGB (the palette *indices* are not intensities),
+  bilevel to ``L`` and CMYK/YCbCr/LAB/HSV to RGB.
 * EXIF orientation is applied, as viewers and ``cv2.imread`` do: the model needs the image upright, and
   coordinates are reported in that upright frame (the one the user sees). Files without the tag (every
   dataset image) are untouched, so the reference preprocessing is unchanged for them.
@@ -42,8 +43,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 # Modes the reference preprocessing handles as they are (resize, then channel 0); others are converted.
-_KEPT_MODES = frozenset({"L", "LA", "I", "I;16", "F", "RGB", "RGBA", "RGBX"})
-_TO_RGB_MODES = frozenset({"P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "La", "RGBa"})
+_KEPT_MODES = frozenset({"L", "I", "I;16", "F", "RGB"})
+_TO_RGB_MODES = frozenset({"RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"})
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -144,7 +145,7 @@ def _normalise_mode(image: Image.Image) -> Image.Image:
         return image
     if image.mode in _TO_RGB_MODES:
         return image.convert("RGB")
-    if image.mode == "1":
+    if image.mode in ("1", "LA", "La"):
         return image.convert("L")
     if image.mode.startswith("I;16"):
         return image.convert("I")

@@ -61,23 +61,22 @@ def expand_inputs(arguments: Iterable[str | os.PathLike]) -> Inputs:
 
 
 def _add_folder(folder: Path, inputs: Inputs, add) -> None:
-    found = 0
+    """Add a folder's images in path order (as ``find | sort`` lists them); unreadable sub-folders are failures."""
+    found: list[Path] = []
     errors: list[OSError] = []
     for root, dirs, names in os.walk(folder, onerror=errors.append):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(names):
-            path = Path(root) / name
-            if name.startswith("."):
-                continue
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for path in (Path(root) / name for name in names if not name.startswith(".")):
             if is_image_file(path):
-                add(path)
-                found += 1
+                found.append(path)
             else:
                 inputs.skipped += 1
+    for path in sorted(found, key=lambda p: p.parts):
+        add(path)
     for error in errors:
         reason = error.strerror or type(error).__name__
         inputs.failures.append(ImageFailure(str(error.filename), f"{error.filename}: cannot read folder ({reason})"))
-    if found == 0 and not errors:
+    if not found and not errors:
         inputs.failures.append(ImageFailure(str(folder), f"{folder}: folder holds no image or DICOM files"))
 
 
