@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+from factories import BAD_INPUTS, UNREADABLE_FOLDER, gradient, make_dicom, save
 from PIL import Image
 from typer.testing import CliRunner
 
-from factories import BAD_INPUTS, UNREADABLE_FOLDER, gradient, make_dicom, save
 from landmark_edge.cli import app
 from landmark_edge.commands.options import EXIT_FAILED_BASE
 

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pydicom
 import pytest
+from factories import gradient, make_dicom, save
 from PIL import Image
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, RLELossless
 from typer.testing import CliRunner
 
-from factories import gradient, make_dicom, save
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.cli import app
 from landmark_edge.io.images import read_image, resolve_spacing

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from factories import gradient, save
 from PIL import Image
 from typer.testing import CliRunner
 
 import landmark_edge.commands.infer as infer_command
-from factories import gradient, save
 from landmark_edge.cli import app
 
 runner = CliRunner()

@@ -5,10 +5,15 @@ import runpy
 
 import numpy as np
 import pytest
-
 from conftest import DATA, REPO, require
+
 from landmark_edge.anatomy import get_anatomy
-from landmark_edge.plausibility import LAYOUTS_FILE, confidence_flags, layout_flags, typical_layouts
+from landmark_edge.plausibility import (
+    LAYOUTS_FILE,
+    confidence_flags,
+    layout_flags,
+    typical_layouts,
+)
 from landmark_edge.results import ImageResult, Landmark
 
 rng = np.random.default_rng(7)

@@ -88,7 +88,11 @@ class _NotAnImage(InputError):
 def _read_any(path: Path) -> XrayImage:
     """DICOM when the file has the DICOM preamble; otherwise an image PIL recognises; otherwise, for a DICOM
     suffix, DICOM without a preamble. Content wins over names: a PNG called ``x.dcm`` is read as the PNG."""
-    from landmark_edge.io.dicom import DICOM_SUFFIXES, has_dicom_magic, read_dicom  # dicom.py imports this module
+    from landmark_edge.io.dicom import (  # dicom.py imports this module
+        DICOM_SUFFIXES,
+        has_dicom_magic,
+        read_dicom,
+    )
 
     if has_dicom_magic(path):
         return read_dicom(path)
