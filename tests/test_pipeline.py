@@ -8,7 +8,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import DATA, require
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.cli import app
 from landmark_edge.decode import decode_heatmaps
@@ -18,14 +17,15 @@ from landmark_edge.runtime.backend import Backend, HostToDevice, Prediction, Tor
 from landmark_edge.runtime.pipeline import prepare_in_order, run_inference
 from landmark_edge.transforms import to_model_input
 from landmark_edge.weights import load_weights
+from tests.conftest import DATA, require
 
 CHEST = get_anatomy("chest")
 
 
 @pytest.fixture()
 def folder_with_bad_image(tmp_path) -> list[Path]:
-    """Five real chest X-rays (original aspect) with a corrupt file third, in the order a user would pass them."""
-    real = sorted(require(DATA / "chest" / "originals_aspect").glob("*.png"))[:5]
+    """Three real chest X-rays (original aspect) with a corrupt file third, in the order a user would pass them."""
+    real = sorted(require(DATA / "chest" / "originals_aspect").glob("*.png"))[:3]
     bad = tmp_path / "CHNCXR_broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     return real[:2] + [bad] + real[2:]
@@ -34,7 +34,8 @@ def folder_with_bad_image(tmp_path) -> list[Path]:
 def test_pipeline_matches_plain_infer_in_order_with_a_bad_image(folder_with_bad_image, chest_only_weights):
     paths = folder_with_bad_image
     model, _ = load_weights(chest_only_weights, "chest")
-    outcomes = list(run_inference(paths, CHEST, TorchBackend(model, CHEST), batch_size=3, workers=2))
+    # batches [real, real] and [bad, real]: the bad image sits inside a batch, not at its edge
+    outcomes = list(run_inference(paths, CHEST, TorchBackend(model, CHEST), batch_size=2, workers=2))
 
     assert [o.path for o in outcomes] == [str(p) for p in paths]
     assert isinstance(outcomes[2], ImageFailure) and "CHNCXR_broken.png" in outcomes[2].error
@@ -46,14 +47,14 @@ def test_pipeline_matches_plain_infer_in_order_with_a_bad_image(folder_with_bad_
     assert result.exit_code == 11, result.output  # 10 + one failed input
     plain = json.loads(result.stdout)
     assert [o["path"] for o in plain] == [str(p) for p in paths] and not plain[2]["ok"]
-    for batched, single in zip(outcomes, plain):
+    for batched, single in zip(outcomes, plain, strict=True):
         if single["ok"]:
             got = [(lm.x, lm.y) for lm in batched.landmarks]
             want = [(lm["x"], lm["y"]) for lm in single["landmarks"]]
             np.testing.assert_allclose(got, want, atol=2e-3)
 
     # and the model run by hand on the reference preprocessing (float64 z-score on the host)
-    for path, batched in zip(paths, outcomes):
+    for path, batched in zip(paths, outcomes, strict=True):
         if isinstance(batched, ImageResult):
             x = torch.from_numpy(to_model_input(read_image(path).image, CHEST.grid))[None]
             with torch.inference_mode():
@@ -114,8 +115,8 @@ def test_cuda_backend_matches_cpu(chest_only_weights):
     upload = HostToDevice(torch.device("cuda"))
     for batch in batches:  # more batches than ring slots: each slot is reused only after its copy finished
         np.testing.assert_array_equal(upload(batch).cpu().numpy(), batch)
-    model, _ = load_weights(chest_only_weights, "chest")
-    cpu, gpu = TorchBackend(model, CHEST), TorchBackend(load_weights(chest_only_weights, "chest")[0], CHEST, device="cuda")
+    cpu = TorchBackend(load_weights(chest_only_weights, "chest")[0], CHEST)
+    gpu = TorchBackend(load_weights(chest_only_weights, "chest")[0], CHEST, device="cuda")
     for batch in batches:
         np.testing.assert_allclose(gpu.run(batch).xy, cpu.run(batch).xy, atol=0.05)
     _, timing = gpu.run_timed(batches[0])

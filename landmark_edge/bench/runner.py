@@ -12,7 +12,7 @@ import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +93,7 @@ class BenchImages:
         return [np.stack([self.pixels[i] for i in order[s : s + batch_size]]) for s in range(0, count, batch_size)]
 
     def to_original(self, grid_xy: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-        return np.stack([grid_to_original(xy, size, grid) for xy, size in zip(grid_xy, self.sizes)])
+        return np.stack([grid_to_original(xy, size, grid) for xy, size in zip(grid_xy, self.sizes, strict=True)])
 
 
 def load_images(paths: list[Path], anatomy: Anatomy) -> BenchImages:
@@ -197,8 +197,8 @@ class _Bench:
         finally:
             backend.close()
             del backend
-            gc.collect()
-            if self.device.type == "cuda":
+            if self.device.type == "cuda":  # hand the device memory back before the next backend is measured
+                gc.collect()
                 torch.cuda.empty_cache()
 
     def measure(self, backend: Backend, batch_size: int, memory: _GpuMemory, base: dict) -> BenchRow:
@@ -259,7 +259,7 @@ def run_bench(
     """Measure the reference, then every spec; ``on_row(report)`` sees the report grow (for partial saves)."""
     images = load_images(config.images, config.anatomy)
     report = BenchReport(
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
         command=config.command,
         argv=config.argv,
         anatomy=config.anatomy.name,

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from landmark_edge.bench.report import rich_table, write_outputs
+from landmark_edge.bench.results import BenchReport
 from landmark_edge.bench.runner import BenchConfig, parse_specs, run_bench
 from landmark_edge.commands.options import (
     AnatomyOpt,
@@ -27,6 +28,7 @@ from landmark_edge.commands.options import (
     fail,
     failures_exit_code,
     one_line_errors,
+    stdout_is_terminal,
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.runtime.registry import backend_names
@@ -94,17 +96,35 @@ def bench(
             ("--iters", iters), ("--warmup", warmup), ("--weights", weights_path), ("--device", device),
             ("--decode", decode.value), *(("--option", item) for item in option or []), ("--out-dir", out_dir),
         )
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err_console, transient=True) as progress:
-            report = run_bench(config, progress, on_row=lambda r: write_outputs(r, out_dir, with_plot=False))
+        report = _run_keeping_partial(config, out_dir)
         paths = write_outputs(report, out_dir)
     if json_output:
         typer.echo(report.model_dump_json(indent=2))
     else:
-        Console().print(rich_table(report))
+        Console(width=None if stdout_is_terminal() else 200).print(rich_table(report))
     err_console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
     failed = sum(row.status == "failed" for row in report.rows)
     raise typer.Exit(failures_exit_code(failed))
+
+
+def _run_keeping_partial(config: BenchConfig, out_dir: Path) -> BenchReport:
+    """Run with a progress display, saving the report after every backend; an interrupted run (Ctrl-C, a
+    ``timeout``) still leaves every finished backend's rows, table and plot in ``out_dir``."""
+    finished: list[BenchReport] = []
+
+    def save(report: BenchReport) -> None:
+        write_outputs(report, out_dir, with_plot=False)
+        finished[:] = [report]
+
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err_console, transient=True) as progress:
+            return run_bench(config, progress, on_row=save)
+    except KeyboardInterrupt:
+        if finished:
+            write_outputs(finished[0], out_dir)
+            err_console.print(f"interrupted: the finished backends' results are in {out_dir}")
+        raise
 
 
 def _text_list(text: str) -> list[str]:

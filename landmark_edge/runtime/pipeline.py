@@ -114,7 +114,9 @@ def to_result(
     grid_xy = prediction.xy[position]
     original_xy = grid_to_original(grid_xy, image.size, anatomy.grid)
     landmarks = []
-    for index, ((gx, gy), (x, y), conf) in enumerate(zip(grid_xy, original_xy, prediction.confidence[position])):
+    for index, ((gx, gy), (x, y), conf) in enumerate(
+        zip(grid_xy, original_xy, prediction.confidence[position], strict=True)
+    ):
         landmarks.append(
             Landmark(
                 index=index + 1,
