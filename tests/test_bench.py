@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -170,3 +171,6 @@ def test_bench_bad_options_fail_in_one_line(tiny_weights, tmp_path):
     assert result.exit_code == 2 and "--batch-sizes" in result.stderr
     result = runner.invoke(app, ["bench", "-a", "chest", "-w", str(tiny_weights), "--option", "nokey"])
     assert result.exit_code == 2 and "NAME:KEY=VALUE" in result.stderr
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, ["bench", "-a", "chest", "-w", str(tiny_weights), "--device", "cuda"])
+        assert result.exit_code == 2 and "CUDA is not available" in result.stderr

@@ -17,7 +17,7 @@ from landmark_edge.bench.results import Environment
 
 
 def collect_environment(device: torch.device) -> Environment:
-    cuda = device.type == "cuda"
+    cuda = device.type == "cuda" and torch.cuda.is_available()
     return Environment(
         host=socket.gethostname(),
         platform=platform.platform(),

@@ -58,8 +58,9 @@ def _header_lines(report: BenchReport) -> list[str]:
         f"GPU driver {env.gpu_driver or '-'}, CUDA {env.cuda or '-'}, cuDNN {env.cudnn or '-'}, torch {env.torch}, "
         f"onnxruntime {env.onnxruntime or '-'}, TensorRT {env.tensorrt or '-'}",
         f"landmark-edge {env.landmark_edge} ({env.git_commit or 'no git'}), python {env.python}, {env.platform}",
-        f"{report.anatomy}, decode {report.decode}, {len(report.images)} images, {report.warmup} warm-up + "
-        f"{report.iters} timed batches per row, weights sha256 {report.weights_sha256[:12]}; {report.created}",
+        f"reference: {report.reference}; {report.anatomy}, decode {report.decode}, {len(report.images)} images, "
+        f"{report.warmup} warm-up + {report.iters} timed batches per row, weights sha256 "
+        f"{report.weights_sha256[:12]}; {report.created}",
     ]
 
 

@@ -87,6 +87,7 @@ class BenchReport(BaseModel):
     images: list[str]
     iters: int
     warmup: int
+    reference: str  # what every ratio and drift is measured against
     environment: Environment
     rows: list[BenchRow] = []
 

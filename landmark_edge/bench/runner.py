@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,19 @@ from landmark_edge.transforms import grid_to_original
 from landmark_edge.weights import file_sha256
 
 REFERENCE_BACKEND, REFERENCE_PRECISION = "torch", "fp32"
+REFERENCE = "eager torch fp32, TF32 off"
+
+
+@contextmanager
+def strict_fp32() -> Iterator[None]:
+    """Exact fp32 for the reference: PyTorch lets cuDNN convolutions use TF32 (10-bit mantissa) by default on
+    Ampere and later, which would both flatter the reference's speed and blur the drift every backend is held to."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @dataclass
@@ -270,12 +284,14 @@ def run_bench(
         images=[str(p) for p in images.paths],
         iters=config.iters,
         warmup=config.warmup,
+        reference=REFERENCE,
         environment=collect_environment(torch.device(config.device)),
     )
     bench = _Bench(config, images, progress)
     reference = BenchSpec(REFERENCE_BACKEND, REFERENCE_PRECISION)
     for spec, is_reference in [(reference, True)] + [(s, False) for s in config.specs]:
-        report.rows.extend(bench.rows(spec, is_reference))
+        with strict_fp32() if is_reference else nullcontext():
+            report.rows.extend(bench.rows(spec, is_reference))
         add_ratios(report)
         if on_row is not None:
             on_row(report)

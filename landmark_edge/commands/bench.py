@@ -72,6 +72,8 @@ def bench(
     available, else cpu."""
     target = anatomy_or_exit(anatomy)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {device}: CUDA is not available here (torch {torch.__version__})")
     sizes = _int_list(batch_sizes, "--batch-sizes")
     names = backend_names() if backends.strip() == "all" else _text_list(backends)
     options = _backend_options(option or [])
