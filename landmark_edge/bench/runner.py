@@ -221,13 +221,13 @@ class _Bench:
         if self.progress is not None:
             task = self.progress.add_task(f"{base['label']} b={batch_size}",
                                           total=len(batches) + self.config.warmup + self.config.iters)
-        memory.reset()
         outputs = self.predict(backend, batches, task)
         if self.reference is None:
             self.reference = outputs
         for index in range(self.config.warmup):
             backend.run(batches[index % len(batches)])
             self._advance(task)
+        memory.reset()  # the peak of serving batches, not of the drift pass's heatmap copies
         latencies, stages = [], {name: [] for name in STAGES}
         for index in range(self.config.iters):
             _, timing = backend.run_timed(batches[index % len(batches)])
