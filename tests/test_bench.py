@@ -174,3 +174,23 @@ def test_bench_bad_options_fail_in_one_line(tiny_weights, tmp_path):
     if not torch.cuda.is_available():
         result = runner.invoke(app, ["bench", "-a", "chest", "-w", str(tiny_weights), "--device", "cuda"])
         assert result.exit_code == 2 and "CUDA is not available" in result.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bench_on_cuda(tiny_weights, head_images, tmp_path):
+    """On a GPU: CUDA-event stage split, peak device memory and the GPU's name in the header."""
+    out = tmp_path / "gpu"
+    result = CliRunner().invoke(app, [
+        "bench", "--anatomy", "head", "-w", str(tiny_weights), "--images", str(head_images), "--device", "cuda",
+        "--backends", "torch", "--precisions", "fp32,fp16", "--batch-sizes", "1,4", "--iters", "3",
+        "--out-dir", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = BenchReport.model_validate_json((out / "bench.json").read_text())
+    assert report.environment.gpu and report.environment.cuda
+    for row in report.rows:
+        assert row.status == "ok" and row.peak_gpu_memory_mb > 0
+        assert {"h2d", "compute", "decode", "d2h"} <= set(row.stages_ms)
+        assert sum(row.stages_ms[s] for s in ("h2d", "compute", "decode", "d2h")) <= row.latency_ms.mean * 1.05
+    fp16 = next(r for r in report.rows if r.precision == "fp16")
+    assert fp16.drift.max_heatmap_diff < 0.05
