@@ -102,6 +102,7 @@ def plot(report: BenchReport, path: Path) -> None:
 
     figure, (latency_axis, throughput_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
     labels = list(dict.fromkeys(row.label for row in report.rows if row.status == "ok"))
+    batch_sizes = sorted({row.batch_size for row in report.rows if row.status == "ok"})
     for label in labels:
         rows = sorted((r for r in report.rows if r.label == label and r.status == "ok"), key=lambda r: r.batch_size)
         sizes = [r.batch_size for r in rows]
@@ -109,6 +110,7 @@ def plot(report: BenchReport, path: Path) -> None:
         throughput_axis.plot(sizes, [r.throughput_ips for r in rows], marker="o", label=label)
     for axis, ylabel in ((latency_axis, "p50 latency per batch (ms)"), (throughput_axis, "throughput (images/s)")):
         axis.set_xscale("log", base=2)
+        axis.set_xticks(batch_sizes, [str(size) for size in batch_sizes])
         axis.set_yscale("log")
         axis.set_xlabel("batch size")
         axis.set_ylabel(ylabel)
