@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from landmark_edge import __version__
+from landmark_edge.commands.bench import bench
 from landmark_edge.commands.checkpoint import import_checkpoint, info
 from landmark_edge.commands.infer import infer
 
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.command()(infer)
 app.command("import-checkpoint")(import_checkpoint)
 app.command()(info)
+app.command()(bench)
 
 
 def _version(value: bool) -> None:

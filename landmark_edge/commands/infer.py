@@ -23,6 +23,7 @@ from landmark_edge.anatomy import Anatomy
 from landmark_edge.commands.options import (
     AnatomyOpt,
     BatchSizeOpt,
+    DecodeOpt,
     DeviceOpt,
     WeightsOpt,
     anatomy_or_exit,
@@ -68,10 +69,7 @@ def infer(
     device: DeviceOpt = "cpu",
     backend: Annotated[str, typer.Option(help=f"Inference backend: {', '.join(backend_names())}.")] = "torch",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
-    decode: Annotated[
-        DecodeMethod,
-        typer.Option(help="argmax: integer grid peak (reference protocol); subpixel: Gaussian fit around it."),
-    ] = DecodeMethod.SUBPIXEL,
+    decode: DecodeOpt = DecodeMethod.SUBPIXEL,
     spacing: Annotated[
         float | None,
         typer.Option(min=0.0, help="Pixel spacing in mm (original image); overrides DICOM tags and the anatomy's."),

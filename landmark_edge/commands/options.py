@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from landmark_edge.anatomy import Anatomy, get_anatomy
+from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import LandmarkEdgeError
 
 EXIT_FATAL = 2  # nothing was processed: bad options, missing weights, ...
@@ -30,6 +31,10 @@ AnatomyOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, ...")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+DecodeOpt = Annotated[
+    DecodeMethod,
+    typer.Option(help="argmax: integer grid peak (reference protocol); subpixel: Gaussian fit around it."),
+]
 
 
 def anatomy_or_exit(name: str) -> Anatomy:

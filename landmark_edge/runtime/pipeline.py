@@ -1,13 +1,17 @@
 """The batched inference pipeline shared by ``infer`` and ``bench``.
 
 Images are decoded and resized on worker threads (PIL releases the GIL) while the backend runs the previous
-batch; results come back in input order, with a failed image reported in its place without stopping the run.
+batch; only a bounded window of images is read ahead, so a folder of any size streams in constant memory.
+The backend receives the resized pixels in their stored dtype (uint8 for 8-bit files): a CUDA backend uploads
+those from pinned memory and normalises and decodes on the device (see :class:`~landmark_edge.runtime.backend.
+HostToDevice`). Results come back in input order, a failed image reported in its place without stopping the run.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +34,29 @@ class Prepared:
 
 
 def prepare(path: Path, anatomy: Anatomy) -> Prepared | ImageFailure:
+    """Read and resize one image (runs on a worker thread); a bad file becomes its :class:`ImageFailure`."""
     try:
         image = read_image(path)
         return Prepared(image, grid_pixels(image.image, anatomy.grid))
     except InputError as error:
         return ImageFailure(path=str(path), error=str(error))
+
+
+def prepare_in_order(
+    paths: Iterable[Path], anatomy: Anatomy, workers: int, lookahead: int
+) -> Iterator[Prepared | ImageFailure]:
+    """:func:`prepare` each path on ``workers`` threads, at most ``lookahead`` images ahead of the consumer."""
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="prepare") as pool:
+        pending: deque[Future] = deque()
+        try:
+            for path in paths:
+                pending.append(pool.submit(prepare, Path(path), anatomy))
+                if len(pending) >= lookahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _batches(items: Iterable[Prepared | ImageFailure], batch_size: int) -> Iterator[list[Prepared | ImageFailure]]:
@@ -61,24 +83,27 @@ def run_inference(
     workers: int = 2,
     heatmap_sink=None,
 ) -> Iterator[Outcome]:
-    """Yield one outcome per path, in order. ``heatmap_sink(path, heatmaps)`` receives (C, H, W) float32 maps."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        prepared = pool.map(lambda p: prepare(Path(p), anatomy), paths)
-        for group in _batches(prepared, batch_size):
-            ready = [item for item in group if isinstance(item, Prepared)]
-            prediction = None
-            if ready:
-                pixels = np.stack([item.pixels for item in ready])
-                prediction = backend.run(pixels, return_heatmaps=heatmap_sink is not None)
-            position = 0
-            for item in group:
-                if isinstance(item, ImageFailure):
-                    yield item
-                    continue
-                if heatmap_sink is not None:
-                    heatmap_sink(item.image.path, prediction.heatmaps[position])
-                yield to_result(item.image, anatomy, prediction, position, backend.decode.value, spacing_mm)
-                position += 1
+    """Yield one outcome per path, in order. ``heatmap_sink(path, heatmaps)`` receives (C, H, W) float32 maps.
+
+    While the backend runs batch ``n`` the workers already read and resize the images of batch ``n + 1``
+    (two batches of look-ahead keep them busy without holding a whole folder in memory).
+    """
+    prepared = prepare_in_order(paths, anatomy, workers, lookahead=2 * batch_size + workers)
+    for group in _batches(prepared, batch_size):
+        ready = [item for item in group if isinstance(item, Prepared)]
+        prediction = None
+        if ready:
+            pixels = np.stack([item.pixels for item in ready])
+            prediction = backend.run(pixels, return_heatmaps=heatmap_sink is not None)
+        position = 0
+        for item in group:
+            if isinstance(item, ImageFailure):
+                yield item
+                continue
+            if heatmap_sink is not None:
+                heatmap_sink(item.image.path, prediction.heatmaps[position])
+            yield to_result(item.image, anatomy, prediction, position, backend.decode.value, spacing_mm)
+            position += 1
 
 
 def to_result(
@@ -89,7 +114,9 @@ def to_result(
     grid_xy = prediction.xy[position]
     original_xy = grid_to_original(grid_xy, image.size, anatomy.grid)
     landmarks = []
-    for index, ((gx, gy), (x, y), conf) in enumerate(zip(grid_xy, original_xy, prediction.confidence[position])):
+    for index, ((gx, gy), (x, y), conf) in enumerate(
+        zip(grid_xy, original_xy, prediction.confidence[position], strict=True)
+    ):
         landmarks.append(
             Landmark(
                 index=index + 1,

@@ -1,0 +1,182 @@
+"""``landmark-edge bench``: every backend against the eager fp32 reference on real images, in one process."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from landmark_edge.bench.report import rich_table, write_outputs
+from landmark_edge.bench.results import BenchReport
+from landmark_edge.bench.runner import BenchConfig, parse_specs, run_bench
+from landmark_edge.commands.options import (
+    AnatomyOpt,
+    DecodeOpt,
+    DeviceOpt,
+    WeightsOpt,
+    anatomy_or_exit,
+    err_console,
+    fail,
+    failures_exit_code,
+    one_line_errors,
+    stdout_is_terminal,
+)
+from landmark_edge.decode import DecodeMethod
+from landmark_edge.runtime.registry import backend_names
+from landmark_edge.weights import resolve_weights
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def bench(
+    anatomy: AnatomyOpt,
+    backends: Annotated[
+        str, typer.Option(help=f"Comma-separated registry names, or 'all' ({', '.join(backend_names())}).")
+    ] = "all",
+    precisions: Annotated[
+        str, typer.Option(help="Comma-separated precisions tried for every backend (fp32, fp16, bf16, int8).")
+    ] = "fp32",
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
+    images: Annotated[
+        Path | None,
+        typer.Option(help="Folder of real images for timing and drift. Default: the package's example image."),
+    ] = None,
+    max_images: Annotated[int, typer.Option(min=1, help="Use at most this many images of --images.")] = 16,
+    iters: Annotated[int, typer.Option(min=1, help="Timed batches per backend and batch size.")] = 50,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed batches after the drift pass.")] = 5,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "auto",
+    decode: DecodeOpt = DecodeMethod.SUBPIXEL,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(help="Backend option NAME:KEY=VALUE (repeatable), e.g. onnxruntime:artifact=m.onnx."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option(help="Where bench.json/.md/.png go. Default: benchmarks/results/<device>-<anatomy>.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of the table.")] = False,
+) -> None:
+    """Time every backend (latency percentiles, images/s, stage split, peak GPU memory) against the eager fp32
+    torch reference, which always runs first in the same process, and measure each one's landmark drift from it on
+    real images. A backend that cannot run here is reported as skipped, with the reason. Device 'auto': cuda when
+    available, else cpu."""
+    target = anatomy_or_exit(anatomy)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {device}: CUDA is not available here (torch {torch.__version__})")
+    sizes = _int_list(batch_sizes, "--batch-sizes")
+    names = backend_names() if backends.strip() == "all" else _text_list(backends)
+    options = _backend_options(option or [])
+    out_dir = out_dir or Path("benchmarks/results") / f"{_device_slug(device)}-{target.name}"
+    with one_line_errors():
+        weights_path = resolve_weights(weights)
+        config = BenchConfig(
+            anatomy=target,
+            weights=weights_path,
+            specs=parse_specs(names, _text_list(precisions), options),
+            batch_sizes=sizes,
+            images=_image_files(images, max_images),
+            iters=iters,
+            warmup=warmup,
+            device=device,
+            decode=decode,
+            argv=list(sys.argv),
+        )
+        config.command = _command(
+            ("--anatomy", target.name), ("--backends", ",".join(names)), ("--precisions", precisions),
+            ("--batch-sizes", ",".join(map(str, sizes))), ("--images", images), ("--max-images", max_images),
+            ("--iters", iters), ("--warmup", warmup), ("--weights", weights_path), ("--device", device),
+            ("--decode", decode.value), *(("--option", item) for item in option or []), ("--out-dir", out_dir),
+        )
+        report = _run_keeping_partial(config, out_dir)
+        paths = write_outputs(report, out_dir)
+    if json_output:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        Console(width=None if stdout_is_terminal() else 200).print(rich_table(report))
+    err_console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    failed = sum(row.status == "failed" for row in report.rows)
+    raise typer.Exit(failures_exit_code(failed))
+
+
+def _run_keeping_partial(config: BenchConfig, out_dir: Path) -> BenchReport:
+    """Run with a progress display, saving the report after every backend; an interrupted run (Ctrl-C, a
+    ``timeout``) still leaves every finished backend's rows, table and plot in ``out_dir``."""
+    finished: list[BenchReport] = []
+
+    def save(report: BenchReport) -> None:
+        write_outputs(report, out_dir, with_plot=False)
+        finished[:] = [report]
+
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err_console, transient=True) as progress:
+            return run_bench(config, progress, on_row=save)
+    except KeyboardInterrupt:
+        if finished:
+            write_outputs(finished[0], out_dir)
+            err_console.print(f"interrupted: the finished backends' results are in {out_dir}")
+        raise
+
+
+def _text_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(part) for part in _text_list(text)]
+    except ValueError:
+        fail(f"{flag}: expected comma-separated integers, got '{text}'")
+    if not values or min(values) < 1:
+        fail(f"{flag}: expected positive integers, got '{text}'")
+    return values
+
+
+def _backend_options(items: list[str]) -> dict[str, dict[str, object]]:
+    """``NAME:KEY=VALUE`` items into {name: {key: value}}; values are read as YAML scalars (4, 0.5, true, text)."""
+    options: dict[str, dict[str, object]] = {}
+    for item in items:
+        match = re.fullmatch(r"([\w.-]+):(\w+)=(.*)", item)
+        if match is None:
+            fail(f"--option: expected NAME:KEY=VALUE, got '{item}'")
+        name, key, value = match.groups()
+        options.setdefault(name, {})[key] = yaml.safe_load(value) if value else ""
+    return options
+
+
+def _image_files(folder: Path | None, limit: int) -> list[Path]:
+    if folder is None:
+        return sorted(EXAMPLES.glob("*.png"))[:limit]
+    if not folder.is_dir():
+        fail(f"{folder}: --images must be a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        fail(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+    return files[:limit]
+
+
+def _device_slug(device: str) -> str:
+    """``nvidia-h200`` or ``cpu-2core``: results of different machines land in different folders."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(torch.device(device)).lower()).strip("-")
+    return f"cpu-{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()}core"
+
+
+def _command(*flags: tuple[str, object]) -> str:
+    """The command line that reproduces this run, every default spelled out."""
+    args = ["landmark-edge", "bench"]
+    for flag, value in flags:
+        if value is not None:
+            args += [flag, str(value)]
+    return shlex.join(args)

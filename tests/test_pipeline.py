@@ -1,0 +1,123 @@
+"""The batched pipeline against plain per-image inference on real chest X-rays, and the backend timing hooks."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from landmark_edge.anatomy import get_anatomy
+from landmark_edge.cli import app
+from landmark_edge.decode import decode_heatmaps
+from landmark_edge.io.images import read_image
+from landmark_edge.results import ImageFailure, ImageResult
+from landmark_edge.runtime.backend import Backend, HostToDevice, Prediction, TorchBackend
+from landmark_edge.runtime.pipeline import prepare_in_order, run_inference
+from landmark_edge.transforms import to_model_input
+from landmark_edge.weights import load_weights
+from tests.conftest import DATA, require
+
+CHEST = get_anatomy("chest")
+
+
+@pytest.fixture()
+def folder_with_bad_image(tmp_path) -> list[Path]:
+    """Three real chest X-rays (original aspect) with a corrupt file third, in the order a user would pass them."""
+    real = sorted(require(DATA / "chest" / "originals_aspect").glob("*.png"))[:3]
+    bad = tmp_path / "CHNCXR_broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return real[:2] + [bad] + real[2:]
+
+
+def test_pipeline_matches_plain_infer_in_order_with_a_bad_image(folder_with_bad_image, chest_only_weights):
+    paths = folder_with_bad_image
+    model, _ = load_weights(chest_only_weights, "chest")
+    # batches [real, real] and [bad, real]: the bad image sits inside a batch, not at its edge
+    outcomes = list(run_inference(paths, CHEST, TorchBackend(model, CHEST), batch_size=2, workers=2))
+
+    assert [o.path for o in outcomes] == [str(p) for p in paths]
+    assert isinstance(outcomes[2], ImageFailure) and "CHNCXR_broken.png" in outcomes[2].error
+    assert all(isinstance(o, ImageResult) for i, o in enumerate(outcomes) if i != 2)
+
+    # plain `infer`, one image per forward pass, through the CLI
+    result = CliRunner().invoke(app, ["infer", *map(str, paths), "-a", "chest", "-w", str(chest_only_weights),
+                                      "-b", "1", "--format", "json"])
+    assert result.exit_code == 11, result.output  # 10 + one failed input
+    plain = json.loads(result.stdout)
+    assert [o["path"] for o in plain] == [str(p) for p in paths] and not plain[2]["ok"]
+    for batched, single in zip(outcomes, plain, strict=True):
+        if single["ok"]:
+            got = [(lm.x, lm.y) for lm in batched.landmarks]
+            want = [(lm["x"], lm["y"]) for lm in single["landmarks"]]
+            np.testing.assert_allclose(got, want, atol=2e-3)
+
+    # and the model run by hand on the reference preprocessing (float64 z-score on the host)
+    for path, batched in zip(paths, outcomes, strict=True):
+        if isinstance(batched, ImageResult):
+            x = torch.from_numpy(to_model_input(read_image(path).image, CHEST.grid))[None]
+            with torch.inference_mode():
+                xy, _ = decode_heatmaps(model(x, "chest"), "subpixel")
+            got = [(lm.grid_x, lm.grid_y) for lm in batched.landmarks]
+            np.testing.assert_allclose(got, xy[0].numpy(), atol=2e-3)
+
+
+def test_read_ahead_is_bounded(tmp_path):
+    """A folder of any size streams: the workers never run more than ``lookahead`` images ahead."""
+    pulled = []
+
+    def paths():
+        for i in range(100):
+            pulled.append(i)
+            yield tmp_path / f"missing{i}.png"
+
+    stream = prepare_in_order(paths(), CHEST, workers=2, lookahead=5)
+    first = next(stream)
+    assert isinstance(first, ImageFailure) and "missing0.png" in first.error
+    assert len(pulled) == 5
+    assert [Path(o.path).name for o in stream] == [f"missing{i}.png" for i in range(1, 100)]
+
+
+class _Unmarked(Backend):
+    """A backend that marks no stages: run_timed still times it, as one compute stage."""
+
+    def run(self, pixels, *, return_heatmaps=False):
+        count = len(pixels)
+        return Prediction(np.zeros((count, 6, 2), np.float32), np.zeros((count, 6), np.float32))
+
+
+def test_run_timed_stage_split(chest_only_weights):
+    prediction, timing = _Unmarked(CHEST).run_timed(np.zeros((2, 512, 512), np.uint8))
+    assert prediction.xy.shape == (2, 6, 2) and timing.stages_ms == {"compute": timing.latency_ms}
+
+    backend = TorchBackend(load_weights(chest_only_weights, "chest")[0], CHEST)
+    pixels = np.random.default_rng(0).integers(0, 255, (2, 512, 512), dtype=np.uint8)
+    timed, timing = backend.run_timed(pixels, return_heatmaps=True)
+    assert set(timing.stages_ms) == {"h2d", "compute", "decode", "d2h"}
+    assert 0 < sum(timing.stages_ms.values()) <= timing.latency_ms
+    plain = backend.run(pixels)  # untimed runs are unaffected and give the same answer
+    np.testing.assert_array_equal(plain.xy, timed.xy)
+    assert timed.heatmaps.shape == (2, 6, 512, 512) and plain.heatmaps is None
+
+
+def test_host_to_device_on_cpu_wraps_without_copy():
+    pixels = np.arange(12, dtype=np.uint8).reshape(1, 3, 4)
+    batch = HostToDevice(torch.device("cpu"))(pixels)
+    assert batch.dtype == torch.uint8 and batch.data_ptr() == pixels.ctypes.data
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_backend_matches_cpu(chest_only_weights):
+    """uint8 upload from the pinned ring, z-score and decoding on the GPU: same landmarks as on the CPU."""
+    rng = np.random.default_rng(1)
+    batches = [rng.integers(0, 255, (size, 512, 512), dtype=np.uint8) for size in (3, 1, 3, 2)]
+    upload = HostToDevice(torch.device("cuda"))
+    for batch in batches:  # more batches than ring slots: each slot is reused only after its copy finished
+        np.testing.assert_array_equal(upload(batch).cpu().numpy(), batch)
+    cpu = TorchBackend(load_weights(chest_only_weights, "chest")[0], CHEST)
+    gpu = TorchBackend(load_weights(chest_only_weights, "chest")[0], CHEST, device="cuda")
+    for batch in batches:
+        np.testing.assert_allclose(gpu.run(batch).xy, cpu.run(batch).xy, atol=0.05)
+    _, timing = gpu.run_timed(batches[0])
+    assert set(timing.stages_ms) == {"h2d", "compute", "decode", "d2h"}
