@@ -54,7 +54,7 @@ class GridDataset(torch.utils.data.Dataset):
             except InputError as error:
                 failures.append(str(error))
                 continue
-            pixels.append(torch.from_numpy(np.ascontiguousarray(image)))
+            pixels.append(torch.from_numpy(np.array(image)))  # a writable copy
             labels.append(torch.from_numpy(label))
             ids.append(self.samples[index].id)
         height, width = self.anatomy.grid_hw
