@@ -30,6 +30,12 @@ AnatomyOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, ...")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+DataOpt = Annotated[
+    Path,
+    typer.Option("--data", "-d", help="Dataset root: the raw layout (ISBI2015_ceph/, hand/, chest/) or a packed folder."),
+]
+AnatomiesOpt = Annotated[str, typer.Option("--anatomies", help="Comma-separated anatomies, in model order.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Image-loading workers.")]
 
 
 def anatomy_or_exit(name: str) -> Anatomy:

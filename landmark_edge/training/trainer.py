@@ -45,6 +45,7 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class TrainConfig(BaseModel):
     """What defines a run (fixed for its whole life; ``config.json`` in the run directory)."""
 
+    data: str = ""  # where the data was when the run started (a resumed chunk may pass another --data)
     anatomies: list[str] = Field(default_factory=lambda: list(PAPER_ORDER))
     epochs: int = 100
     batch_size: int = 4
@@ -67,7 +68,7 @@ class TrainConfig(BaseModel):
 class RunOptions:
     """Where and how this process runs a run (may differ between the chunks of one run)."""
 
-    data: Path
+    data: Path | None = None  # None on resume: where the run started
     device: str = "cpu"
     workers: int = 2
     max_minutes: float | None = None
@@ -332,6 +333,8 @@ def resume_run(run_dir: Path, options: RunOptions) -> Trainer:
         config = TrainConfig.model_validate_json((run_dir / CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise TrainingError(f"{run_dir / CONFIG}: not a run directory ({str(error).splitlines()[0]})") from None
+    if options.data is None:
+        options.data = Path(config.data)
     trainer = Trainer(config, run_dir, options)
     if has_checkpoint(run_dir):
         trainer.load_state_dict(load_checkpoint(run_dir, map_location=trainer.device))
