@@ -81,6 +81,24 @@ class TrainingError(LandmarkEdgeError):
     """The run cannot start or continue; the message says why."""
 
 
+def batch_loss(
+    model: torch.nn.Module, batch: Batch, device: torch.device, amp: str = "none", channels_last: bool = False
+) -> torch.Tensor:
+    """BCE summed over the batch, in float32 on the product output (BCE is refused under CUDA autocast).
+
+    The batch is z-scored and its targets rendered on ``device``; only the forward runs under autocast.
+    """
+    anatomy = get_anatomy(batch.anatomy)
+    x = zscore_batch(batch.pixels.to(device, non_blocking=True))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    target = render_heatmaps(batch.labels.to(device), anatomy.grid_hw)
+    dtype = AMP_DTYPES.get(amp)
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        output = model(x, anatomy.name)
+    return F.binary_cross_entropy(output.float(), target, reduction="sum")
+
+
 def _identity(batch: Batch) -> Batch:
     return batch
 
@@ -146,22 +164,10 @@ class Trainer:
         return len(self.plan(0))
 
     # -- one step -----------------------------------------------------------------------------------------
-    def _forward_loss(self, batch: Batch) -> torch.Tensor:
-        """BCE summed over the batch, in float32 on the product output (BCE is refused under CUDA autocast)."""
-        anatomy = get_anatomy(batch.anatomy)
-        x = zscore_batch(batch.pixels.to(self.device, non_blocking=True))
-        if self.config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        target = render_heatmaps(batch.labels.to(self.device), anatomy.grid_hw)
-        amp = AMP_DTYPES.get(self.config.amp)
-        with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            output = self.model(x, anatomy.name)
-        return F.binary_cross_entropy(output.float(), target, reduction="sum")
-
     def train_step(self, batch: Batch) -> tuple[float, float]:
         """One optimisation step; returns (loss, lr used)."""
         lr = self.optimizer.param_groups[0]["lr"]
-        loss = self._forward_loss(batch)
+        loss = batch_loss(self.model, batch, self.device, self.config.amp, self.config.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -180,7 +186,7 @@ class Trainer:
                 batch = dataset.batch(list(range(start, min(start + self.config.batch_size, len(dataset)))))
                 self._note_failures(batch)
                 if batch.ids:
-                    total += self._forward_loss(batch).item()
+                    total += batch_loss(self.model, batch, self.device, self.config.amp, self.config.channels_last).item()
                     images += len(batch.ids)
             if images:
                 losses[name] = total / images
