@@ -140,6 +140,8 @@ class Trainer:
         self.best_val, self.best_epoch = math.inf, -1
         self.epoch_sums: dict[str, list[float]] = {}
         self.finished = False
+        self._elapsed_before = 0.0
+        self._chunk_start = time.monotonic()
         self.failed_reads: set[str] = set()
 
     # -- data -------------------------------------------------------------------------------------------
@@ -196,7 +198,7 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self) -> bool:
         """Train until the last epoch (True) or until ``max_minutes`` (False, checkpointed, resumable)."""
-        start = time.monotonic()
+        self._chunk_start = start = time.monotonic()
         deadline = None if self.options.max_minutes is None else start + 60 * self.options.max_minutes
         resumed_at = self.iteration if has_checkpoint(self.run_dir) else None
         log = MetricsLog(self.run_dir / METRICS, keep_until_iteration=resumed_at)
@@ -214,7 +216,7 @@ class Trainer:
                         log.write({"kind": "train", "epoch": self.epoch, "iteration": self.iteration,
                                    "anatomy": batch.anatomy, "loss": loss,
                                    "loss_per_image": loss / max(len(batch.ids), 1), "lr": lr,
-                                   "time": round(time.monotonic() - start, 3)})
+                                   "elapsed_s": round(self.elapsed_s, 3)})
                         progress(self.iteration, loss / max(len(batch.ids), 1), lr)
                         if self.options.on_iteration is not None:
                             self.options.on_iteration(self)
@@ -224,7 +226,7 @@ class Trainer:
                             self.save()
                             self._plot()
                             return False
-                    self._end_epoch(log, start)
+                    self._end_epoch(log)
             self._finish()
             return True
         finally:
@@ -242,11 +244,16 @@ class Trainer:
             sums[0] += loss
             sums[1] += len(batch.ids)
 
-    def _end_epoch(self, log: MetricsLog, start: float) -> None:
+    @property
+    def elapsed_s(self) -> float:
+        """Training seconds over all chunks of the run (time between chunks not counted)."""
+        return self._elapsed_before + time.monotonic() - self._chunk_start
+
+    def _end_epoch(self, log: MetricsLog) -> None:
         last = self.epoch == self.config.epochs - 1
         row: dict[str, Any] = {"kind": "epoch", "epoch": self.epoch, "iteration": self.iteration,
                                "train_loss_per_image": {k: s / n for k, (s, n) in self.epoch_sums.items() if n},
-                               "time": round(time.monotonic() - start, 3)}
+                               "elapsed_s": round(self.elapsed_s, 3)}
         if self.epoch % self.config.val_every == 0 or last:
             losses = self.validate()
             if losses:
@@ -306,6 +313,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "epoch_sums": self.epoch_sums,
             "finished": self.finished,
+            "elapsed_s": self.elapsed_s,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -316,6 +324,7 @@ class Trainer:
         _set_rng_state(state["rng"])
         for key in ("epoch", "position", "iteration", "best_val", "best_epoch", "epoch_sums", "finished"):
             setattr(self, key, state[key])
+        self._elapsed_before = state["elapsed_s"]
 
     def save(self) -> None:
         save_checkpoint(self.run_dir, self.state_dict(), self.config.part_mib)
