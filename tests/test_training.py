@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -105,6 +107,18 @@ def test_tiny_overfit_puts_landmarks_within_a_few_pixels(monkeypatch):
     assert (xy - labels).norm(dim=-1).max() <= 3.0
 
 
+@pytest.mark.parametrize("amp, channels_last", [("bf16", False), ("bf16", True), ("fp16", True)])
+def test_mixed_precision_forward_keeps_the_loss_in_float32(monkeypatch, amp, channels_last):
+    monkeypatch.setitem(registry.ANATOMIES, "toy", Anatomy(name="toy", num_landmarks=3, grid=(64, 64)))
+    torch.manual_seed(0)
+    model = gu2net(["toy"], **TINY)
+    batch = Batch("toy", torch.randint(0, 255, (2, 64, 64), dtype=torch.uint8), torch.randint(5, 60, (2, 3, 2)), [])
+    exact = batch_loss(model, batch, torch.device("cpu"))
+    model = model.to(memory_format=torch.channels_last) if channels_last else model
+    mixed = batch_loss(model, batch, torch.device("cpu"), amp, channels_last)
+    assert mixed.dtype == torch.float32 and mixed.item() == pytest.approx(exact.item(), rel=1e-2)
+
+
 class _Killed(Exception):
     """Stands for SIGKILL: raised between iterations, so nothing after the last checkpoint is saved."""
 
@@ -147,6 +161,21 @@ def test_kill_and_resume_reaches_the_same_weights_and_schedule(tmp_path):
     assert [(r["loss"], r["lr"]) for r in rows] == [(r["loss"], r["lr"]) for r in reference]
     model, info = load_weights(tmp_path / "killed/best.safetensors")
     assert info.anatomy_names == ["chest"] and (tmp_path / "killed/loss.png").stat().st_size > 0
+
+
+def test_sigterm_stops_at_an_iteration_boundary_with_a_checkpoint(tmp_path):
+    data = make_chest_root(tmp_path / "data", 2)
+    config = TrainConfig(data=str(data), anatomies=["chest"], epochs=2, batch_size=1, **TINY_CONFIG)
+
+    def terminate(trainer) -> None:
+        if trainer.iteration == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    options = RunOptions(data=data, workers=0, progress=False, report=lambda line: None, on_iteration=terminate)
+    trainer = start_run(config, tmp_path / "run", options)
+    before = signal.getsignal(signal.SIGTERM)
+    assert trainer.run() is False and load_checkpoint(tmp_path / "run")["iteration"] == 1
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
 
 
 def test_pack_train_resume_and_evaluate_from_the_command_line(tmp_path):

@@ -78,7 +78,7 @@ def train(
 
     The run directory gets config.json, metrics.jsonl, loss.png, lr.png, the checkpoint (checkpoint.json and
     parts no larger than the part size) and best.safetensors (the best-validation model as a weights file).
-    Exit 0 when the run is complete, 75 when the time limit stopped it (resumable), 2 on errors.
+    Exit 0 when the run is complete, 75 when the time limit or SIGTERM stopped it (resumable), 2 on errors.
     """
     if (out is None) == (resume is None):
         fail("give exactly one of --out RUN_DIR (new run) or --resume RUN_DIR")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -197,9 +199,16 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self) -> bool:
-        """Train until the last epoch (True) or until ``max_minutes`` (False, checkpointed, resumable)."""
+        """Train until the last epoch (True), or until ``max_minutes`` or SIGTERM (False, checkpointed, resumable).
+
+        SIGTERM (what ``timeout`` and job schedulers send before killing) stops at the next iteration boundary.
+        """
         self._chunk_start = start = time.monotonic()
         deadline = None if self.options.max_minutes is None else start + 60 * self.options.max_minutes
+        stop = threading.Event()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         resumed_at = self.iteration if has_checkpoint(self.run_dir) else None
         log = MetricsLog(self.run_dir / METRICS, keep_until_iteration=resumed_at)
         total = self.config.epochs * self.iterations_per_epoch
@@ -222,7 +231,7 @@ class Trainer:
                             self.options.on_iteration(self)
                         if self.config.checkpoint_every and self.iteration % self.config.checkpoint_every == 0:
                             self.save()
-                        if deadline is not None and time.monotonic() >= deadline:
+                        if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                             self.save()
                             self._plot()
                             return False
@@ -231,6 +240,8 @@ class Trainer:
             return True
         finally:
             log.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     def _loader(self, plan):
         return torch.utils.data.DataLoader(
