@@ -10,9 +10,9 @@ import torch
 
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.data import SplitData, grid_label, load_split, render_heatmaps
+from landmark_edge.decode import decode_heatmaps
 from landmark_edge.evaluation import evaluate_split, original_errors, reference_errors, summarize, write_overlays
 from landmark_edge.runtime.backend import Backend, Prediction
-from landmark_edge.decode import decode_heatmaps
 from tests.test_data import make_chest_root
 
 HEAD, HAND, CHEST = (get_anatomy(n) for n in ("head", "hand", "chest"))

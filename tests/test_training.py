@@ -59,9 +59,9 @@ def test_epoch_plan_mixes_single_anatomy_batches_like_mixiter():
     assert [a for a, _ in first].count("head") == 5 and [a for a, _ in first].count("chest") == 3  # drop_last
     assert [a for a, _ in first] == [a for a, _ in second]  # interleaving shuffled once, reused every epoch
     for plan in (first, second):
-        for name in sizes:
+        for name, size in sizes.items():
             indices = [i for a, batch in plan if a == name for i in batch]
-            assert len(set(indices)) == len(indices) and all(0 <= i < sizes[name] for i in indices)
+            assert len(set(indices)) == len(indices) and all(0 <= i < size for i in indices)
     assert first != second  # samples reshuffled every epoch
     assert epoch_plan(sizes, 2, 42, 1) == second  # a pure function of (seed, epoch): resumable mid-epoch
 
@@ -159,7 +159,7 @@ def test_kill_and_resume_reaches_the_same_weights_and_schedule(tmp_path):
     reference = [r for r in read_metrics(tmp_path / "whole/metrics.jsonl") if r["kind"] == "train"]
     assert [r["iteration"] for r in rows] == list(range(1, 5))  # no iteration logged twice
     assert [(r["loss"], r["lr"]) for r in rows] == [(r["loss"], r["lr"]) for r in reference]
-    model, info = load_weights(tmp_path / "killed/best.safetensors")
+    _, info = load_weights(tmp_path / "killed/best.safetensors")
     assert info.anatomy_names == ["chest"] and (tmp_path / "killed/loss.png").stat().st_size > 0
 
 
@@ -202,8 +202,9 @@ def test_pack_train_resume_and_evaluate_from_the_command_line(tmp_path):
     assert result.exit_code == 2 and "--resume" in result.stderr
 
     out = tmp_path / "eval.json"
-    result = runner.invoke(app, ["evaluate", "--data", str(tmp_path / "packed"), "--weights", str(run / "best.safetensors"),
-                                 "--out", str(out), "--overlays", str(tmp_path / "overlays"), "--worst", "2"])  # fmt: skip
+    args = ["evaluate", "--data", str(tmp_path / "packed"), "--weights", str(run / "best.safetensors"),
+            "--out", str(out), "--overlays", str(tmp_path / "overlays"), "--worst", "2"]  # fmt: skip
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())["anatomies"]["chest"]
     assert report["images"] == 3 and report["reference"]["unit"] == "px" and len(report["per_image"]) == 3

@@ -12,7 +12,6 @@ from rich.table import Table
 
 from landmark_edge.anatomy import get_anatomy, parse_anatomy_list
 from landmark_edge.commands.options import (
-    AnatomiesOpt,
     BatchSizeOpt,
     DataOpt,
     DeviceOpt,
@@ -44,7 +43,7 @@ def evaluate(
     device: DeviceOpt = "cpu",
     batch_size: BatchSizeOpt = 8,
     workers: WorkersOpt = 2,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the full results as JSON (atomically).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the full results as JSON (atomic).")] = None,
     overlays: Annotated[
         Path | None, typer.Option(help="Write PNG overlays of the worst images per anatomy into this folder.")
     ] = None,

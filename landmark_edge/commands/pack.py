@@ -9,7 +9,8 @@ import typer
 
 from landmark_edge.anatomy import parse_anatomy_list
 from landmark_edge.commands.options import AnatomiesOpt, DataOpt, err_console, fail, one_line_errors
-from landmark_edge.data.packed import DEFAULT_QUALITY, pack as pack_data
+from landmark_edge.data.packed import DEFAULT_QUALITY
+from landmark_edge.data.packed import pack as pack_data
 
 
 def pack(

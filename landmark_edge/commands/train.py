@@ -70,7 +70,9 @@ def train(
     ] = 0,
     part_mib: Annotated[float, typer.Option(min=0.01, help="Checkpoint part size limit in MiB.")] = 16.0,
     limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N images of each split.")] = None,
-    local_widths: Annotated[str, typer.Option(help="U-Net level widths (paper: 64,128,256,512,512).")] = "64,128,256,512,512",
+    local_widths: Annotated[
+        str, typer.Option(help="U-Net level widths (paper: 64,128,256,512,512).")
+    ] = "64,128,256,512,512",
     global_width: Annotated[int, typer.Option(min=2, help="Global branch width (paper: 128).")] = 128,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
 ) -> None:

@@ -96,7 +96,7 @@ def evaluate_split(
                 continue
             prediction = backend.run(batch.pixels.numpy(), return_heatmaps=True)
             if prediction.heatmaps is None:
-                raise LandmarkEdgeError(f"backend {backend.name} returns no heatmaps; the reference protocol needs them")
+                raise LandmarkEdgeError(f"backend {backend.name} gives no heatmaps; the reference protocol needs them")
             argmax_xy, _ = decode_heatmaps(torch.from_numpy(prediction.heatmaps), "argmax")
             result.samples += [by_id[i] for i in batch.ids]
             result.pred_grid_argmax += list(argmax_xy.numpy())

@@ -21,7 +21,7 @@ class MetricsLog:
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         elif keep_until_iteration is None:
             atomic_write_text(self.path, "")
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run, closed by close()
 
     def write(self, row: dict[str, Any]) -> None:
         self._handle.write(json.dumps(row) + "\n")

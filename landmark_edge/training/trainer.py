@@ -190,7 +190,8 @@ class Trainer:
                 batch = dataset.batch(list(range(start, min(start + self.config.batch_size, len(dataset)))))
                 self._note_failures(batch)
                 if batch.ids:
-                    total += batch_loss(self.model, batch, self.device, self.config.amp, self.config.channels_last).item()
+                    loss = batch_loss(self.model, batch, self.device, self.config.amp, self.config.channels_last)
+                    total += loss.item()
                     images += len(batch.ids)
             if images:
                 losses[name] = total / images
