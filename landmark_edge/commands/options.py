@@ -32,7 +32,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cud
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
 DataOpt = Annotated[
     Path,
-    typer.Option("--data", "-d", help="Dataset root: the raw layout (ISBI2015_ceph/, hand/, chest/) or a packed folder."),
+    typer.Option("--data", "-d", help="Dataset root: raw layout (ISBI2015_ceph/, hand/, chest/) or a `pack` folder."),
 ]
 AnatomiesOpt = Annotated[str, typer.Option("--anatomies", help="Comma-separated anatomies, in model order.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Image-loading workers.")]
