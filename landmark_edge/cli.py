@@ -7,7 +7,10 @@ import typer
 from landmark_edge import __version__
 from landmark_edge.commands.bench import bench
 from landmark_edge.commands.checkpoint import import_checkpoint, info
+from landmark_edge.commands.evaluate import evaluate
 from landmark_edge.commands.infer import infer
+from landmark_edge.commands.pack import pack
+from landmark_edge.commands.train import train
 
 app = typer.Typer(
     name="landmark-edge",
@@ -21,6 +24,9 @@ app.command()(infer)
 app.command("import-checkpoint")(import_checkpoint)
 app.command()(info)
 app.command()(bench)
+app.command()(train)
+app.command()(evaluate)
+app.command()(pack)
 
 
 def _version(value: bool) -> None:

@@ -35,6 +35,12 @@ DecodeOpt = Annotated[
     DecodeMethod,
     typer.Option(help="argmax: integer grid peak (reference protocol); subpixel: Gaussian fit around it."),
 ]
+DataOpt = Annotated[
+    Path,
+    typer.Option("--data", "-d", help="Dataset root: raw layout (ISBI2015_ceph/, hand/, chest/) or a `pack` folder."),
+]
+AnatomiesOpt = Annotated[str, typer.Option("--anatomies", help="Comma-separated anatomies, in model order.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Image-loading workers.")]
 
 
 def anatomy_or_exit(name: str) -> Anatomy:

@@ -1,0 +1,9 @@
+"""Evaluation under the reference protocol (paper numbers) and at original resolution (what users get)."""
+
+from landmark_edge.evaluation.evaluate import PROTOCOLS, AnatomyEvaluation, evaluate_split, write_overlays
+from landmark_edge.evaluation.metrics import original_errors, per_landmark, reference_errors, summarize
+
+__all__ = [
+    "PROTOCOLS", "AnatomyEvaluation", "evaluate_split", "original_errors", "per_landmark", "reference_errors",
+    "summarize", "write_overlays",
+]  # fmt: skip

@@ -1,0 +1,422 @@
+"""GU2Net training with the reference schedule, resumable at any iteration.
+
+One iteration = one single-anatomy batch (reference §7): z-score on the device, forward (optionally under
+bf16/fp16 autocast, optionally channels_last), BCE summed over batch x landmarks x pixels on the *product*
+output in float32, Adam step, CyclicLR step. Validation every ``val_every`` epochs and at the last one: per
+anatomy the mean per-image BCE sum, summed over anatomies; the lowest value is exported as ``best.safetensors``.
+
+Everything a run needs to continue exactly is in its checkpoint (model, optimizer, scheduler, grad scaler, RNG
+states, epoch, position in the epoch, iteration, best so far, the epoch's running loss) and the data order is a
+pure function of (seed, epoch), so ``--resume`` after a kill replays the same batches with the same learning
+rates as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+
+from landmark_edge.anatomy import PAPER_ORDER, get_anatomy
+from landmark_edge.data import Batch, GridDataset, load_split, render_heatmaps
+from landmark_edge.errors import LandmarkEdgeError
+from landmark_edge.io.atomic import atomic_write_text
+from landmark_edge.model import gu2net
+from landmark_edge.runtime.backend import zscore_batch
+from landmark_edge.training.checkpoint import DEFAULT_PART_MIB, has_checkpoint, load_checkpoint, save_checkpoint
+from landmark_edge.training.logs import METRICS, MetricsLog, plot_curves, read_metrics
+from landmark_edge.training.schedule import build_optimizer, build_scheduler, epoch_plan
+from landmark_edge.weights import save_weights
+
+CONFIG = "config.json"
+BEST = "best.safetensors"
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainConfig(BaseModel):
+    """What defines a run (fixed for its whole life; ``config.json`` in the run directory)."""
+
+    data: str = ""  # where the data was when the run started (a resumed chunk may pass another --data)
+    anatomies: list[str] = Field(default_factory=lambda: list(PAPER_ORDER))
+    epochs: int = 100
+    batch_size: int = 4
+    lr: float = 1e-4
+    max_lr: float = 1e-2
+    weight_decay: float = 1e-4
+    step_size: int = 2000
+    val_every: int = 2
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    seed: int = 42
+    local_widths: list[int] = Field(default_factory=lambda: [64, 128, 256, 512, 512])
+    global_width: int = 128
+    limit: int | None = None  # use only the first N samples of each split (smoke tests)
+    checkpoint_every: int = 0  # iterations between checkpoints; 0 = at the end of each epoch only
+    part_mib: float = DEFAULT_PART_MIB
+
+
+@dataclass
+class RunOptions:
+    """Where and how this process runs a run (may differ between the chunks of one run)."""
+
+    data: Path | None = None  # None on resume: where the run started
+    device: str = "cpu"
+    workers: int = 2
+    max_minutes: float | None = None
+    progress: bool = True
+    on_iteration: Callable[[Trainer], None] | None = None  # called after every iteration (tests inject kills)
+    report: Callable[[str], None] = print
+
+
+class TrainingError(LandmarkEdgeError):
+    """The run cannot start or continue; the message says why."""
+
+
+def batch_loss(
+    model: torch.nn.Module, batch: Batch, device: torch.device, amp: str = "none", channels_last: bool = False
+) -> torch.Tensor:
+    """BCE summed over the batch, in float32 on the product output (BCE is refused under CUDA autocast).
+
+    The batch is z-scored and its targets rendered on ``device``; only the forward runs under autocast.
+    """
+    anatomy = get_anatomy(batch.anatomy)
+    x = zscore_batch(batch.pixels.to(device, non_blocking=True))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    target = render_heatmaps(batch.labels.to(device), anatomy.grid_hw)
+    dtype = AMP_DTYPES.get(amp)
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        output = model(x, anatomy.name)
+    return F.binary_cross_entropy(output.float(), target, reduction="sum")
+
+
+def _identity(batch: Batch) -> Batch:
+    return batch
+
+
+class _PlanItems(torch.utils.data.Dataset):
+    """The remaining iterations of an epoch as loadable batches (so DataLoader workers read ahead)."""
+
+    def __init__(self, datasets: dict[str, GridDataset], plan: list[tuple[str, list[int]]]) -> None:
+        self.datasets, self.plan = datasets, plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, index: int) -> Batch:
+        anatomy, indices = self.plan[index]
+        return self.datasets[anatomy].batch(indices)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, run_dir: Path, options: RunOptions) -> None:
+        self.config, self.run_dir, self.options = config, Path(run_dir), options
+        self.device = torch.device(options.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise TrainingError(f"--device {options.device}: CUDA is not available on this machine")
+        self.anatomies = [get_anatomy(name) for name in config.anatomies]
+        _seed_everything(config.seed)
+        model = gu2net([a.name for a in self.anatomies], local_widths=config.local_widths,
+                       global_width=config.global_width)
+        memory_format = torch.channels_last if config.channels_last else torch.preserve_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        self.train_sets = self._datasets("train")
+        self.val_sets = self._datasets("val")
+        if not any(len(d) >= config.batch_size for d in self.train_sets.values()):
+            raise TrainingError(f"{options.data}: no anatomy has a full training batch of {config.batch_size}")
+        self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer, config.lr, config.max_lr, config.step_size)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.epoch = self.position = self.iteration = 0
+        self.best_val, self.best_epoch = math.inf, -1
+        self.epoch_sums: dict[str, list[float]] = {}
+        self.finished = False
+        self._elapsed_before = 0.0
+        self._chunk_start = time.monotonic()
+        self.failed_reads: set[str] = set()
+
+    # -- data -------------------------------------------------------------------------------------------
+    def _datasets(self, split: str) -> dict[str, GridDataset]:
+        sets = {}
+        for anatomy in self.anatomies:
+            loaded = load_split(self.options.data, anatomy, split)
+            for line in loaded.skipped:
+                self.options.report(f"skipped: {line}")
+            if loaded.skipped:
+                self.options.report(f"{anatomy.name} {split}: {len(loaded.skipped)} samples skipped")
+            samples = loaded.samples[: self.config.limit] if self.config.limit else loaded.samples
+            sets[anatomy.name] = GridDataset(samples, anatomy)
+        return sets
+
+    def plan(self, epoch: int) -> list[tuple[str, list[int]]]:
+        sizes = {name: len(d) for name, d in self.train_sets.items()}
+        return epoch_plan(sizes, self.config.batch_size, self.config.seed, epoch)
+
+    @property
+    def iterations_per_epoch(self) -> int:
+        return len(self.plan(0))
+
+    # -- one step -----------------------------------------------------------------------------------------
+    def train_step(self, batch: Batch) -> tuple[float, float]:
+        """One optimisation step; returns (loss, lr used)."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss = batch_loss(self.model, batch, self.device, self.config.amp, self.config.channels_last)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.item(), lr
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean per-image BCE sum per anatomy (anatomies without validation images are left out)."""
+        self.model.eval()
+        losses = {}
+        for name, dataset in self.val_sets.items():
+            total, images = 0.0, 0
+            for start in range(0, len(dataset), self.config.batch_size):
+                batch = dataset.batch(list(range(start, min(start + self.config.batch_size, len(dataset)))))
+                self._note_failures(batch)
+                if batch.ids:
+                    loss = batch_loss(self.model, batch, self.device, self.config.amp, self.config.channels_last)
+                    total += loss.item()
+                    images += len(batch.ids)
+            if images:
+                losses[name] = total / images
+        self.model.train()
+        return losses
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def run(self) -> bool:
+        """Train until the last epoch (True), or until ``max_minutes`` or SIGTERM (False, checkpointed, resumable).
+
+        SIGTERM (what ``timeout`` and job schedulers send before killing) stops at the next iteration boundary.
+        """
+        self._chunk_start = start = time.monotonic()
+        deadline = None if self.options.max_minutes is None else start + 60 * self.options.max_minutes
+        stop = threading.Event()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        resumed_at = self.iteration if has_checkpoint(self.run_dir) else None
+        log = MetricsLog(self.run_dir / METRICS, keep_until_iteration=resumed_at)
+        total = self.config.epochs * self.iterations_per_epoch
+        self.model.train()
+        try:
+            with _progress(self.options.progress, total, self.iteration) as progress:
+                while self.epoch < self.config.epochs:
+                    for batch in self._loader(self.plan(self.epoch)[self.position :]):
+                        self._note_failures(batch)
+                        loss, lr = self.train_step(batch) if batch.ids else (math.nan, self.scheduler.get_last_lr()[0])
+                        self.position += 1
+                        self.iteration += 1
+                        self._accumulate(batch, loss)
+                        log.write({"kind": "train", "epoch": self.epoch, "iteration": self.iteration,
+                                   "anatomy": batch.anatomy, "loss": loss,
+                                   "loss_per_image": loss / max(len(batch.ids), 1), "lr": lr,
+                                   "elapsed_s": round(self.elapsed_s, 3)})
+                        progress(self.iteration, loss / max(len(batch.ids), 1), lr)
+                        if self.options.on_iteration is not None:
+                            self.options.on_iteration(self)
+                        if self.config.checkpoint_every and self.iteration % self.config.checkpoint_every == 0:
+                            self.save()
+                        if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                            self.save()
+                            self._plot()
+                            return False
+                    self._end_epoch(log)
+            self._finish()
+            return True
+        finally:
+            log.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _loader(self, plan):
+        return torch.utils.data.DataLoader(
+            _PlanItems(self.train_sets, plan), batch_size=None, shuffle=False, num_workers=self.options.workers,
+            collate_fn=_identity,
+        )  # fmt: skip
+
+    def _accumulate(self, batch: Batch, loss: float) -> None:
+        if batch.ids:
+            sums = self.epoch_sums.setdefault(batch.anatomy, [0.0, 0])
+            sums[0] += loss
+            sums[1] += len(batch.ids)
+
+    @property
+    def elapsed_s(self) -> float:
+        """Training seconds over all chunks of the run (time between chunks not counted)."""
+        return self._elapsed_before + time.monotonic() - self._chunk_start
+
+    def _end_epoch(self, log: MetricsLog) -> None:
+        last = self.epoch == self.config.epochs - 1
+        row: dict[str, Any] = {"kind": "epoch", "epoch": self.epoch, "iteration": self.iteration,
+                               "train_loss_per_image": {k: s / n for k, (s, n) in self.epoch_sums.items() if n},
+                               "elapsed_s": round(self.elapsed_s, 3)}
+        if self.epoch % self.config.val_every == 0 or last:
+            losses = self.validate()
+            if losses:
+                val_loss = sum(losses.values())
+                improved = val_loss < self.best_val
+                if improved:
+                    self.best_val, self.best_epoch = val_loss, self.epoch
+                    self.export(self.run_dir / BEST)
+                log.write({"kind": "val", "epoch": self.epoch, "iteration": self.iteration, "val_loss": val_loss,
+                           "per_anatomy": losses, "best": improved})
+                self.options.report(f"epoch {self.epoch}: validation loss {val_loss:.1f}"
+                                    + (" (best)" if improved else f" (best {self.best_val:.1f}, epoch "
+                                                                  f"{self.best_epoch})"))
+        log.write(row)
+        self.epoch += 1
+        self.position = 0
+        self.epoch_sums = {}
+        self.save()
+        self._plot()
+
+    def _finish(self) -> None:
+        if self.best_epoch < 0:  # no validation images at all: the final model is the best one known
+            self.options.report("no validation images: exporting the final model as best.safetensors")
+            self.best_epoch = self.config.epochs - 1
+            self.export(self.run_dir / BEST)
+        if not self.finished:
+            self.finished = True
+            self.save()
+
+    def export(self, path: Path) -> None:
+        metrics = {"best_epoch": self.best_epoch, "val_loss": None if math.isinf(self.best_val) else self.best_val,
+                   "iteration": self.iteration, "train_config": self.config.model_dump()}
+        source = f"landmark-edge train, run {self.run_dir.name}, epoch {self.best_epoch}"
+        save_weights(self.model, path, source=source, metrics=metrics)
+
+    def _note_failures(self, batch: Batch) -> None:
+        for line in batch.failures:
+            if line not in self.failed_reads:
+                self.failed_reads.add(line)
+                self.options.report(f"skipped: {line}")
+
+    def _plot(self) -> None:
+        plot_curves(read_metrics(self.run_dir / METRICS), self.run_dir)
+
+    # -- state --------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": _rng_state(),
+            "epoch": self.epoch,
+            "position": self.position,
+            "iteration": self.iteration,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "epoch_sums": self.epoch_sums,
+            "finished": self.finished,
+            "elapsed_s": self.elapsed_s,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        for key in ("epoch", "position", "iteration", "best_val", "best_epoch", "epoch_sums", "finished"):
+            setattr(self, key, state[key])
+        self._elapsed_before = state["elapsed_s"]
+
+    def save(self) -> None:
+        save_checkpoint(self.run_dir, self.state_dict(), self.config.part_mib)
+
+
+def start_run(config: TrainConfig, run_dir: Path, options: RunOptions) -> Trainer:
+    """A new run in ``run_dir`` (refused when it already holds one: use :func:`resume_run`)."""
+    run_dir = Path(run_dir)
+    if has_checkpoint(run_dir) or (run_dir / CONFIG).exists():
+        raise TrainingError(f"{run_dir}: already holds a run; continue it with --resume {run_dir}")
+    trainer = Trainer(config, run_dir, options)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / CONFIG, config.model_dump_json(indent=2) + "\n")
+    return trainer
+
+
+def resume_run(run_dir: Path, options: RunOptions) -> Trainer:
+    """The run in ``run_dir`` at its last checkpoint (or from the start if it was killed before the first)."""
+    run_dir = Path(run_dir)
+    try:
+        config = TrainConfig.model_validate_json((run_dir / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise TrainingError(f"{run_dir / CONFIG}: not a run directory ({str(error).splitlines()[0]})") from None
+    if options.data is None:
+        options.data = Path(config.data)
+    trainer = Trainer(config, run_dir, options)
+    if has_checkpoint(run_dir):
+        trainer.load_state_dict(load_checkpoint(run_dir, map_location=trainer.device))
+    return trainer
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _rng_state() -> dict[str, Any]:
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class _progress:
+    """A rich progress bar over all iterations of the run, with the last loss and lr (or nothing)."""
+
+    def __init__(self, enabled: bool, total: int, done: int) -> None:
+        self.enabled, self.total, self.done = enabled, total, done
+
+    def __enter__(self) -> Callable[[int, float, float], None]:
+        if not self.enabled:
+            return lambda iteration, loss, lr: None
+        from rich import progress
+
+        self.bar = progress.Progress(
+            progress.TextColumn("[bold]train"), progress.BarColumn(), progress.MofNCompleteColumn(),
+            progress.TextColumn("{task.fields[info]}"), progress.TimeElapsedColumn(), progress.TimeRemainingColumn(),
+        )
+        self.bar.start()
+        task = self.bar.add_task("train", total=self.total, completed=self.done, info="")
+
+        def update(iteration: int, loss: float, lr: float) -> None:
+            self.bar.update(task, completed=iteration, info=f"loss/img {loss:,.0f}  lr {lr:.2e}")
+
+        return update
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.stop()

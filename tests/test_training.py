@@ -1,0 +1,212 @@
+"""Training: schedule, checkpoint parts, tiny overfit, kill-and-resume equality, the train/pack/evaluate CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from landmark_edge import anatomy as registry
+from landmark_edge.anatomy import Anatomy
+from landmark_edge.cli import app
+from landmark_edge.data import Batch
+from landmark_edge.decode import decode_heatmaps
+from landmark_edge.model import gu2net
+from landmark_edge.runtime.backend import zscore_batch
+from landmark_edge.training import RunOptions, TrainConfig, load_checkpoint, resume_run, save_checkpoint, start_run
+from landmark_edge.training.checkpoint import CheckpointError
+from landmark_edge.training.logs import read_metrics
+from landmark_edge.training.schedule import build_optimizer, build_scheduler, epoch_plan
+from landmark_edge.training.trainer import batch_loss
+from landmark_edge.weights import load_weights
+from tests.conftest import TINY
+from tests.test_data import make_chest_root
+
+TINY_CONFIG = {"local_widths": list(TINY["local_widths"]), "global_width": TINY["global_width"]}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two busy OpenMP threads on a shared 2-core machine spin-wait each other ~30x slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cyclic_lr_reproduces_the_reference_values():
+    """Reference §5 values at iterations 0/2000/4000/6000/10000/14000, on a 100x shorter cycle (scale-free)."""
+    optimizer = build_optimizer(torch.nn.Linear(1, 1), 1e-4, 1e-4)
+    scheduler = build_scheduler(optimizer, 1e-4, 1e-2, 20)
+    seen = {}
+    for iteration in range(141):
+        if iteration in (0, 20, 40, 60, 100, 140):
+            seen[iteration * 100] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+    expected = {0: 1e-4, 2000: 1e-2, 4000: 1e-4, 6000: 5.05e-3, 10000: 2.575e-3, 14000: 1.3375e-3}
+    assert seen == pytest.approx(expected, rel=1e-6)
+
+
+def test_epoch_plan_mixes_single_anatomy_batches_like_mixiter():
+    sizes = {"head": 10, "chest": 7}
+    first, second = epoch_plan(sizes, 2, 42, 0), epoch_plan(sizes, 2, 42, 1)
+    assert [a for a, _ in first].count("head") == 5 and [a for a, _ in first].count("chest") == 3  # drop_last
+    assert [a for a, _ in first] == [a for a, _ in second]  # interleaving shuffled once, reused every epoch
+    for plan in (first, second):
+        for name, size in sizes.items():
+            indices = [i for a, batch in plan if a == name for i in batch]
+            assert len(set(indices)) == len(indices) and all(0 <= i < size for i in indices)
+    assert first != second  # samples reshuffled every epoch
+    assert epoch_plan(sizes, 2, 42, 1) == second  # a pure function of (seed, epoch): resumable mid-epoch
+
+
+def test_checkpoint_splits_into_bounded_parts_and_joins_back(tmp_path):
+    state = {"iteration": 7, "weights": torch.arange(40_000, dtype=torch.float32), "note": [1, 2.5, "x"]}
+    save_checkpoint(tmp_path, state, part_mib=0.05)
+    parts = sorted(tmp_path.glob("checkpoint-00000007.pt.*"))
+    assert len(parts) == 4 and all(p.stat().st_size <= 0.05 * 2**20 for p in parts)
+    loaded = load_checkpoint(tmp_path)
+    assert torch.equal(loaded["weights"], state["weights"]) and loaded["note"] == state["note"]
+    save_checkpoint(tmp_path, {**state, "iteration": 8}, part_mib=0.05)
+    assert not list(tmp_path.glob("checkpoint-00000007.pt.*"))  # the older generation is removed after commit
+    part = sorted(tmp_path.glob("checkpoint-00000008.pt.*"))[1]
+    part.write_bytes(part.read_bytes()[:-1] + b"\0")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tmp_path)
+
+
+def test_tiny_overfit_puts_landmarks_within_a_few_pixels(monkeypatch):
+    """Loss, heatmap targets and decoding line up: 2 images of a small anatomy are learnt in 80 steps."""
+    monkeypatch.setitem(registry.ANATOMIES, "toy", Anatomy(name="toy", num_landmarks=3, grid=(64, 64)))
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    labels = torch.tensor([[[12, 40], [50, 20], [30, 30]], [[20, 10], [44, 52], [8, 50]]])
+    yy, xx = np.mgrid[0:64, 0:64]
+    images = []
+    for points in labels.numpy():
+        image = 30 + rng.normal(0, 5, (64, 64))
+        for x, y in points:
+            image += 180 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 8)
+        images.append(np.clip(image, 0, 255).astype(np.uint8))
+    batch = Batch("toy", torch.from_numpy(np.stack(images)), labels, ["a", "b"])
+    model = gu2net(["toy"], **TINY)
+    optimizer = build_optimizer(model, 1e-2, 1e-4)
+    for _ in range(80):
+        loss = batch_loss(model, batch, torch.device("cpu"))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        xy, _ = decode_heatmaps(model.eval()(zscore_batch(batch.pixels), "toy"), "argmax")
+    assert (xy - labels).norm(dim=-1).max() <= 3.0
+
+
+@pytest.mark.parametrize("amp, channels_last", [("bf16", False), ("bf16", True), ("fp16", True)])
+def test_mixed_precision_forward_keeps_the_loss_in_float32(monkeypatch, amp, channels_last):
+    monkeypatch.setitem(registry.ANATOMIES, "toy", Anatomy(name="toy", num_landmarks=3, grid=(64, 64)))
+    torch.manual_seed(0)
+    model = gu2net(["toy"], **TINY)
+    batch = Batch("toy", torch.randint(0, 255, (2, 64, 64), dtype=torch.uint8), torch.randint(5, 60, (2, 3, 2)), [])
+    exact = batch_loss(model, batch, torch.device("cpu"))
+    model = model.to(memory_format=torch.channels_last) if channels_last else model
+    mixed = batch_loss(model, batch, torch.device("cpu"), amp, channels_last)
+    assert mixed.dtype == torch.float32 and mixed.item() == pytest.approx(exact.item(), rel=1e-2)
+
+
+class _Killed(Exception):
+    """Stands for SIGKILL: raised between iterations, so nothing after the last checkpoint is saved."""
+
+
+def _kill_at(iteration: int):
+    def hook(trainer) -> None:
+        if trainer.iteration == iteration:
+            raise _Killed
+
+    return hook
+
+
+def test_kill_and_resume_reaches_the_same_weights_and_schedule(tmp_path):
+    data = make_chest_root(tmp_path / "data", 2)
+    config = TrainConfig(data=str(data), anatomies=["chest"], epochs=2, batch_size=1, lr=1e-3, max_lr=5e-3,
+                         step_size=2, checkpoint_every=3, **TINY_CONFIG)  # fmt: skip
+
+    def options(**kw) -> RunOptions:
+        return RunOptions(data=data, workers=0, progress=False, report=lambda line: None, **kw)
+
+    whole = start_run(config, tmp_path / "whole", options())
+    assert whole.run() is True and whole.iteration == 4
+
+    killed = start_run(config, tmp_path / "killed", options(on_iteration=_kill_at(4)))
+    with pytest.raises(_Killed):
+        killed.run()
+    chunk = resume_run(tmp_path / "killed", options(max_minutes=0))  # last checkpoint: iteration 3, mid-epoch
+    assert (chunk.iteration, chunk.epoch, chunk.position) == (3, 1, 1)
+    assert chunk.run() is False and chunk.iteration == 4  # stopped by the time limit, checkpointed
+    rest = resume_run(tmp_path / "killed", options())
+    assert rest.run() is True and rest.iteration == 4
+
+    for key, value in whole.model.state_dict().items():
+        assert torch.equal(value, rest.model.state_dict()[key]), key
+    assert rest.scheduler.get_last_lr() == whole.scheduler.get_last_lr()
+    assert rest.optimizer.state_dict()["state"][0]["step"] == whole.optimizer.state_dict()["state"][0]["step"]
+    rows = [r for r in read_metrics(tmp_path / "killed/metrics.jsonl") if r["kind"] == "train"]
+    reference = [r for r in read_metrics(tmp_path / "whole/metrics.jsonl") if r["kind"] == "train"]
+    assert [r["iteration"] for r in rows] == list(range(1, 5))  # no iteration logged twice
+    assert [(r["loss"], r["lr"]) for r in rows] == [(r["loss"], r["lr"]) for r in reference]
+    _, info = load_weights(tmp_path / "killed/best.safetensors")
+    assert info.anatomy_names == ["chest"] and (tmp_path / "killed/loss.png").stat().st_size > 0
+
+
+def test_sigterm_stops_at_an_iteration_boundary_with_a_checkpoint(tmp_path):
+    data = make_chest_root(tmp_path / "data", 2)
+    config = TrainConfig(data=str(data), anatomies=["chest"], epochs=2, batch_size=1, **TINY_CONFIG)
+
+    def terminate(trainer) -> None:
+        if trainer.iteration == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    options = RunOptions(data=data, workers=0, progress=False, report=lambda line: None, on_iteration=terminate)
+    trainer = start_run(config, tmp_path / "run", options)
+    before = signal.getsignal(signal.SIGTERM)
+    assert trainer.run() is False and load_checkpoint(tmp_path / "run")["iteration"] == 1
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
+
+
+def test_pack_train_resume_and_evaluate_from_the_command_line(tmp_path):
+    runner = CliRunner()
+    raw = make_chest_root(tmp_path / "raw", 235, size=24)  # 232 kept after the exclude list: test = last 3
+    result = runner.invoke(app, ["pack", "--data", str(raw), "--out", str(tmp_path / "packed"),
+                                 "--anatomies", "chest"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "chest: train 195, val 34, test 3" in result.stdout
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "packed"), "--out", str(run), "--anatomies", "chest", "--epochs", "2",
+            "--batch-size", "1", "--limit", "2", "--local-widths", "4,4,8,8,8", "--global-width", "8",
+            "--workers", "0", "--no-progress", "--max-minutes", "0"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 75, result.output  # stopped after one iteration, resumable
+    result = runner.invoke(app, ["train", "--resume", str(run), "--no-progress", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["anatomies"] == ["chest"] and config["lr"] == 1e-4 and config["step_size"] == 2000
+    assert {r["kind"] for r in read_metrics(run / "metrics.jsonl")} == {"train", "val", "epoch"}
+
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "packed"), "--out", str(run)])
+    assert result.exit_code == 2 and "--resume" in result.stderr
+
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "--data", str(tmp_path / "packed"), "--weights", str(run / "best.safetensors"),
+            "--out", str(out), "--overlays", str(tmp_path / "overlays"), "--worst", "2"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())["anatomies"]["chest"]
+    assert report["images"] == 3 and report["reference"]["unit"] == "px" and len(report["per_image"]) == 3
+    assert len(report["original"]["per_landmark"]) == 6 and "reference" in result.stdout
+    assert len(list((tmp_path / "overlays").glob("chest_*.png"))) == 2
