@@ -180,7 +180,7 @@ def test_sigterm_stops_at_an_iteration_boundary_with_a_checkpoint(tmp_path):
 
 def test_pack_train_resume_and_evaluate_from_the_command_line(tmp_path):
     runner = CliRunner()
-    raw = make_chest_root(tmp_path / "raw", 235, size=24)  # 232 kept after the exclude list: test = last 3
+    raw = make_chest_root(tmp_path / "raw", 235, size=32)  # 232 kept after the exclude list: test = last 3
     result = runner.invoke(app, ["pack", "--data", str(raw), "--out", str(tmp_path / "packed"),
                                  "--anatomies", "chest"])  # fmt: skip
     assert result.exit_code == 0, result.output
