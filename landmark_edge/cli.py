@@ -6,6 +6,7 @@ import typer
 
 from landmark_edge import __version__
 from landmark_edge.commands.checkpoint import import_checkpoint, info
+from landmark_edge.commands.compile import compile_package
 from landmark_edge.commands.infer import infer
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
 app.command()(infer)
 app.command("import-checkpoint")(import_checkpoint)
 app.command()(info)
+app.command("compile")(compile_package)
 
 
 def _version(value: bool) -> None:

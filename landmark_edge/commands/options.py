@@ -30,6 +30,10 @@ AnatomyOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, ...")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+ArtifactOpt = Annotated[
+    Path | None,
+    typer.Option(help="Exported model the backend runs (e.g. a .pt2 from `landmark-edge compile` for aoti)."),
+]
 
 
 def anatomy_or_exit(name: str) -> Anatomy:

@@ -75,12 +75,16 @@ class TorchBackend(Backend):
         self.dtype = dtype
         self.model = model.to(self.device, dtype).eval()
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on a z-scored float32 (B, 1, H, W) batch on ``self.device``; subclasses swap the engine."""
+        return self.model(x.to(self.dtype), self.anatomy.name)
+
     @torch.inference_mode()
     def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
         batch = torch.from_numpy(np.ascontiguousarray(pixels))
         if self.device.type == "cuda":
             batch = batch.pin_memory().to(self.device, non_blocking=True)
-        heatmaps = self.model(zscore_batch(batch).to(self.dtype), self.anatomy.name).float()
+        heatmaps = self.forward(zscore_batch(batch)).float()
         xy, confidence = decode_heatmaps(heatmaps, self.decode)
         return Prediction(
             xy=xy.cpu().numpy(),
