@@ -8,6 +8,7 @@ from landmark_edge import __version__
 from landmark_edge.commands.bench import bench
 from landmark_edge.commands.checkpoint import import_checkpoint, info
 from landmark_edge.commands.evaluate import evaluate
+from landmark_edge.commands.compile import compile_package
 from landmark_edge.commands.infer import infer
 from landmark_edge.commands.pack import pack
 from landmark_edge.commands.train import train
@@ -27,6 +28,7 @@ app.command()(bench)
 app.command()(train)
 app.command()(evaluate)
 app.command()(pack)
+app.command("compile")(compile_package)
 
 
 def _version(value: bool) -> None:

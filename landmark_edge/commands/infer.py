@@ -22,6 +22,7 @@ from rich.table import Table
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.commands.options import (
     AnatomyOpt,
+    ArtifactOpt,
     BatchSizeOpt,
     DecodeOpt,
     DeviceOpt,
@@ -69,6 +70,7 @@ def infer(
     device: DeviceOpt = "cpu",
     backend: Annotated[str, typer.Option(help=f"Inference backend: {', '.join(backend_names())}.")] = "torch",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
+    artifact: ArtifactOpt = None,
     decode: DecodeOpt = DecodeMethod.SUBPIXEL,
     spacing: Annotated[
         float | None,
@@ -113,7 +115,8 @@ def infer(
     todo = [path for path in inputs.files if path not in done]
     counts = {"failed": 0, "flagged": 0, "total": 0}
     with one_line_errors():
-        request = BackendRequest(resolve_weights(weights), target, decode, device, precision, batch_size)
+        weights = resolve_weights(weights) if artifact is None else weights  # an artefact carries its weights
+        request = BackendRequest(weights, target, decode, device, precision, batch_size, artifact)
         runner = create_backend(backend, request)
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
         fresh = run_inference(todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink)

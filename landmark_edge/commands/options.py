@@ -41,6 +41,10 @@ DataOpt = Annotated[
 ]
 AnatomiesOpt = Annotated[str, typer.Option("--anatomies", help="Comma-separated anatomies, in model order.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Image-loading workers.")]
+ArtifactOpt = Annotated[
+    Path | None,
+    typer.Option(help="Exported model the backend runs (e.g. a .pt2 from `landmark-edge compile` for aoti)."),
+]
 
 
 def anatomy_or_exit(name: str) -> Anatomy:

@@ -198,13 +198,17 @@ class TorchBackend(Backend):
         self.model = model.to(self.device, dtype).eval()
         self.upload = HostToDevice(self.device)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on a z-scored float32 (B, 1, H, W) batch on ``self.device``; subclasses swap the engine."""
+        return self.model(x.to(self.dtype), self.anatomy.name)
+
     @torch.inference_mode()
     def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
         with self.stage("h2d"):
             batch = self.upload(pixels)
         with self.stage("compute"):
             # float32 before decoding: half-precision coordinates would round sub-pixel offsets (0.25 px at 500)
-            heatmaps = self.model(zscore_batch(batch).to(self.dtype), self.anatomy.name).float()
+            heatmaps = self.forward(zscore_batch(batch)).float()
         with self.stage("decode"):
             xy, confidence = decode_heatmaps(heatmaps, self.decode)
         with self.stage("d2h"):

@@ -25,7 +25,7 @@ class BackendUnavailable(LandmarkEdgeError):
 class BackendRequest:
     """What a caller asks of a backend. ``artifact`` is an exported file (ONNX, engine, .pt2) where one is used."""
 
-    weights: Path
+    weights: Path | None  # None only for backends that run a self-contained artefact (aoti)
     anatomy: Anatomy
     decode: DecodeMethod = DecodeMethod.SUBPIXEL
     device: str = "cpu"
@@ -76,15 +76,54 @@ _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 @register("torch", "eager PyTorch (the reference at fp32); --precision fp16/bf16 casts the model")
 def _torch_backend(request: BackendRequest) -> Backend:
-    import torch
-
     from landmark_edge.runtime.backend import TorchBackend
     from landmark_edge.weights import load_weights
 
-    if request.precision not in _DTYPES:
-        raise BackendUnavailable(f"torch backend: precision {request.precision} not supported (fp32, fp16, bf16)")
-    if request.device.startswith("cuda") and not torch.cuda.is_available():
-        raise BackendUnavailable(f"torch backend: device {request.device} asked for but CUDA is not available")
+    dtype = _torch_dtype("torch", request)
     model, _ = load_weights(request.weights, request.anatomy.name)
-    dtype = getattr(torch, _DTYPES[request.precision])
     return TorchBackend(model, request.anatomy, request.decode, request.device, dtype)
+
+
+def torch_dtype(precision: str):
+    """``fp32``/``fp16``/``bf16`` as a torch dtype."""
+    import torch
+
+    if precision not in _DTYPES:
+        raise BackendUnavailable(f"precision {precision} not supported by PyTorch backends (fp32, fp16, bf16)")
+    return getattr(torch, _DTYPES[precision])
+
+
+def _torch_dtype(backend: str, request: BackendRequest):
+    """The request's precision as a torch dtype, after checking that its device exists here."""
+    import torch
+
+    if request.device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailable(f"{backend} backend: device {request.device} asked for but CUDA is not available")
+    return torch_dtype(request.precision)
+
+
+@register(
+    "compiled",
+    "the inference rewrite (BN folded, fused separable/dilated stages, Triton kernels on CUDA) under "
+    "torch.compile; CUDA graphs per batch bucket on CUDA",
+)
+def _compiled_backend(request: BackendRequest) -> Backend:
+    from landmark_edge.runtime.compiled import CompiledBackend, CompileOptions
+    from landmark_edge.weights import load_weights
+
+    dtype = _torch_dtype("compiled", request)
+    options = CompileOptions.from_dict(request.options)
+    model, _ = load_weights(request.weights, request.anatomy.name)
+    return CompiledBackend(
+        model, request.anatomy, request.decode, request.device, dtype, options, request.max_batch_size
+    )
+
+
+@register("aoti", "a .pt2 AOTInductor package from `landmark-edge compile` (--artifact); precision baked in")
+def _aoti_backend(request: BackendRequest) -> Backend:
+    from landmark_edge.runtime.compiled import AOTIBackend, load_pt2
+
+    if request.artifact is None:
+        raise BackendUnavailable("aoti backend: pass the package with --artifact (make one: landmark-edge compile)")
+    _torch_dtype("aoti", request)
+    return AOTIBackend(load_pt2(request.artifact, request.device), request.anatomy, request.decode, request.device)

@@ -1,0 +1,265 @@
+"""The ``compiled`` and ``aoti`` backends: the rewritten GU2Net under ``torch.compile``, and its AOTInductor package.
+
+``compiled`` runs :func:`~landmark_edge.optimize.rewrite_for_inference`'s model (BN folded, fused separable and
+dilated stages, Triton kernels on CUDA when installed) under ``torch.compile`` with static shapes. Batches are
+padded up to a *bucket* (powers of two up to ``max_batch_size``, and ``max_batch_size`` itself), which bounds the
+number of compilations and lets each bucket be captured once as a CUDA graph and replayed: at batch 1 the network
+is ~100 small kernels, so launch overhead, not arithmetic, is what graphs remove. The default CUDA mode is
+``max-autotune-no-cudagraphs`` (Inductor autotunes its GEMM/conv choices) with our own graphs on top, because our
+graphs pad short batches into a few fixed buckets, where ``reduce-overhead`` would record one graph per distinct
+batch size; ``mode`` is an option so the benchmark can compare them.
+
+``aoti`` loads a ``.pt2`` written by :func:`export_pt2` (``torch.export`` with a dynamic batch dimension +
+``torch._inductor.aoti_compile_and_package``): a compiled shared library plus weights that needs neither the
+model code nor the weights file, with the anatomy, grid and precision in the package's metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from landmark_edge import __version__
+from landmark_edge.anatomy import Anatomy, get_anatomy
+from landmark_edge.decode import DecodeMethod
+from landmark_edge.errors import LandmarkEdgeError, WeightsError
+from landmark_edge.io.atomic import atomic_open
+from landmark_edge.model import GU2Net
+from landmark_edge.optimize import InferenceGU2Net, Kernels, rewrite_for_inference
+from landmark_edge.runtime.backend import TorchBackend
+
+DEFAULT_CUDA_MODE = "max-autotune-no-cudagraphs"
+_MODES_WITH_OWN_GRAPHS = {"reduce-overhead", "max-autotune"}  # torch.compile's cudagraph trees; don't nest ours
+PT2_FORMAT = "landmark-edge-aoti"
+PT2_FORMAT_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """How the ``compiled`` backend builds its model (``BackendRequest.options`` keys of the same names)."""
+
+    mode: str | None = None  # torch.compile mode; None: DEFAULT_CUDA_MODE on CUDA, Inductor's default on CPU
+    cuda_graphs: bool = True  # capture one CUDA graph per batch bucket (CUDA only)
+    channels_last: bool = False
+    kernels: Kernels | str = Kernels.AUTO  # auto | triton | cudnn
+
+    @classmethod
+    def from_dict(cls, options: dict) -> CompileOptions:
+        unknown = set(options) - set(cls.__dataclass_fields__)
+        if unknown:
+            known = ", ".join(cls.__dataclass_fields__)
+            raise LandmarkEdgeError(f"compiled backend: unknown option(s) {', '.join(sorted(unknown))} ({known})")
+        return cls(**options)
+
+
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """The batch sizes compiled and captured: 1, 2, 4, ... below ``max_batch_size``, then ``max_batch_size``."""
+    sizes = [1 << i for i in range(max_batch_size.bit_length()) if 1 << i < max_batch_size]
+    return [*sizes, max_batch_size]
+
+
+def bucket_for(batch: int, max_batch_size: int) -> int:
+    """The smallest bucket that holds ``batch`` images."""
+    if not 1 <= batch <= max_batch_size:
+        raise LandmarkEdgeError(f"batch of {batch} images: this backend was built for 1..{max_batch_size}")
+    return next(size for size in batch_buckets(max_batch_size) if size >= batch)
+
+
+def pad_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``x`` with zero images appended up to ``size`` (images are independent, so padding changes nothing)."""
+    if x.shape[0] == size:
+        return x
+    return torch.cat([x, x.new_zeros((size - x.shape[0], *x.shape[1:]))])
+
+
+class CudaGraphs:
+    """One captured CUDA graph per batch bucket, replayed with each batch copied into its static input.
+
+    Capture follows the CUDA-graphs recipe of the PyTorch docs: a few warm-up calls on a side stream (compilation,
+    autotuning and cuDNN/Triton algorithm selection happen there), then ``torch.cuda.graph``.
+    """
+
+    def __init__(self, fn, device: torch.device, warmup_iterations: int = 3) -> None:
+        self.fn = fn
+        self.device = device
+        self.warmup_iterations = warmup_iterations
+        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        key = (size, *x.shape[1:])
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(torch.zeros(key, device=self.device, dtype=x.dtype))
+        graph, static_in, static_out = self._graphs[key]
+        static_in[: x.shape[0]].copy_(x)
+        graph.replay()
+        return static_out[: x.shape[0]]  # valid until the next replay; the backend decodes it at once
+
+    def _capture(self, static_in: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup_iterations):
+                self.fn(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.fn(static_in)
+        return graph, static_in, static_out
+
+
+class CompiledBackend(TorchBackend):
+    """The rewritten single-anatomy GU2Net under ``torch.compile``, CUDA graphs per batch bucket on CUDA."""
+
+    name = "compiled"
+
+    def __init__(
+        self,
+        model: GU2Net,
+        anatomy: Anatomy,
+        decode: DecodeMethod | str = DecodeMethod.SUBPIXEL,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        options: CompileOptions = CompileOptions(),
+        max_batch_size: int = 32,
+    ) -> None:
+        net = rewrite_for_inference(
+            model, anatomy.name, dtype=dtype, channels_last=options.channels_last, kernels=options.kernels
+        )
+        super().__init__(net, anatomy, decode, device, dtype)
+        is_cuda = self.device.type == "cuda"
+        self.mode = options.mode or (DEFAULT_CUDA_MODE if is_cuda else None)
+        self.max_batch_size = max_batch_size
+        self.compiled = torch.compile(self.model, mode=self.mode, fullgraph=True, dynamic=False)
+        use_graphs = is_cuda and options.cuda_graphs and self.mode not in _MODES_WITH_OWN_GRAPHS
+        self.graphs = CudaGraphs(self.compiled, self.device) if use_graphs else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = bucket_for(x.shape[0], self.max_batch_size)
+        if self.graphs is not None:
+            return self.graphs(x, size)
+        return self.compiled(pad_batch(x, size))[: x.shape[0]]
+
+
+def export_pt2(
+    net: InferenceGU2Net,
+    anatomy: Anatomy,
+    path: str | Path,
+    *,
+    device: str = "cpu",
+    max_batch_size: int = 32,
+    size_hw: tuple[int, int] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Export a rewritten network with a dynamic batch (1..``max_batch_size``) and AOT-compile it to a ``.pt2``.
+
+    ``size_hw`` defaults to the anatomy's grid (the size ``infer`` feeds); the package is for ``device``'s type
+    and takes float32 in and gives float32 heatmaps out whatever dtype it computes in.
+    """
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise LandmarkEdgeError(f"{path}: an AOTInductor package must be named *.pt2")
+    net = net.to(device)
+    height, width = size_hw or anatomy.grid_hw
+    example = torch.zeros(min(2, max_batch_size), 1, height, width, device=device)
+    batch = torch.export.Dim("batch", min=1, max=max_batch_size)
+    with torch.no_grad():
+        program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
+    info = {
+        "format": PT2_FORMAT,
+        "format_version": PT2_FORMAT_VERSION,
+        "anatomy": anatomy.name,
+        "num_landmarks": str(anatomy.num_landmarks),
+        "height": str(height),
+        "width": str(width),
+        "dtype": str(net.dtype).removeprefix("torch."),
+        "max_batch_size": str(max_batch_size),
+        "torch_version": torch.__version__,
+        "landmark_edge_version": __version__,
+        **(metadata or {}),
+    }
+    with atomic_open(path, "wb") as handle:
+        torch._inductor.aoti_compile_and_package(
+            program, package_path=handle, inductor_configs={"aot_inductor.metadata": info}
+        )
+    return path
+
+
+@dataclass
+class Pt2Package:
+    """A loaded ``.pt2``: the callable and what its metadata says it is."""
+
+    runner: object
+    anatomy: Anatomy
+    height: int
+    width: int
+    dtype: str
+    max_batch_size: int
+    device_type: str
+    metadata: dict[str, str]
+
+
+def load_pt2(path: str | Path, device: str = "cpu") -> Pt2Package:
+    """Load a package from :func:`export_pt2` on ``device`` (its type must be the one it was compiled for)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: AOTInductor package not found")
+    target = torch.device(device)
+    try:
+        runner = torch._inductor.aoti_load_package(str(path), device_index=-1 if target.index is None else target.index)
+        meta = dict(runner.get_metadata())
+    except Exception as error:  # noqa: BLE001 - the loader raises RuntimeError/zipfile errors for foreign files
+        raise WeightsError(f"{path}: not a loadable AOTInductor package ({str(error).strip().splitlines()[0]})")
+    if meta.get("format") != PT2_FORMAT:
+        raise WeightsError(f"{path}: not a landmark-edge package (no '{PT2_FORMAT}' metadata)")
+    compiled_for = meta.get("AOTI_DEVICE_KEY", "cpu")
+    if compiled_for != target.type:
+        raise WeightsError(
+            f"{path}: compiled for {compiled_for}, not {target.type}; rebuild with `landmark-edge compile "
+            f"--device {target.type}`"
+        )
+    return Pt2Package(
+        runner=runner,
+        anatomy=get_anatomy(meta["anatomy"]),
+        height=int(meta["height"]),
+        width=int(meta["width"]),
+        dtype=meta["dtype"],
+        max_batch_size=int(meta["max_batch_size"]),
+        device_type=compiled_for,
+        metadata=meta,
+    )
+
+
+class _Packaged(nn.Module):
+    """A loaded package as a module, so :class:`TorchBackend` hosts it like any network."""
+
+    def __init__(self, runner) -> None:
+        super().__init__()
+        self.runner = runner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.runner(x)
+
+
+class AOTIBackend(TorchBackend):
+    """Runs a ``.pt2`` package: no model code, no weights file, no compilation at start-up."""
+
+    name = "aoti"
+
+    def __init__(
+        self,
+        package: Pt2Package,
+        anatomy: Anatomy,
+        decode: DecodeMethod | str = DecodeMethod.SUBPIXEL,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if package.anatomy.name != anatomy.name:
+            raise WeightsError(f"package is for {package.anatomy.name}, not {anatomy.name}")
+        super().__init__(_Packaged(package.runner), anatomy, decode, device)
+        self.package = package
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bucket_for(x.shape[0], self.package.max_batch_size)  # one clear line instead of a shape-guard failure
+        return self.model(x)
