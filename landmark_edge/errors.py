@@ -15,3 +15,9 @@ class WeightsError(LandmarkEdgeError):
 
 class NoDefaultWeightsError(WeightsError):
     """No weights were given and the installed package ships none."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a library's error message (or its type name): what a one-line report can quote."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
