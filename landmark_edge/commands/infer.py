@@ -12,7 +12,9 @@ from rich.table import Table
 
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.commands.options import (
+    AllowFallbackOpt,
     AnatomyOpt,
+    ArtifactOpt,
     BatchSizeOpt,
     DeviceOpt,
     WeightsOpt,
@@ -39,6 +41,8 @@ def infer(
     device: DeviceOpt = "cpu",
     backend: Annotated[str, typer.Option(help=f"Inference backend: {', '.join(backend_names())}.")] = "torch",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
+    artifact: ArtifactOpt = None,
+    allow_fallback: AllowFallbackOpt = False,
     decode: Annotated[
         DecodeMethod,
         typer.Option(help="argmax: integer grid peak (reference protocol); subpixel: Gaussian fit around it."),
@@ -57,7 +61,10 @@ def infer(
     if output_format not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}", param_hint="--format")
     with one_line_errors():
-        request = BackendRequest(resolve_weights(weights), target, decode, device, precision, batch_size)
+        request = BackendRequest(
+            resolve_weights(weights) if artifact is None else weights, target, decode, device, precision, batch_size, artifact,
+            options={"allow_fallback": allow_fallback},
+        )
         runner = create_backend(backend, request)
         sink = _heatmap_writer(save_heatmaps) if save_heatmaps else None
         outcomes = []

@@ -29,6 +29,16 @@ AnatomyOpt = Annotated[
     typer.Option("--anatomy", "-a", help="Anatomy: head (cephalometric), hand or chest."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, ...")]
+ArtifactOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--artifact", help="Exported model the backend runs: .onnx (onnxruntime), .engine (tensorrt)."
+    ),
+]
+AllowFallbackOpt = Annotated[
+    bool,
+    typer.Option(help="Accept ONNX Runtime running on the CPU when the GPU provider asked for cannot load."),
+]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
 
 

@@ -317,14 +317,7 @@ def export_anatomy(
 ) -> ExportReport:
     """Export, simplify, describe, check and validate one anatomy's graph; write it only if it passes."""
     target = get_anatomy(anatomy)
-    step("loading weights")
-    model, info = load_weights(weights, target.name)
-    step("exporting to ONNX")
-    graph = torch_to_onnx(export_module(model, target.name, decode), target, opset)
-    if simplify:
-        step("simplifying (onnxslim)")
-        graph = simplify_onnx(graph)
-    graph = attach_metadata(graph, describe(target, info, decode, _opset_of(graph), [o.name for o in graph.graph.output]))
+    graph, model = onnx_graph(weights, target, decode=decode, opset=opset, simplify=simplify, step=step)
     step("checking")
     check_onnx(graph)
     step("validating against PyTorch in ONNX Runtime")
@@ -338,6 +331,27 @@ def export_anatomy(
     step("saving")
     save_onnx(graph, out)
     return ExportReport(target.name, Path(out), _opset_of(graph), decode, len(graph.graph.node), validation)
+
+
+def onnx_graph(
+    weights: str | Path,
+    anatomy: Anatomy,
+    *,
+    decode: DecodeMethod | None = None,
+    opset: int = 18,
+    simplify: bool = True,
+    step: Callable[[str], None] = lambda name: None,
+) -> tuple[onnx.ModelProto, GU2Net]:
+    """The described graph of one anatomy (not yet checked or validated) and the PyTorch model it came from."""
+    step("loading weights")
+    model, info = load_weights(weights, anatomy.name)
+    step("exporting to ONNX")
+    graph = torch_to_onnx(export_module(model, anatomy.name, decode), anatomy, opset)
+    if simplify:
+        step("simplifying (onnxslim)")
+        graph = simplify_onnx(graph)
+    outputs = [o.name for o in graph.graph.output]
+    return attach_metadata(graph, describe(anatomy, info, decode, _opset_of(graph), outputs)), model
 
 
 def describe(

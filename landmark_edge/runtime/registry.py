@@ -25,7 +25,7 @@ class BackendUnavailable(LandmarkEdgeError):
 class BackendRequest:
     """What a caller asks of a backend. ``artifact`` is an exported file (ONNX, engine, .pt2) where one is used."""
 
-    weights: Path
+    weights: Path | None  # None when the artifact carries the network (an exported graph or engine)
     anatomy: Anatomy
     decode: DecodeMethod = DecodeMethod.SUBPIXEL
     device: str = "cpu"
@@ -81,6 +81,8 @@ def _torch_backend(request: BackendRequest) -> Backend:
     from landmark_edge.runtime.backend import TorchBackend
     from landmark_edge.weights import load_weights
 
+    if request.weights is None:
+        raise BackendUnavailable("torch backend: needs --weights (an exported artifact is for other backends)")
     if request.precision not in _DTYPES:
         raise BackendUnavailable(f"torch backend: precision {request.precision} not supported (fp32, fp16, bf16)")
     if request.device.startswith("cuda") and not torch.cuda.is_available():
@@ -88,3 +90,26 @@ def _torch_backend(request: BackendRequest) -> Backend:
     model, _ = load_weights(request.weights, request.anatomy.name)
     dtype = getattr(torch, _DTYPES[request.precision])
     return TorchBackend(model, request.anatomy, request.decode, request.device, dtype)
+
+
+@register(
+    "onnxruntime",
+    "ONNX Runtime on --device cpu, cuda[:N] (CUDA EP) or tensorrt[:N] (TensorRT EP, fp32/fp16); runs an exported "
+    ".onnx given as the artifact, else exports the weights in memory",
+)
+def _onnxruntime_backend(request: BackendRequest) -> Backend:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise BackendUnavailable("onnxruntime backend: onnxruntime is not installed (pip install onnxruntime)") from None
+    from landmark_edge.export.onnx import onnx_graph, read_onnx_info
+    from landmark_edge.runtime.onnxruntime import OnnxRuntimeBackend, OrtSettings, create_session
+
+    settings = OrtSettings.from_options(request.device, request.precision, request.max_batch_size, request.options)
+    if request.artifact is not None:
+        model, info = request.artifact, read_onnx_info(request.artifact)
+    else:
+        graph, _ = onnx_graph(request.weights, request.anatomy, decode=request.decode)
+        model, info = graph.SerializeToString(), read_onnx_info(graph)
+    session = create_session(model, settings, request.anatomy.grid_hw)
+    return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
