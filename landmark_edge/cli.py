@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from landmark_edge import __version__
+from landmark_edge.commands.build import build
 from landmark_edge.commands.checkpoint import import_checkpoint, info
+from landmark_edge.commands.export import export
 from landmark_edge.commands.infer import infer
 
 app = typer.Typer(
@@ -19,6 +21,8 @@ app = typer.Typer(
 app.command()(infer)
 app.command("import-checkpoint")(import_checkpoint)
 app.command()(info)
+app.command()(export)
+app.command()(build)
 
 
 def _version(value: bool) -> None:

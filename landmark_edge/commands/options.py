@@ -10,6 +10,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from landmark_edge.anatomy import Anatomy, get_anatomy
 from landmark_edge.errors import LandmarkEdgeError
@@ -51,7 +52,7 @@ def anatomy_or_exit(name: str) -> Anatomy:
 
 
 def fail(message: str, code: int = EXIT_FATAL) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     raise typer.Exit(code)
 
 

@@ -118,10 +118,29 @@ def load_profile(name_or_path: str | Path) -> DeploymentProfile:
         raise ProfileError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: a profile is a mapping of fields, got {type(data).__name__}")
+    return _validated(data, str(path))
+
+
+def with_overrides(profile: DeploymentProfile, source: str, **overrides) -> DeploymentProfile:
+    """``profile`` with command-line values (None = keep) applied and validated again, errors naming ``source``."""
+    data = profile.model_dump()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key.startswith("batch_"):
+            data["batch"][key.removeprefix("batch_")] = value
+        elif key == "calibration_images":
+            data["calibration"] = {**(data.get("calibration") or {}), "images": value}
+        else:
+            data[key] = value
+    return _validated(data, f"{source} with command-line options")
+
+
+def _validated(data: dict, source: str) -> DeploymentProfile:
     try:
         return DeploymentProfile.model_validate(data)
     except ValidationError as error:
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "(profile)"
         message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ProfileError(f"{path}: field '{field}': {message}") from None
+        raise ProfileError(f"{source}: field '{field}': {message}") from None

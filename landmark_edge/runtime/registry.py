@@ -113,3 +113,15 @@ def _onnxruntime_backend(request: BackendRequest) -> Backend:
         model, info = graph.SerializeToString(), read_onnx_info(graph)
     session = create_session(model, settings, request.anatomy.grid_hw)
     return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
+
+
+@register("tensorrt", "TensorRT engine from `landmark-edge build`, given as the artifact; --device cuda[:N]")
+def _tensorrt_backend(request: BackendRequest) -> Backend:
+    from landmark_edge.runtime.tensorrt import TensorRTBackend
+
+    if request.artifact is None:
+        raise BackendUnavailable("tensorrt backend: needs an engine file (--artifact MODEL.engine from `landmark-edge build`)")
+    kind, _, index = request.device.partition(":")
+    if kind != "cuda":
+        raise BackendUnavailable(f"tensorrt backend: runs on cuda[:N], not {request.device}")
+    return TensorRTBackend(request.artifact, request.anatomy, request.decode, int(index or 0))
