@@ -82,7 +82,7 @@ def calibration_batches(calibration: Calibration, anatomy: Anatomy) -> Iterator[
     paths = calibration_paths(calibration)
     for path in paths:
         pixels = grid_pixels(read_image(path).image, anatomy.grid)
-        yield zscore_batch(torch.from_numpy(pixels[None])).numpy()
+        yield zscore_batch(torch.from_numpy(np.array(pixels[None]))).numpy()  # a writable copy
 
 
 def calibration_paths(calibration: Calibration) -> list[Path]:
