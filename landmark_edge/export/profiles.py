@@ -54,14 +54,6 @@ class Calibration(_Strict):
     method: Literal["minmax", "entropy", "percentile"] = "percentile"
 
 
-class OrtSettings(_Strict):
-    """ONNX Runtime session settings used by the ``onnxruntime`` backends with this profile."""
-
-    providers: list[Literal["cpu", "cuda", "tensorrt"]] = ["cpu"]
-    intra_op_threads: int = Field(0, ge=0)  # 0: ONNX Runtime decides
-    trt_engine_cache: Path | None = None
-
-
 class DeploymentProfile(_Strict):
     """One deployment target. ``export`` reads opset/decode/dynamic batch; ``build`` reads the rest."""
 
@@ -81,8 +73,6 @@ class DeploymentProfile(_Strict):
     version_compatible: bool = False
     hardware_compatibility: Literal["none", "ampere_plus", "same_compute_capability"] = "none"
     calibration: Calibration | None = None
-    # runtime (ONNX Runtime)
-    onnxruntime: OrtSettings = OrtSettings()
 
     @model_validator(mode="after")
     def _calibration_for_quantized(self) -> DeploymentProfile:
