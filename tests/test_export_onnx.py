@@ -23,8 +23,7 @@ from landmark_edge.export.onnx import (
 from landmark_edge.model import gu2net
 from landmark_edge.model.gu2net import SingleAnatomy
 from landmark_edge.weights import file_sha256, load_weights
-from tests.conftest import DATA, TINY, require
-from tests.export_fixtures import DECODES, exported  # noqa: F401 - a fixture
+from tests.conftest import DATA, DECODES, TINY, require
 
 CHEST_IMAGES = ["chest/pngs/CHNCXR_0001_0.png", "chest/pngs/CHNCXR_0002_0.png", "chest/pngs/CHNCXR_0003_0.png"]
 

@@ -16,7 +16,6 @@ from landmark_edge.export.onnx import FP32_TOLERANCE, LANDMARK_TOLERANCE_PX
 from landmark_edge.runtime.onnxruntime import OrtSettings, provider_list
 from landmark_edge.runtime.registry import BackendRequest, BackendUnavailable, create_backend
 from tests.conftest import DATA, require
-from tests.export_fixtures import exported  # noqa: F401 - a fixture
 
 CHEST = get_anatomy("chest")
 
@@ -35,20 +34,20 @@ def _request(weights, artifact, **kw) -> BackendRequest:
     return BackendRequest(weights, CHEST, artifact=artifact, **kw)
 
 
-@pytest.mark.parametrize("decode", [DecodeMethod.SUBPIXEL, DecodeMethod.ARGMAX])
-def test_matches_torch_backend(exported, tiny_weights, decode):
+def test_matches_torch_backend(exported, tiny_weights):
     """The chest graph decodes subpixel in the graph; asking for argmax decodes its heatmaps in Python."""
-    ort_backend = create_backend("onnxruntime", _request(tiny_weights, exported["chest"], decode=decode))
-    reference = create_backend("torch", _request(tiny_weights, None, decode=decode))
-    assert ort_backend.graph_decodes is (decode is DecodeMethod.SUBPIXEL)
-    got, want = ort_backend.run(_pixels(), return_heatmaps=True), reference.run(_pixels(), return_heatmaps=True)
-    assert np.abs(got.heatmaps - want.heatmaps).max() < FP32_TOLERANCE
-    np.testing.assert_allclose(got.confidence, want.confidence, atol=FP32_TOLERANCE)
-    # Untrained heatmaps are flat, so 1e-7 of noise can move an argmax: coordinates are checked against the
-    # decoder applied to the backend's own heatmaps instead of against torch's.
-    own, _ = decode_heatmaps(torch.from_numpy(got.heatmaps), decode)
-    assert np.abs(got.xy - own.numpy()).max() <= LANDMARK_TOLERANCE_PX
-    assert ort_backend.run(_pixels(1)).heatmaps is None
+    want = create_backend("torch", _request(tiny_weights, None)).run(_pixels(), return_heatmaps=True)
+    for decode in (DecodeMethod.SUBPIXEL, DecodeMethod.ARGMAX):
+        ort_backend = create_backend("onnxruntime", _request(tiny_weights, exported["chest"], decode=decode))
+        assert ort_backend.graph_decodes is (decode is DecodeMethod.SUBPIXEL)
+        got = ort_backend.run(_pixels(), return_heatmaps=True)
+        assert np.abs(got.heatmaps - want.heatmaps).max() < FP32_TOLERANCE
+        np.testing.assert_allclose(got.confidence, want.confidence, atol=FP32_TOLERANCE)
+        # Untrained heatmaps are flat, so 1e-7 of noise can move an argmax: coordinates are checked against the
+        # decoder applied to the backend's own heatmaps instead of against torch's.
+        own, _ = decode_heatmaps(torch.from_numpy(got.heatmaps), decode)
+        assert np.abs(got.xy - own.numpy()).max() <= LANDMARK_TOLERANCE_PX
+        assert ort_backend.run(_pixels(1)).heatmaps is None
 
 
 def test_requested_gpu_provider_that_fell_back_is_one_line(exported, tiny_weights):

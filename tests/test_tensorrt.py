@@ -22,7 +22,6 @@ from landmark_edge.export.profiles import BatchRange, Calibration, DeploymentPro
 from landmark_edge.export.tensorrt import BuildError, build_engine, precision_plan
 from landmark_edge.runtime import tensorrt as runtime_module
 from landmark_edge.runtime.tensorrt import GpuInfo, TensorRTBackend, TensorRTUnavailable
-from tests.export_fixtures import exported  # noqa: F401 - a fixture
 from tests.fake_tensorrt import HostMemory, make_tensorrt, peak
 
 ORIN = GpuInfo(0, "Orin", "8.7")
