@@ -94,6 +94,18 @@ def test_validation_catches_a_graph_that_differs_from_pytorch(exported):
     assert set(result.max_abs_diff) == {"heatmaps@b1", "heatmaps@b3"}
 
 
+def test_export_stops_before_writing_when_over_tolerance(exported, tiny_weights, tmp_path, monkeypatch):
+    """The threshold logic of the pipeline: same graph as the fixture's, a tolerance it cannot meet."""
+    from landmark_edge.export import onnx as export_onnx
+
+    model, _ = load_weights(tiny_weights, "head")
+    monkeypatch.setattr(export_onnx, "onnx_graph", lambda *a, **kw: (onnx.load(str(exported["head"])), model))
+    out = tmp_path / "head.onnx"
+    with pytest.raises(ExportError, match=r"head: ONNX Runtime differs from PyTorch by .* on heatmaps@b1 \(limit 1e-12\)"):
+        export_onnx.export_anatomy(tiny_weights, "head", out, tolerance=1e-12)
+    assert not out.exists()
+
+
 def test_fold_batchnorm_keeps_outputs_and_leaves_the_original_alone():
     torch.manual_seed(3)
     model = gu2net(**TINY).eval()

@@ -189,6 +189,14 @@ def test_dla_version_and_hardware_compatibility(fake, chest_onnx, tmp_path):
         build_engine(chest_onnx, tmp_path / "e.engine", DeploymentProfile(dla_core=0))
 
 
+def test_fp8_on_a_gpu_without_fp8_is_refused_before_building(fake, chest_onnx, tmp_path):
+    trt = fake("10.3.0")  # the fake GPU is an Orin, compute capability 8.7
+    profile = DeploymentProfile(precision="fp8", calibration=Calibration(images=tmp_path))
+    with pytest.raises(BuildError, match="fp8 needs compute capability 8.9 or newer; Orin has 8.7"):
+        build_engine(chest_onnx, tmp_path / "chest.engine", profile)
+    assert not [call for call in trt.calls if call[0] == "build"]
+
+
 def test_parser_error_is_one_line(fake, chest_onnx, tmp_path, monkeypatch):
     fake("10.3.0")
     monkeypatch.setattr(builder_module, "prepare_onnx", lambda *a: b"garbage")

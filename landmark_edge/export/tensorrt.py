@@ -39,7 +39,7 @@ from landmark_edge.export.onnx import INPUT, OnnxInfo, read_onnx_info
 from landmark_edge.export.profiles import QUANTIZED, Calibration, DeploymentProfile
 from landmark_edge.io.atomic import atomic_open
 from landmark_edge.runtime.backend import zscore_batch
-from landmark_edge.runtime.tensorrt import TensorRTUnavailable, gpu_info, import_tensorrt, tensorrt_major
+from landmark_edge.runtime.tensorrt import GpuInfo, TensorRTUnavailable, gpu_info, import_tensorrt, tensorrt_major
 from landmark_edge.weights import file_sha256
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
@@ -69,6 +69,21 @@ def precision_plan(precision: str, major: int) -> PrecisionPlan:
         return PrecisionPlan(strongly_typed=True, flags=(), onnx_step=step)
     flags = {"fp32": (), "fp16": ("FP16",), "bf16": ("BF16",), "int8": ("INT8", "FP16"), "fp8": ("FP8", "FP16")}
     return PrecisionPlan(strongly_typed=False, flags=flags[precision], onnx_step=step)
+
+
+# Lowest compute capability with tensor-core support for a precision (bf16: Ampere; fp8: Ada/Hopper).
+MIN_CAPABILITY = {"bf16": (8, 0), "fp8": (8, 9)}
+
+
+def check_precision_supported(precision: str, gpu: GpuInfo) -> None:
+    """Refuse a precision this GPU has no kernels for before spending minutes in the builder."""
+    needed = MIN_CAPABILITY.get(precision)
+    have = tuple(int(part) for part in gpu.compute_capability.split("."))
+    if needed is not None and have < needed:
+        raise BuildError(
+            f"{precision} needs compute capability {needed[0]}.{needed[1]} or newer; {gpu.name} has "
+            f"{gpu.compute_capability} (use fp16 or int8)"
+        )
 
 
 # --- step 1: the ONNX the parser reads -----------------------------------------------------------------------
@@ -283,6 +298,7 @@ def build_engine(
     gpu = gpu_info(device_index)  # before any TensorRT object: TensorRT may abort without a device
     major = tensorrt_major(trt)
     plan = precision_plan(profile.precision, major)
+    check_precision_supported(profile.precision, gpu)
     step(f"preparing the ONNX graph ({plan.onnx_step})" if plan.onnx_step != "none" else "reading the ONNX graph")
     data = prepare_onnx(onnx_path, plan, profile, anatomy, out.parent)
     logger = trt.Logger(trt.Logger.WARNING)
