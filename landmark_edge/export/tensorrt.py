@@ -24,6 +24,7 @@ of graph and is the alternative when its extra recipes (e.g. SmoothQuant) are wa
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,16 +106,10 @@ def calibration_paths(calibration: Calibration) -> list[Path]:
     if source.is_dir():
         paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     else:
-        paths = sorted(Path(p) for p in _glob(str(source)))
+        paths = sorted(Path(p) for p in glob.glob(str(source), recursive=True))
     if not paths:
         raise InputError(f"{source}: no calibration images found (give a folder of X-rays or a glob pattern)")
     return paths[: calibration.count]
-
-
-def _glob(pattern: str) -> list[str]:
-    import glob
-
-    return glob.glob(pattern, recursive=True)
 
 
 def quantize_onnx(
