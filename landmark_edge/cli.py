@@ -6,9 +6,11 @@ import typer
 
 from landmark_edge import __version__
 from landmark_edge.commands.bench import bench
+from landmark_edge.commands.build import build
 from landmark_edge.commands.checkpoint import import_checkpoint, info
-from landmark_edge.commands.evaluate import evaluate
 from landmark_edge.commands.compile import compile_package
+from landmark_edge.commands.evaluate import evaluate
+from landmark_edge.commands.export import export
 from landmark_edge.commands.infer import infer
 from landmark_edge.commands.pack import pack
 from landmark_edge.commands.train import train
@@ -21,14 +23,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command()(infer)
-app.command("import-checkpoint")(import_checkpoint)
-app.command()(info)
-app.command()(bench)
+app.command()(pack)
 app.command()(train)
 app.command()(evaluate)
-app.command()(pack)
+app.command("import-checkpoint")(import_checkpoint)
+app.command()(export)
+app.command()(build)
 app.command("compile")(compile_package)
+app.command()(infer)
+app.command()(bench)
+app.command()(info)
 
 
 def _version(value: bool) -> None:

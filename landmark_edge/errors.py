@@ -1,5 +1,7 @@
 """Error types whose message is the one line a user sees (the CLI prints it without a traceback)."""
 
+import re
+
 
 class LandmarkEdgeError(Exception):
     """Base class: ``str(error)`` names the file or value and the problem, in one line."""
@@ -15,3 +17,9 @@ class WeightsError(LandmarkEdgeError):
 
 class NoDefaultWeightsError(WeightsError):
     """No weights were given and the installed package ships none."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a library's error message (or its type name): what a one-line report can quote."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # some libraries colour their messages
+    return text.splitlines()[0] if text else type(error).__name__

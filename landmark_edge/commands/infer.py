@@ -21,6 +21,7 @@ from rich.table import Table
 
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.commands.options import (
+    AllowFallbackOpt,
     AnatomyOpt,
     ArtifactOpt,
     BatchSizeOpt,
@@ -71,6 +72,7 @@ def infer(
     backend: Annotated[str, typer.Option(help=f"Inference backend: {', '.join(backend_names())}.")] = "torch",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
     artifact: ArtifactOpt = None,
+    allow_fallback: AllowFallbackOpt = False,
     decode: DecodeOpt = DecodeMethod.SUBPIXEL,
     spacing: Annotated[
         float | None,
@@ -115,8 +117,11 @@ def infer(
     todo = [path for path in inputs.files if path not in done]
     counts = {"failed": 0, "flagged": 0, "total": 0}
     with one_line_errors():
-        weights = resolve_weights(weights) if artifact is None else weights  # an artefact carries its weights
-        request = BackendRequest(weights, target, decode, device, precision, batch_size, artifact)
+        request = BackendRequest(
+            resolve_weights(weights) if artifact is None else weights,  # an artefact carries its network
+            target, decode, device, precision, batch_size, artifact,
+            options={"allow_fallback": allow_fallback},
+        )
         runner = create_backend(backend, request)
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
         fresh = run_inference(todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink)

@@ -10,6 +10,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from landmark_edge.anatomy import Anatomy, get_anatomy
 from landmark_edge.decode import DecodeMethod
@@ -30,6 +31,16 @@ AnatomyOpt = Annotated[
     typer.Option("--anatomy", "-a", help="Anatomy: head (cephalometric), hand or chest."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, ...")]
+ArtifactOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--artifact", help="Exported model the backend runs: .onnx (onnxruntime), .engine (tensorrt)."
+    ),
+]
+AllowFallbackOpt = Annotated[
+    bool,
+    typer.Option(help="Accept ONNX Runtime running on the CPU when the GPU provider asked for cannot load."),
+]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
 DecodeOpt = Annotated[
     DecodeMethod,
@@ -56,7 +67,7 @@ def anatomy_or_exit(name: str) -> Anatomy:
 
 
 def fail(message: str, code: int = EXIT_FATAL) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     raise typer.Exit(code)
 
 

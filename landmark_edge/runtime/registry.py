@@ -25,7 +25,7 @@ class BackendUnavailable(LandmarkEdgeError):
 class BackendRequest:
     """What a caller asks of a backend. ``artifact`` is an exported file (ONNX, engine, .pt2) where one is used."""
 
-    weights: Path | None  # None only for backends that run a self-contained artefact (aoti)
+    weights: Path | None  # None when the artifact carries the network (exported graph, engine, .pt2)
     anatomy: Anatomy
     decode: DecodeMethod = DecodeMethod.SUBPIXEL
     device: str = "cpu"
@@ -79,6 +79,8 @@ def _torch_backend(request: BackendRequest) -> Backend:
     from landmark_edge.runtime.backend import TorchBackend
     from landmark_edge.weights import load_weights
 
+    if request.weights is None:
+        raise BackendUnavailable("torch backend: needs --weights (an exported artifact is for other backends)")
     dtype = _torch_dtype("torch", request)
     model, _ = load_weights(request.weights, request.anatomy.name)
     return TorchBackend(model, request.anatomy, request.decode, request.device, dtype)
@@ -127,3 +129,38 @@ def _aoti_backend(request: BackendRequest) -> Backend:
         raise BackendUnavailable("aoti backend: pass the package with --artifact (make one: landmark-edge compile)")
     _torch_dtype("aoti", request)
     return AOTIBackend(load_pt2(request.artifact, request.device), request.anatomy, request.decode, request.device)
+
+
+@register(
+    "onnxruntime",
+    "ONNX Runtime on --device cpu, cuda[:N] (CUDA EP) or tensorrt[:N] (TensorRT EP, fp32/fp16); runs an exported "
+    ".onnx given as the artifact, else exports the weights in memory",
+)
+def _onnxruntime_backend(request: BackendRequest) -> Backend:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise BackendUnavailable("onnxruntime backend: onnxruntime is not installed (pip install onnxruntime)") from None
+    from landmark_edge.export.onnx import onnx_graph, read_onnx_info
+    from landmark_edge.runtime.onnxruntime import OnnxRuntimeBackend, OrtSettings, create_session
+
+    settings = OrtSettings.from_options(request.device, request.precision, request.max_batch_size, request.options)
+    if request.artifact is not None:
+        model, info = request.artifact, read_onnx_info(request.artifact)
+    else:
+        graph, _ = onnx_graph(request.weights, request.anatomy, decode=request.decode)
+        model, info = graph.SerializeToString(), read_onnx_info(graph)
+    session = create_session(model, settings, request.anatomy.grid_hw)
+    return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
+
+
+@register("tensorrt", "TensorRT engine from `landmark-edge build`, given as the artifact; --device cuda[:N]")
+def _tensorrt_backend(request: BackendRequest) -> Backend:
+    from landmark_edge.runtime.tensorrt import TensorRTBackend
+
+    if request.artifact is None:
+        raise BackendUnavailable("tensorrt backend: needs an engine file (--artifact MODEL.engine from `landmark-edge build`)")
+    kind, _, index = request.device.partition(":")
+    if kind != "cuda":
+        raise BackendUnavailable(f"tensorrt backend: runs on cuda[:N], not {request.device}")
+    return TensorRTBackend(request.artifact, request.anatomy, request.decode, int(index or 0))

@@ -1,0 +1,1 @@
+"""Export to ONNX and TensorRT engines, and the deployment profiles that drive both."""

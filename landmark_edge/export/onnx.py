@@ -1,0 +1,376 @@
+"""ONNX export of one anatomy's GU2Net, as small steps that compose (Polygraphy's loader shape).
+
+``export_anatomy`` is the whole pipeline and the ``export`` command is a thin shell over it:
+
+    weights -> export_module (BatchNorm folded, optional decoder) -> torch_to_onnx (dynamic batch)
+            -> simplify_onnx (onnxslim) -> attach_metadata -> check_onnx -> validate_onnx -> save_onnx
+
+The graph input is the **z-scored** (B, 1, H, W) float32 image. The z-score stays outside the graph on purpose:
+it is a reduction over the whole image whose sum overflows fp16 (512 x 512 x 255), so inside an fp16 or int8
+TensorRT engine it would need precision pinning on every backend; outside, every backend runs the same
+:func:`landmark_edge.runtime.backend.zscore_batch` in fp32 on its own device before feeding the graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from pydantic import BaseModel
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from landmark_edge import __version__
+from landmark_edge.anatomy import Anatomy, get_anatomy
+from landmark_edge.decode import DecodeMethod, decode_heatmaps
+from landmark_edge.errors import LandmarkEdgeError, first_line
+from landmark_edge.io.atomic import atomic_path
+from landmark_edge.model.gu2net import GU2Net, SeparableDoubleConv, SingleAnatomy
+from landmark_edge.runtime.backend import zscore_batch
+from landmark_edge.weights import WeightsInfo, load_weights
+
+INPUT = "image"
+HEATMAPS, LANDMARKS, CONFIDENCE = "heatmaps", "landmarks", "confidence"
+FP32_TOLERANCE = 1e-4  # heatmaps and peak values, fp32
+# In-graph vs Python sub-pixel decoding, in grid pixels. The log-parabola fit divides by the peak's curvature,
+# so on a flat peak (an untrained network) ulp-level differences between ORT's and torch's Log are amplified.
+LANDMARK_TOLERANCE_PX = 1e-2
+EXAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "examples" / "chest_CHNCXR_0001_0.png"
+
+
+class ExportError(LandmarkEdgeError):
+    """Export could not produce a graph that checks and matches PyTorch."""
+
+
+class OnnxInfo(BaseModel):
+    """The contract an exported graph carries in its metadata_props (read by the ORT backend and ``build``)."""
+
+    anatomy: str
+    num_landmarks: int
+    landmark_names: list[str]
+    grid: tuple[int, int]  # (W, H), as the anatomy registry writes it
+    input: str = f"{INPUT}: z-scored (B, 1, H, W) float32 (per-image mean 0, std 1, fp32)"
+    outputs: list[str]
+    decode: DecodeMethod | None = None
+    preprocessing: str
+    spacing_rule: str
+    weights_sha256: str
+    landmark_edge_version: str = __version__
+    opset: int
+
+    def to_props(self) -> dict[str, str]:
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.model_dump(mode="json").items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str]) -> OnnxInfo:
+        def value(key: str):
+            text = props[key]
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                return text
+
+        return cls.model_validate({key: value(key) for key in cls.model_fields if key in props})
+
+
+# --- step 1: the PyTorch module that is exported -------------------------------------------------------------
+
+
+def fold_batchnorm(model: GU2Net, anatomy: str) -> GU2Net:
+    """A copy of ``model`` with every BatchNorm of ``anatomy`` folded into the convolution before it.
+
+    The local branch's pointwise convs are shared between anatomies, so folding one anatomy's BN into them is
+    only valid for a copy that serves that anatomy alone, which is what an exported graph is.
+    """
+    folded = copy.deepcopy(model).eval()
+    for block in folded.local_net.modules():
+        if isinstance(block, SeparableDoubleConv):
+            block.pointwise1 = fuse_conv_bn_eval(block.pointwise1, block.norm1[anatomy])
+            block.pointwise2 = fuse_conv_bn_eval(block.pointwise2, block.norm2[anatomy])
+            block.norm1[anatomy] = nn.Identity()
+            block.norm2[anatomy] = nn.Identity()
+    for stage in folded.global_net.dilated[anatomy]:
+        stage.conv = fuse_conv_bn_eval(stage.conv, stage.bn)
+        stage.bn = nn.Identity()
+    return folded
+
+
+class ExportGraph(nn.Module):
+    """One anatomy's network, returning heatmaps and, with ``decode``, landmarks (B, C, 2) and peaks (B, C)."""
+
+    def __init__(self, model: GU2Net, anatomy: str, decode: DecodeMethod | None = None) -> None:
+        super().__init__()
+        self.net = SingleAnatomy(model, anatomy)
+        self.decode = decode
+
+    def forward(self, image: torch.Tensor):
+        heatmaps = self.net(image)
+        if self.decode is None:
+            return heatmaps
+        landmarks, confidence = decode_heatmaps(heatmaps, self.decode)
+        return heatmaps, landmarks, confidence
+
+    @property
+    def output_names(self) -> list[str]:
+        return [HEATMAPS] if self.decode is None else [HEATMAPS, LANDMARKS, CONFIDENCE]
+
+
+def export_module(model: GU2Net, anatomy: str, decode: DecodeMethod | None = None) -> ExportGraph:
+    """The module to export: BatchNorm folded, bound to one anatomy, decoder attached when asked."""
+    return ExportGraph(fold_batchnorm(model, anatomy), anatomy, decode).eval()
+
+
+# --- step 2: torch -> ONNX ------------------------------------------------------------------------------------
+
+
+def torch_to_onnx(module: ExportGraph, anatomy: Anatomy, opset: int = 18) -> onnx.ModelProto:
+    """Export with torch's dynamo exporter; the batch axis is dynamic, the grid is static (one per anatomy)."""
+    height, width = anatomy.grid_hw
+    example = torch.zeros(2, 1, height, width)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    chatter = io.StringIO()  # the exporter prints progress lines; keep the CLI's output ours
+    with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _quiet_logger("torch.onnx"):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                module, (example,), input_names=[INPUT], output_names=module.output_names,
+                dynamic_shapes={"image": {0: batch}}, opset_version=opset, dynamo=True, verbose=False,
+            )  # fmt: skip
+        except Exception as error:  # noqa: BLE001 - torch raises many exporter-internal types
+            raise ExportError(f"torch.onnx.export failed for {anatomy.name}: {first_line(error)}") from None
+    return program.model_proto
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Silence a library logger's warnings (torch.onnx reports optional torchvision ops it skips)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# --- step 3: simplify, describe, check ------------------------------------------------------------------------
+
+
+def simplify_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Constant folding and pattern fusion with onnxslim (pure Python; see the README for the onnxsim comparison)."""
+    import onnxslim
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return onnxslim.slim(model)
+
+
+def attach_metadata(model: onnx.ModelProto, info: OnnxInfo) -> onnx.ModelProto:
+    """Write ``info`` into the graph's metadata_props (replacing keys of the same name)."""
+    props = info.to_props()
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.producer_name, model.producer_version = "landmark-edge", __version__
+    return model
+
+
+def check_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The ONNX checker with shape inference (full check); refuses a graph that still holds a BatchNorm."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise ExportError(f"ONNX checker: {first_line(error)}") from None
+    if any(node.op_type == "BatchNormalization" for node in model.graph.node):
+        raise ExportError("exported graph still contains BatchNormalization (folding failed)")
+    return model
+
+
+def read_onnx_info(model: onnx.ModelProto | str | Path) -> OnnxInfo:
+    """The metadata of an exported graph; a graph without it is one clear line."""
+    name = str(model) if isinstance(model, (str, Path)) else "ONNX model"
+    if isinstance(model, (str, Path)):
+        if not Path(model).is_file():
+            raise ExportError(f"{model}: ONNX file not found")
+        model = onnx.load(str(model), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    if "anatomy" not in props:
+        raise ExportError(f"{name}: no landmark-edge metadata (export it with `landmark-edge export`)")
+    return OnnxInfo.from_props(props)
+
+
+# --- step 4: validate against PyTorch in ONNX Runtime ---------------------------------------------------------
+
+
+@dataclass
+class Validation:
+    """ONNX Runtime (CPU) against eager PyTorch on real images, per output and batch size."""
+
+    max_abs_diff: dict[str, float] = field(default_factory=dict)  # "heatmaps@b3" -> max |ort - torch|
+    batch_sizes: tuple[int, ...] = ()
+    images: int = 0
+
+    @property
+    def worst_heatmap_diff(self) -> float:
+        return max((v for k, v in self.max_abs_diff.items() if k.startswith(HEATMAPS)), default=0.0)
+
+
+def validation_batch(anatomy: Anatomy, images: Sequence[Path] = (), size: int = 3) -> torch.Tensor:
+    """``size`` z-scored real images on the anatomy's grid: the given ones, else the bundled example X-ray.
+
+    When fewer images than ``size`` are given, their mirror images fill the batch (still real anatomy, and
+    each batch element differs, so a batch-mixing bug cannot hide).
+    """
+    from landmark_edge.io.images import read_image
+    from landmark_edge.transforms import grid_pixels
+
+    paths = list(images) or [EXAMPLE_IMAGE]
+    pixels = [grid_pixels(read_image(p).image, anatomy.grid) for p in paths[:size]]
+    flips = (np.fliplr, np.flipud, lambda a: np.flipud(np.fliplr(a)))
+    for index in range(size - len(pixels)):
+        pixels.append(np.ascontiguousarray(flips[index % 3](pixels[index % len(paths)])))
+    return zscore_batch(torch.from_numpy(np.stack(pixels)))
+
+
+def validate_onnx(
+    model: onnx.ModelProto,
+    reference: nn.Module,
+    batch: torch.Tensor,
+    decode: DecodeMethod | None,
+    batch_sizes: Sequence[int] = (1, 3),
+) -> Validation:
+    """Run the graph in ONNX Runtime (CPU) and the unfolded PyTorch model on the same batch, at each batch size.
+
+    Heatmaps and peak values are compared with PyTorch; in-graph landmarks are compared with the Python
+    decoder applied to the graph's own heatmaps (so an argmax tie broken differently by 1e-7 of noise in the
+    heatmaps is not counted as a decoder difference).
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    result = Validation(batch_sizes=tuple(batch_sizes), images=len(batch))
+    with torch.inference_mode():  # once, at the largest batch: eval-mode outputs do not depend on the batch
+        expected_all = reference(batch[: max(batch_sizes)]).float()
+    for size in batch_sizes:
+        outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {INPUT: batch[:size].numpy()})))
+        expected = expected_all[:size]
+        result.max_abs_diff[f"{HEATMAPS}@b{size}"] = _max_diff(outputs[HEATMAPS], expected)
+        if decode is not None:
+            xy, _ = decode_heatmaps(torch.from_numpy(outputs[HEATMAPS]), decode)
+            result.max_abs_diff[f"{LANDMARKS}@b{size}"] = _max_diff(outputs[LANDMARKS], xy)
+            result.max_abs_diff[f"{CONFIDENCE}@b{size}"] = _max_diff(outputs[CONFIDENCE], expected.flatten(2).amax(-1))
+    return result
+
+
+def _max_diff(actual: np.ndarray, expected: torch.Tensor) -> float:
+    if actual.shape != tuple(expected.shape):
+        raise ExportError(f"output shape {actual.shape} differs from PyTorch's {tuple(expected.shape)}")
+    return float(np.abs(actual - expected.numpy()).max())
+
+
+# --- step 5: save ---------------------------------------------------------------------------------------------
+
+
+def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
+    """Write the graph atomically as one file (the weights are small enough to stay inside it)."""
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, str(tmp))
+    return Path(path)
+
+
+# --- the composed pipeline ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportReport:
+    anatomy: str
+    path: Path
+    opset: int
+    decode: DecodeMethod | None
+    nodes: int
+    validation: Validation
+
+
+def export_anatomy(
+    weights: str | Path,
+    anatomy: str,
+    out: str | Path,
+    *,
+    opset: int = 18,
+    decode: DecodeMethod | None = None,
+    simplify: bool = True,
+    images: Sequence[Path] = (),
+    tolerance: float = FP32_TOLERANCE,
+    step: Callable[[str], None] = lambda name: None,
+) -> ExportReport:
+    """Export, simplify, describe, check and validate one anatomy's graph; write it only if it passes."""
+    target = get_anatomy(anatomy)
+    graph, model = onnx_graph(weights, target, decode=decode, opset=opset, simplify=simplify, step=step)
+    step("checking")
+    check_onnx(graph)
+    step("validating against PyTorch in ONNX Runtime")
+    validation = validate_onnx(graph, SingleAnatomy(model, target.name).eval(), validation_batch(target, images), decode)
+    for key, diff in validation.max_abs_diff.items():
+        limit = LANDMARK_TOLERANCE_PX if key.startswith(LANDMARKS) else tolerance
+        if diff > limit:
+            raise ExportError(
+                f"{target.name}: ONNX Runtime differs from PyTorch by {diff:.3g} on {key} (limit {limit:g})"
+            )
+    step("saving")
+    save_onnx(graph, out)
+    return ExportReport(target.name, Path(out), _opset_of(graph), decode, len(graph.graph.node), validation)
+
+
+def onnx_graph(
+    weights: str | Path,
+    anatomy: Anatomy,
+    *,
+    decode: DecodeMethod | None = None,
+    opset: int = 18,
+    simplify: bool = True,
+    step: Callable[[str], None] = lambda name: None,
+) -> tuple[onnx.ModelProto, GU2Net]:
+    """The described graph of one anatomy (not yet checked or validated) and the PyTorch model it came from."""
+    step("loading weights")
+    model, info = load_weights(weights, anatomy.name)
+    step("exporting to ONNX")
+    graph = torch_to_onnx(export_module(model, anatomy.name, decode), anatomy, opset)
+    if simplify:
+        step("simplifying (onnxslim)")
+        graph = simplify_onnx(graph)
+    outputs = [o.name for o in graph.graph.output]
+    return attach_metadata(graph, describe(anatomy, info, decode, _opset_of(graph), outputs)), model
+
+
+def describe(
+    anatomy: Anatomy, info: WeightsInfo, decode: DecodeMethod | None, opset: int, outputs: list[str]
+) -> OnnxInfo:
+    """The metadata of an anatomy's graph, from the registry and the weights header (one source for each fact)."""
+    return OnnxInfo(
+        anatomy=anatomy.name,
+        num_landmarks=anatomy.num_landmarks,
+        landmark_names=[anatomy.landmark_name(i) for i in range(anatomy.num_landmarks)],
+        grid=anatomy.grid,
+        outputs=outputs,
+        decode=decode,
+        preprocessing=info.preprocessing,
+        spacing_rule=anatomy.spacing_rule.value,
+        weights_sha256=info.sha256,
+        opset=opset,
+    )
+
+
+def _opset_of(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))

@@ -1,0 +1,136 @@
+"""Deployment profiles: one readable YAML file per target in the repository's ``export/`` folder.
+
+A profile says, for one deployment target, everything ``export`` and ``build`` would otherwise take as options:
+the ONNX opset, whether landmarks are decoded in the graph, the precision, the batch range of the TensorRT
+optimization profile, the workspace, calibration images for int8/fp8, and so on. Options given on the command
+line override the profile. Loading validates every field (pydantic, unknown fields forbidden), so a typo is one
+line naming the file and the field rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from landmark_edge.decode import DecodeMethod
+from landmark_edge.errors import LandmarkEdgeError
+
+PROFILE_DIR = Path(__file__).resolve().parents[2] / "export"
+
+Precision = Literal["fp32", "fp16", "bf16", "int8", "fp8"]
+QUANTIZED: tuple[str, ...] = ("int8", "fp8")
+
+
+class ProfileError(LandmarkEdgeError):
+    """A deployment profile cannot be found or does not validate."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatchRange(_Strict):
+    """The TensorRT optimization profile on the batch axis (min <= opt <= max)."""
+
+    min: int = Field(1, ge=1)
+    opt: int = Field(1, ge=1)
+    max: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BatchRange:
+        if not self.min <= self.opt <= self.max:
+            raise ValueError(f"needs min <= opt <= max, got {self.min}, {self.opt}, {self.max}")
+        return self
+
+
+class Calibration(_Strict):
+    """Real images for int8/fp8 explicit quantization: the user chooses them (they must resemble deployment)."""
+
+    images: Path  # a folder or a glob pattern, relative to the current directory
+    count: int = Field(64, ge=1)  # at most this many images, in sorted order
+    method: Literal["minmax", "entropy", "percentile"] = "percentile"
+
+
+class DeploymentProfile(_Strict):
+    """One deployment target. ``export`` reads opset/decode/dynamic batch; ``build`` reads the rest."""
+
+    description: str = ""
+    # export
+    opset: int = Field(18, ge=17, le=23)
+    decode: DecodeMethod | None = None  # in-graph decoding method; None: the graph returns heatmaps only
+    simplify: bool = True
+    # build (TensorRT)
+    precision: Precision = "fp32"
+    batch: BatchRange = BatchRange()
+    workspace_mib: int = Field(1024, ge=16)
+    optimization_level: int = Field(3, ge=0, le=5)
+    timing_cache: Path | None = None
+    dla_core: int | None = Field(None, ge=0)
+    gpu_fallback: bool = True  # with a DLA core: layers DLA cannot run go to the GPU
+    version_compatible: bool = False
+    hardware_compatibility: Literal["none", "ampere_plus", "same_compute_capability"] = "none"
+    calibration: Calibration | None = None
+
+    @model_validator(mode="after")
+    def _calibration_for_quantized(self) -> DeploymentProfile:
+        if self.precision in QUANTIZED and self.calibration is None:
+            raise ValueError(f"precision {self.precision} needs a calibration section (images to calibrate on)")
+        return self
+
+
+def profile_names() -> list[str]:
+    """Profiles shipped in the repository's ``export/`` folder."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def resolve_profile_path(name_or_path: str | Path) -> Path:
+    """A path to a YAML file, or the name of a shipped profile."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ProfileError(f"{path}: profile file not found")
+        return path
+    shipped = PROFILE_DIR / f"{name_or_path}.yaml"
+    if not shipped.is_file():
+        raise ProfileError(f"unknown profile '{name_or_path}': choose from {', '.join(profile_names())} or give a file")
+    return shipped
+
+
+def load_profile(name_or_path: str | Path) -> DeploymentProfile:
+    """Load and validate a profile; any problem is one :class:`ProfileError` line naming the file and field."""
+    path = resolve_profile_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ProfileError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: a profile is a mapping of fields, got {type(data).__name__}")
+    return _validated(data, str(path))
+
+
+def with_overrides(profile: DeploymentProfile, source: str, **overrides) -> DeploymentProfile:
+    """``profile`` with command-line values (None = keep) applied and validated again, errors naming ``source``."""
+    data = profile.model_dump()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key.startswith("batch_"):
+            data["batch"][key.removeprefix("batch_")] = value
+        elif key == "calibration_images":
+            data["calibration"] = {**(data.get("calibration") or {}), "images": value}
+        else:
+            data[key] = value
+    return _validated(data, f"{source} with command-line options")
+
+
+def _validated(data: dict, source: str) -> DeploymentProfile:
+    try:
+        return DeploymentProfile.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(profile)"
+        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ProfileError(f"{source}: field '{field}': {message}") from None

@@ -1,0 +1,162 @@
+"""ONNX Runtime backend: an exported graph on the CPU, CUDA or TensorRT execution provider.
+
+ONNX Runtime quietly falls back to the CPU when a requested GPU provider cannot load (``onnxruntime`` installed
+instead of ``onnxruntime-gpu``, CUDA libraries missing, no device). A deployment that asked for the GPU and got
+the CPU runs 50x slower without a word, so after the session is made we compare the providers it really uses
+with the ones asked for and refuse a silent fallback unless ``allow_fallback`` says it is acceptable.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from landmark_edge.anatomy import Anatomy
+from landmark_edge.decode import DecodeMethod, decode_heatmaps
+from landmark_edge.export.onnx import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS, OnnxInfo
+from landmark_edge.runtime.backend import Backend, Prediction, zscore_batch
+from landmark_edge.runtime.registry import BackendUnavailable
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
+@dataclass
+class OrtSettings:
+    """Execution-provider choices. ``device`` is cpu, cuda[:N] or tensorrt[:N]; fp16 applies to TensorRT only."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    threads: int = 0  # intra-op threads; 0 lets ONNX Runtime decide
+    max_batch_size: int = 32  # TensorRT EP optimization profile: 1 .. max, optimised for max
+    trt_engine_cache: Path | None = None  # TensorRT EP engine + timing cache folder (reused across runs)
+    allow_fallback: bool = False
+
+    @classmethod
+    def from_options(cls, device: str, precision: str, max_batch_size: int, options: dict[str, Any]) -> OrtSettings:
+        cache = options.get("trt_engine_cache")
+        return cls(
+            device=device,
+            precision=precision,
+            threads=int(options.get("threads", 0)),
+            max_batch_size=max_batch_size,
+            trt_engine_cache=Path(cache) if cache else None,
+            allow_fallback=bool(options.get("allow_fallback", False)),
+        )
+
+
+def provider_list(settings: OrtSettings, grid_hw: tuple[int, int]) -> list[tuple[str, dict[str, Any]]]:
+    """The (provider, options) list for a session, most preferred first; CPU always last to run leftover nodes."""
+    kind, _, index = settings.device.partition(":")
+    device_id = int(index or 0)
+    if kind not in PROVIDERS:
+        raise BackendUnavailable(f"onnxruntime: device '{settings.device}' unknown (use cpu, cuda[:N], tensorrt[:N])")
+    allowed = ("fp32", "fp16") if kind == "tensorrt" else ("fp32",)
+    if settings.precision not in allowed:
+        raise BackendUnavailable(
+            f"onnxruntime on {kind}: precision {settings.precision} not supported here ({', '.join(allowed)}); "
+            "for int8/fp8 build a TensorRT engine with `landmark-edge build`"
+        )
+    providers: list[tuple[str, dict[str, Any]]] = []
+    if kind == "tensorrt":
+        providers.append((PROVIDERS["tensorrt"], _tensorrt_options(settings, device_id, grid_hw)))
+    if kind in ("cuda", "tensorrt"):
+        providers.append((PROVIDERS["cuda"], {"device_id": device_id}))
+    providers.append((PROVIDERS["cpu"], {}))
+    return providers
+
+
+def _tensorrt_options(settings: OrtSettings, device_id: int, grid_hw: tuple[int, int]) -> dict[str, Any]:
+    height, width = grid_hw
+
+    def shape(batch: int) -> str:
+        return f"{INPUT}:{batch}x1x{height}x{width}"
+
+    options: dict[str, Any] = {
+        "device_id": device_id,
+        "trt_fp16_enable": settings.precision == "fp16",
+        "trt_profile_min_shapes": shape(1),
+        "trt_profile_opt_shapes": shape(settings.max_batch_size),
+        "trt_profile_max_shapes": shape(settings.max_batch_size),
+    }
+    if settings.trt_engine_cache is not None:
+        options |= {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(settings.trt_engine_cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(settings.trt_engine_cache),
+        }
+    return options
+
+
+def verify_providers(requested: list[str], used: list[str], allow_fallback: bool) -> None:
+    """Refuse a session that dropped a requested GPU provider, in one line saying what happened and what to do."""
+    import onnxruntime as ort
+
+    missing = [p for p in requested if p != PROVIDERS["cpu"] and p not in used]
+    if missing and not allow_fallback:
+        raise BackendUnavailable(
+            f"onnxruntime: asked for {', '.join(missing)} but the session runs on {', '.join(used)} "
+            f"(available here: {', '.join(ort.get_available_providers())}); install the GPU build with "
+            "`pip install 'landmark-edge[gpu]'` (it replaces onnxruntime) or pass --allow-fallback"
+        )
+
+
+def create_session(model: bytes | str | Path, settings: OrtSettings, grid_hw: tuple[int, int]):
+    """An InferenceSession on the requested providers, verified to really use them."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # the fallback is reported by verify_providers, not as a log warning
+    providers = provider_list(settings, grid_hw)
+    source = str(model) if isinstance(model, Path) else model
+    ort.set_default_logger_severity(3)  # a dropped provider is reported once, below, not as log noise
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            session = ort.InferenceSession(source, sess_options=options, providers=providers)
+    except Exception as error:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
+        raise BackendUnavailable(f"onnxruntime: cannot load the model ({str(error).splitlines()[0]})") from None
+    verify_providers([name for name, _ in providers], session.get_providers(), settings.allow_fallback)
+    return session
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs an exported graph; uses its in-graph decoder when it matches the requested method."""
+
+    name = "onnxruntime"
+
+    def __init__(self, session, info: OnnxInfo, anatomy: Anatomy, decode: DecodeMethod | str) -> None:
+        super().__init__(anatomy, decode)
+        if info.anatomy != anatomy.name:
+            raise BackendUnavailable(f"onnxruntime: the model is for {info.anatomy}, not {anatomy.name}")
+        self.session = session
+        self.info = info
+        self.graph_decodes = info.decode is not None and DecodeMethod(info.decode) is self.decode
+
+    def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
+        image = zscore_batch(torch.from_numpy(np.ascontiguousarray(pixels))).numpy()
+        names = ([HEATMAPS] if return_heatmaps or not self.graph_decodes else []) + (
+            [LANDMARKS, CONFIDENCE] if self.graph_decodes else []
+        )
+        outputs = dict(zip(names, self.session.run(names, {INPUT: image})))
+        if self.graph_decodes:
+            xy, confidence = outputs[LANDMARKS], outputs[CONFIDENCE]
+        else:
+            decoded = decode_heatmaps(torch.from_numpy(outputs[HEATMAPS]), self.decode)
+            xy, confidence = (t.numpy() for t in decoded)
+        return Prediction(
+            xy=np.asarray(xy, dtype=np.float32),
+            confidence=np.asarray(confidence, dtype=np.float32),
+            heatmaps=outputs[HEATMAPS] if return_heatmaps else None,
+        )
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()

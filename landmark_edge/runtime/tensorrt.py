@@ -1,0 +1,276 @@
+"""TensorRT runtime backend: a landmark-edge engine file run with named I/O tensors on a CUDA stream.
+
+Written to the ``tensorrt`` Python API shared by 10.x and 11.x (``num_io_tensors``/``get_tensor_name``,
+``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``). Device memory comes from torch when torch
+has CUDA (then the z-score and the decoder also run on the GPU and only coordinates are copied back), else from
+cuda-python (``cuda.bindings.runtime``). TensorRT can abort the process when it is used without a working CUDA
+device, so :func:`gpu_info` is asked first and every missing piece is one line, never a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from landmark_edge.anatomy import Anatomy
+from landmark_edge.decode import DecodeMethod, decode_heatmaps
+from landmark_edge.export.engine import check_header, read_engine
+from landmark_edge.export.onnx import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS
+from landmark_edge.runtime.backend import Backend, Prediction, zscore_batch
+from landmark_edge.runtime.registry import BackendUnavailable
+
+
+class TensorRTUnavailable(BackendUnavailable):
+    """TensorRT, cuda-python or a CUDA device is missing; the message says which."""
+
+
+def import_tensorrt():
+    """The ``tensorrt`` module, or one line saying how to get it."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise TensorRTUnavailable(
+            "tensorrt is not installed: pip install 'landmark-edge[tensorrt]' (on Jetson: JetPack's python3-libnvinfer)"
+        ) from None
+    return tensorrt
+
+
+def tensorrt_major(trt) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    index: int
+    name: str
+    compute_capability: str  # "8.7"
+
+
+def gpu_info(index: int = 0) -> GpuInfo:
+    """The CUDA device TensorRT will use, through cuda-python or torch; no device is one line."""
+    cudart = _cudart()
+    if cudart is not None:
+        error, count = cudart.cudaGetDeviceCount()
+        if error != cudart.cudaError_t.cudaSuccess or count <= index:
+            reason = "no CUDA device" if error == cudart.cudaError_t.cudaSuccess else _cuda_error_name(cudart, error)
+            raise TensorRTUnavailable(f"TensorRT needs CUDA device {index}, but: {reason}")
+        error, props = cudart.cudaGetDeviceProperties(index)
+        _check(cudart, error, "cudaGetDeviceProperties")
+        name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
+        return GpuInfo(index, name, f"{props.major}.{props.minor}")
+    if torch.cuda.is_available() and torch.cuda.device_count() > index:
+        major, minor = torch.cuda.get_device_capability(index)
+        return GpuInfo(index, torch.cuda.get_device_name(index), f"{major}.{minor}")
+    raise TensorRTUnavailable(
+        f"TensorRT needs CUDA device {index}, but neither cuda-python nor torch sees one "
+        "(pip install 'landmark-edge[tensorrt]' for cuda-python; check the driver with nvidia-smi)"
+    )
+
+
+def _cudart():
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        return None
+    return runtime
+
+
+def _cuda_error_name(cudart, error) -> str:
+    _, name = cudart.cudaGetErrorName(error)
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _check(cudart, error, call: str) -> None:
+    if error != cudart.cudaError_t.cudaSuccess:
+        raise TensorRTUnavailable(f"CUDA call {call} failed: {_cuda_error_name(cudart, error)}")
+
+
+# --- device memory: torch CUDA tensors or cuda-python allocations -----------------------------------------------
+
+
+class DeviceMemory(Protocol):
+    """What the backend needs from a device: buffers, copies, one stream."""
+
+    stream: int
+
+    def prepare_input(self, pixels: np.ndarray) -> Any: ...  # z-scored (B, 1, H, W) float32 on the device
+    def empty(self, shape: tuple[int, ...]) -> Any: ...  # float32
+    def address(self, buffer: Any) -> int: ...
+    def to_host(self, buffer: Any) -> np.ndarray: ...
+    def synchronize(self) -> None: ...
+
+
+class TorchCuda:
+    """Buffers as torch CUDA tensors; z-score and decoding on the GPU, so only raw pixels and coordinates move.
+
+    Everything (upload, z-score, the engine, the decoder) is queued on torch's current stream of the device,
+    so the work is ordered without extra events.
+    """
+
+    def __init__(self, index: int) -> None:
+        self.device = torch.device("cuda", index)
+        self.stream = torch.cuda.current_stream(self.device).cuda_stream
+
+    def prepare_input(self, pixels: np.ndarray) -> torch.Tensor:
+        raw = torch.from_numpy(np.ascontiguousarray(pixels)).pin_memory().to(self.device, non_blocking=True)
+        return zscore_batch(raw).contiguous()
+
+    def empty(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.empty(shape, dtype=torch.float32, device=self.device)
+
+    def address(self, buffer: torch.Tensor) -> int:
+        return buffer.data_ptr()
+
+    def to_host(self, buffer: torch.Tensor) -> np.ndarray:
+        return buffer.cpu().numpy()
+
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+
+@dataclass
+class _Allocation:
+    pointer: int
+    shape: tuple[int, ...]
+
+
+class CudaPython:
+    """Buffers from cuda-python when torch has no CUDA; the z-score runs on the host (fp32) before upload."""
+
+    def __init__(self, cudart) -> None:
+        self.cudart = cudart
+        error, stream = cudart.cudaStreamCreate()
+        _check(cudart, error, "cudaStreamCreate")
+        self.stream = int(stream)
+        self._allocations: list[int] = []
+
+    def prepare_input(self, pixels: np.ndarray) -> _Allocation:
+        host = np.ascontiguousarray(zscore_batch(torch.from_numpy(np.ascontiguousarray(pixels))).numpy())
+        buffer = self.empty(host.shape)
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        (error,) = self.cudart.cudaMemcpyAsync(buffer.pointer, host.ctypes.data, host.nbytes, kind, self.stream)
+        _check(self.cudart, error, "cudaMemcpyAsync")
+        self.synchronize()  # ``host`` must outlive the copy
+        return buffer
+
+    def empty(self, shape: tuple[int, ...]) -> _Allocation:
+        error, pointer = self.cudart.cudaMalloc(int(np.prod(shape)) * 4)
+        _check(self.cudart, error, "cudaMalloc")
+        self._allocations.append(int(pointer))
+        return _Allocation(int(pointer), tuple(shape))
+
+    def address(self, buffer: _Allocation) -> int:
+        return buffer.pointer
+
+    def to_host(self, buffer: _Allocation) -> np.ndarray:
+        host = np.empty(buffer.shape, dtype=np.float32)
+        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        (error,) = self.cudart.cudaMemcpyAsync(host.ctypes.data, buffer.pointer, host.nbytes, kind, self.stream)
+        _check(self.cudart, error, "cudaMemcpyAsync")
+        self.synchronize()
+        return host
+
+    def synchronize(self) -> None:
+        (error,) = self.cudart.cudaStreamSynchronize(self.stream)
+        _check(self.cudart, error, "cudaStreamSynchronize")
+
+    def release(self) -> None:
+        """Free this batch's buffers (one allocation set per run keeps the code simple; batches are large)."""
+        for pointer in self._allocations:
+            self.cudart.cudaFree(pointer)
+        self._allocations.clear()
+
+
+def default_device(index: int) -> DeviceMemory:
+    if torch.cuda.is_available():
+        return TorchCuda(index)
+    cudart = _cudart()
+    if cudart is None:
+        raise TensorRTUnavailable("TensorRT runtime needs torch with CUDA or cuda-python (pip install cuda-python)")
+    return CudaPython(cudart)
+
+
+# --- the backend -----------------------------------------------------------------------------------------------
+
+
+class TensorRTBackend(Backend):
+    """Runs a landmark-edge engine file; uses the engine's decoded outputs when they match ``decode``."""
+
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        engine_path: str | Path,
+        anatomy: Anatomy,
+        decode: DecodeMethod | str = DecodeMethod.SUBPIXEL,
+        device_index: int = 0,
+        device: DeviceMemory | None = None,
+    ) -> None:
+        super().__init__(anatomy, decode)
+        self.header, blob = read_engine(engine_path)
+        if self.header.anatomy != anatomy.name:
+            raise BackendUnavailable(f"{engine_path}: engine is for {self.header.anatomy}, not {anatomy.name}")
+        trt = import_tensorrt()
+        gpu = gpu_info(device_index)
+        check_header(engine_path, self.header, str(trt.__version__), gpu.name, gpu.compute_capability)
+        self.device = device or default_device(device_index)
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        if self.header.version_compatible:  # the engine carries its own lean runtime, which must be allowed to run
+            self._runtime.engine_host_code_allowed = True
+        self.engine = self._runtime.deserialize_cuda_engine(blob)
+        if self.engine is None:
+            raise TensorRTUnavailable(f"{engine_path}: TensorRT could not deserialize the engine (see its log)")
+        self.context = self.engine.create_execution_context()
+        self.outputs = [
+            name
+            for name in (self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors))
+            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT
+        ]
+        self.graph_decodes = self.header.decode is not None and DecodeMethod(self.header.decode) is self.decode
+        self.max_batch = self.header.batch[2]
+
+    def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
+        if len(pixels) > self.max_batch:  # the profile's limit: split rather than fail
+            parts = [self.run(pixels[i : i + self.max_batch], return_heatmaps=return_heatmaps)
+                     for i in range(0, len(pixels), self.max_batch)]  # fmt: skip
+            return _concatenate(parts)
+        batch, (height, width) = len(pixels), self.anatomy.grid_hw
+        image = self.device.prepare_input(pixels)
+        self.context.set_input_shape(INPUT, (batch, 1, height, width))
+        self.context.set_tensor_address(INPUT, self.device.address(image))
+        buffers = {name: self.device.empty(tuple(self.context.get_tensor_shape(name))) for name in self.outputs}
+        for name, buffer in buffers.items():
+            self.context.set_tensor_address(name, self.device.address(buffer))
+        if not self.context.execute_async_v3(self.device.stream):
+            raise TensorRTUnavailable("TensorRT execute_async_v3 failed (see the TensorRT log)")
+        prediction = self._decode(buffers, return_heatmaps)
+        release = getattr(self.device, "release", None)
+        if release is not None:
+            release()
+        return prediction
+
+    def _decode(self, buffers: dict[str, Any], return_heatmaps: bool) -> Prediction:
+        heatmaps = buffers[HEATMAPS]
+        if self.graph_decodes:
+            xy, confidence = self.device.to_host(buffers[LANDMARKS]), self.device.to_host(buffers[CONFIDENCE])
+        elif isinstance(heatmaps, torch.Tensor):  # decode on the GPU, copy back C x 3 numbers per image
+            decoded = decode_heatmaps(heatmaps, self.decode)
+            xy, confidence = (self.device.to_host(t.contiguous()) for t in decoded)
+        else:
+            decoded = decode_heatmaps(torch.from_numpy(self.device.to_host(heatmaps)), self.decode)
+            xy, confidence = (t.numpy() for t in decoded)
+        return Prediction(
+            xy=np.asarray(xy, dtype=np.float32),
+            confidence=np.asarray(confidence, dtype=np.float32),
+            heatmaps=self.device.to_host(heatmaps) if return_heatmaps else None,
+        )
+
+
+def _concatenate(parts: list[Prediction]) -> Prediction:
+    heatmaps = None if parts[0].heatmaps is None else np.concatenate([p.heatmaps for p in parts])
+    return Prediction(np.concatenate([p.xy for p in parts]), np.concatenate([p.confidence for p in parts]), heatmaps)

@@ -1,0 +1,93 @@
+"""ONNX Runtime backend: agrees with the torch reference, uses in-graph decoding, refuses a silent CPU fallback."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from landmark_edge.anatomy import get_anatomy
+from landmark_edge.cli import app
+from landmark_edge.decode import DecodeMethod, decode_heatmaps
+from landmark_edge.export.onnx import FP32_TOLERANCE, LANDMARK_TOLERANCE_PX
+from landmark_edge.runtime.onnxruntime import OrtSettings, provider_list
+from landmark_edge.runtime.registry import BackendRequest, BackendUnavailable, create_backend
+from tests.conftest import DATA, require
+
+CHEST = get_anatomy("chest")
+
+
+def _pixels(batch: int = 2) -> np.ndarray:
+    """Grid-sized uint8 X-ray content: the bundled example and its mirror image."""
+    from landmark_edge.export.onnx import EXAMPLE_IMAGE
+    from landmark_edge.io.images import read_image
+    from landmark_edge.transforms import grid_pixels
+
+    pixels = grid_pixels(read_image(EXAMPLE_IMAGE).image, CHEST.grid)
+    return np.stack([pixels, np.fliplr(pixels)][:batch])
+
+
+def _request(weights, artifact, **kw) -> BackendRequest:
+    return BackendRequest(weights, CHEST, artifact=artifact, **kw)
+
+
+def test_matches_torch_backend(exported, tiny_weights):
+    """The chest graph decodes subpixel in the graph; asking for argmax decodes its heatmaps in Python."""
+    want = create_backend("torch", _request(tiny_weights, None)).run(_pixels(), return_heatmaps=True)
+    for decode in (DecodeMethod.SUBPIXEL, DecodeMethod.ARGMAX):
+        ort_backend = create_backend("onnxruntime", _request(tiny_weights, exported["chest"], decode=decode))
+        assert ort_backend.graph_decodes is (decode is DecodeMethod.SUBPIXEL)
+        got = ort_backend.run(_pixels(), return_heatmaps=True)
+        assert np.abs(got.heatmaps - want.heatmaps).max() < FP32_TOLERANCE
+        np.testing.assert_allclose(got.confidence, want.confidence, atol=FP32_TOLERANCE)
+        # Untrained heatmaps are flat, so 1e-7 of noise can move an argmax: coordinates are checked against the
+        # decoder applied to the backend's own heatmaps instead of against torch's.
+        own, _ = decode_heatmaps(torch.from_numpy(got.heatmaps), decode)
+        assert np.abs(got.xy - own.numpy()).max() <= LANDMARK_TOLERANCE_PX
+        assert ort_backend.run(_pixels(1)).heatmaps is None
+
+
+def test_requested_gpu_provider_that_fell_back_is_one_line(exported, tiny_weights):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: no fallback to detect")
+    with pytest.raises(BackendUnavailable) as error:
+        create_backend("onnxruntime", _request(tiny_weights, exported["chest"], device="cuda"))
+    message = str(error.value)
+    assert "\n" not in message and "CUDAExecutionProvider" in message and "--allow-fallback" in message
+    allowed = _request(tiny_weights, exported["chest"], device="cuda", options={"allow_fallback": True})
+    backend = create_backend("onnxruntime", allowed)
+    assert backend.providers == ["CPUExecutionProvider"]
+
+
+def test_tensorrt_provider_options_carry_profile_shapes_fp16_and_cache(tmp_path):
+    settings = OrtSettings(device="tensorrt:1", precision="fp16", max_batch_size=8, trt_engine_cache=tmp_path)
+    (trt, trt_options), (cuda, cuda_options), (cpu, _) = provider_list(settings, (512, 416))
+    assert (trt, cuda, cpu) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    assert trt_options["trt_fp16_enable"] is True and trt_options["device_id"] == 1 == cuda_options["device_id"]
+    assert trt_options["trt_profile_min_shapes"] == "image:1x1x512x416"
+    assert trt_options["trt_profile_max_shapes"] == "image:8x1x512x416"
+    assert trt_options["trt_engine_cache_path"] == str(tmp_path) and trt_options["trt_engine_cache_enable"]
+    with pytest.raises(BackendUnavailable, match="int8"):
+        provider_list(OrtSettings(device="cuda", precision="int8"), (512, 512))
+
+
+def test_graph_for_another_anatomy_is_refused(exported, tiny_weights):
+    request = BackendRequest(tiny_weights, get_anatomy("hand"), artifact=exported["chest"])
+    with pytest.raises(BackendUnavailable, match="for chest, not hand"):
+        create_backend("onnxruntime", request)
+
+
+def test_infer_cli_runs_an_exported_graph(exported, tiny_weights):
+    image = require(DATA / "chest/pngs/CHNCXR_0001_0.png")
+    args = ["infer", str(image), "-a", "chest", "--format", "json"]
+    ort_run = CliRunner().invoke(app, [*args, "--backend", "onnxruntime", "--artifact", str(exported["chest"])])
+    torch_run = CliRunner().invoke(app, [*args, "--weights", str(tiny_weights)])
+    assert ort_run.exit_code == 0 == torch_run.exit_code, ort_run.stderr + torch_run.stderr
+    got, want = json.loads(ort_run.stdout)[0], json.loads(torch_run.stdout)[0]
+    for a, b in zip(got["landmarks"], want["landmarks"]):
+        assert abs(a["confidence"] - b["confidence"]) < 1e-4
