@@ -11,9 +11,14 @@ from typing import Annotated
 
 import torch
 import typer
-import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from landmark_edge.bench.report import rich_table, write_outputs
 from landmark_edge.bench.results import BenchReport
@@ -27,14 +32,15 @@ from landmark_edge.commands.options import (
     err_console,
     fail,
     failures_exit_code,
+    key_values,
     one_line_errors,
     stdout_is_terminal,
 )
 from landmark_edge.decode import DecodeMethod
+from landmark_edge.io.inputs import expand_inputs
 from landmark_edge.runtime.registry import backend_names
 from landmark_edge.weights import resolve_weights
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -144,14 +150,13 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def _backend_options(items: list[str]) -> dict[str, dict[str, object]]:
-    """``NAME:KEY=VALUE`` items into {name: {key: value}}; values are read as YAML scalars (4, 0.5, true, text)."""
+    """``NAME:KEY=VALUE`` items into {name: {key: value}}."""
     options: dict[str, dict[str, object]] = {}
     for item in items:
-        match = re.fullmatch(r"([\w.-]+):(\w+)=(.*)", item)
-        if match is None:
+        name, _, rest = item.partition(":")
+        if not name or not rest:
             fail(f"--option: expected NAME:KEY=VALUE, got '{item}'")
-        name, key, value = match.groups()
-        options.setdefault(name, {})[key] = yaml.safe_load(value) if value else ""
+        options.setdefault(name, {}).update(key_values([rest], "--option NAME:"))
     return options
 
 
@@ -160,9 +165,9 @@ def _image_files(folder: Path | None, limit: int) -> list[Path]:
         return sorted(EXAMPLES.glob("*.png"))[:limit]
     if not folder.is_dir():
         fail(f"{folder}: --images must be a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = expand_inputs([folder]).files
     if not files:
-        fail(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+        fail(f"{folder}: no readable image files in this folder")
     return files[:limit]
 
 

@@ -46,6 +46,13 @@ def export(
         typer.Option(help="Decode landmarks in the graph (outputs landmarks + confidence beside heatmaps)."),
     ] = None,
     simplify: Annotated[bool | None, typer.Option(help="Simplify with onnxslim (default: yes).")] = None,
+    onnx_precision: Annotated[
+        str | None,
+        typer.Option(help="fp32, or int8: quantize the graph for ONNX Runtime's CPU provider (needs --calibration)."),
+    ] = None,
+    calibration: Annotated[
+        Path | None, typer.Option(help="Folder or glob of real X-rays to calibrate int8 on (overrides the profile).")
+    ] = None,
     images: Annotated[
         list[Path] | None,
         typer.Option("--image", "-i", help="Real X-rays to validate on (repeat). Default: the bundled example."),
@@ -58,7 +65,11 @@ def export(
     reports: list[ExportReport] = []
     with one_line_errors():
         settings = load_profile(profile) if profile else DeploymentProfile()
-        settings = with_overrides(settings, profile or "defaults", opset=opset, simplify=simplify)
+        settings = with_overrides(
+            settings, profile or "defaults", opset=opset, simplify=simplify, onnx_precision=onnx_precision,
+            calibration_images=calibration,
+        )  # fmt: skip
+        quantize = settings.calibration if settings.onnx_precision == "int8" else None
         method = settings.decode if decode is None else None if decode is GraphDecode.NONE else DecodeMethod(decode)
         weights_path = resolve_weights(weights)
         for name in names:
@@ -67,7 +78,7 @@ def export(
                 reports.append(
                     export_anatomy(
                         weights_path, name, target, opset=settings.opset, decode=method, simplify=settings.simplify,
-                        images=images or (), step=lambda text, n=name: status.update(f"{n}: {text}"),
+                        images=images or (), calibration=quantize, step=lambda text, n=name: status.update(f"{n}: {text}"),
                     )
                 )  # fmt: skip
     _print(reports, as_json)
@@ -83,15 +94,18 @@ def _print(reports: list[ExportReport], as_json: bool) -> None:
     if as_json:
         rows = [
             {"anatomy": r.anatomy, "path": str(r.path), "opset": r.opset, "decode": r.decode and r.decode.value,
-             "nodes": r.nodes, "max_abs_diff": r.validation.max_abs_diff}
+             "nodes": r.nodes, "max_abs_diff": r.validation.max_abs_diff,
+             "int8_drift_px": r.validation.int8_drift_px}
             for r in reports
         ]  # fmt: skip
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="ONNX export (ONNX Runtime CPU vs PyTorch, real images)")
-    for column in ("anatomy", "file", "opset", "decode", "nodes", "max |diff| heatmaps", "batches"):
+    for column in ("anatomy", "file", "opset", "decode", "nodes", "max |diff| heatmaps", "batches", "int8 drift px"):
         table.add_column(column)
     for r in reports:
+        drift = "-" if r.validation.int8_drift_px is None else f"{r.validation.int8_drift_px:.3f}"
         table.add_row(r.anatomy, str(r.path), str(r.opset), r.decode.value if r.decode else "-", str(r.nodes),
-                      f"{r.validation.worst_heatmap_diff:.2e}", ", ".join(map(str, r.validation.batch_sizes)))  # fmt: skip
+                      f"{r.validation.worst_heatmap_diff:.2e}", ", ".join(map(str, r.validation.batch_sizes)),
+                      drift)  # fmt: skip
     Console().print(table)

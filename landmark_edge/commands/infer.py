@@ -24,6 +24,7 @@ from landmark_edge.commands.options import (
     AllowFallbackOpt,
     AnatomyOpt,
     ArtifactOpt,
+    BackendOptionOpt,
     BatchSizeOpt,
     DecodeOpt,
     DeviceOpt,
@@ -32,6 +33,7 @@ from landmark_edge.commands.options import (
     err_console,
     fail,
     failures_exit_code,
+    key_values,
     one_line_errors,
 )
 from landmark_edge.decode import DecodeMethod
@@ -73,6 +75,7 @@ def infer(
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
     artifact: ArtifactOpt = None,
     allow_fallback: AllowFallbackOpt = False,
+    option: BackendOptionOpt = None,
     decode: DecodeOpt = DecodeMethod.SUBPIXEL,
     spacing: Annotated[
         float | None,
@@ -120,7 +123,7 @@ def infer(
         request = BackendRequest(
             resolve_weights(weights) if artifact is None else weights,  # an artefact carries its network
             target, decode, device, precision, batch_size, artifact,
-            options={"allow_fallback": allow_fallback},
+            options={**key_values(option or []), "allow_fallback": allow_fallback},
         )
         runner = create_backend(backend, request)
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None

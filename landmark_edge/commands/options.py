@@ -89,3 +89,26 @@ def failures_exit_code(failed: int) -> int:
 
 def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+def key_values(items: list[str], flag: str = "--option ") -> dict[str, object]:
+    """``KEY=VALUE`` items into a dict; values are read as YAML scalars (4, 0.5, true, text)."""
+    import yaml
+
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            fail(f"{flag}KEY=VALUE expected, got '{item}'")
+        options[key] = yaml.safe_load(value) if value else ""
+    return options
+
+
+BackendOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option",
+        help="Backend option KEY=VALUE (repeatable), e.g. threads=2, calibration=DIR (onnxruntime int8), "
+        "mode=reduce-overhead (compiled).",
+    ),
+]

@@ -34,6 +34,7 @@ from landmark_edge import __version__
 from landmark_edge.anatomy import Anatomy, get_anatomy
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
 from landmark_edge.errors import LandmarkEdgeError, first_line
+from landmark_edge.export.profiles import Calibration
 from landmark_edge.io.atomic import atomic_path
 from landmark_edge.model.gu2net import GU2Net, SeparableDoubleConv, SingleAnatomy
 from landmark_edge.runtime.backend import zscore_batch
@@ -62,6 +63,7 @@ class OnnxInfo(BaseModel):
     input: str = f"{INPUT}: z-scored (B, 1, H, W) float32 (per-image mean 0, std 1, fp32)"
     outputs: list[str]
     decode: DecodeMethod | None = None
+    precision: str = "fp32"  # int8: quantized for ONNX Runtime's CPU provider (landmark_edge.export.quantize)
     preprocessing: str
     spacing_rule: str
     weights_sha256: str
@@ -139,7 +141,7 @@ def torch_to_onnx(module: ExportGraph, anatomy: Anatomy, opset: int = 18) -> onn
     example = torch.zeros(2, 1, height, width)
     batch = torch.export.Dim("batch", min=1, max=4096)
     chatter = io.StringIO()  # the exporter prints progress lines; keep the CLI's output ours
-    with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), _quiet_logger("torch.onnx"):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), quiet_logger("torch.onnx"):
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
@@ -152,7 +154,7 @@ def torch_to_onnx(module: ExportGraph, anatomy: Anatomy, opset: int = 18) -> onn
 
 
 @contextlib.contextmanager
-def _quiet_logger(name: str):
+def quiet_logger(name: str):
     """Silence a library logger's warnings (torch.onnx reports optional torchvision ops it skips)."""
     logger = logging.getLogger(name)
     level = logger.level
@@ -221,6 +223,7 @@ class Validation:
     max_abs_diff: dict[str, float] = field(default_factory=dict)  # "heatmaps@b3" -> max |ort - torch|
     batch_sizes: tuple[int, ...] = ()
     images: int = 0
+    int8_drift_px: float | None = None  # quantized graph: largest landmark shift from PyTorch, grid pixels
 
     @property
     def worst_heatmap_diff(self) -> float:
@@ -274,6 +277,18 @@ def validate_onnx(
     return result
 
 
+def landmark_drift(model: onnx.ModelProto, reference: nn.Module, batch: torch.Tensor) -> float:
+    """Largest sub-pixel landmark shift (grid pixels) between the graph in ONNX Runtime and PyTorch."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    heatmaps = session.run([HEATMAPS], {INPUT: batch.numpy()})[0]
+    with torch.inference_mode():
+        expected, _ = decode_heatmaps(reference(batch).float(), DecodeMethod.SUBPIXEL)
+    got, _ = decode_heatmaps(torch.from_numpy(heatmaps), DecodeMethod.SUBPIXEL)
+    return float((got - expected).norm(dim=-1).max())
+
+
 def _max_diff(actual: np.ndarray, expected: torch.Tensor) -> float:
     if actual.shape != tuple(expected.shape):
         raise ExportError(f"output shape {actual.shape} differs from PyTorch's {tuple(expected.shape)}")
@@ -313,9 +328,15 @@ def export_anatomy(
     simplify: bool = True,
     images: Sequence[Path] = (),
     tolerance: float = FP32_TOLERANCE,
+    calibration: Calibration | None = None,
     step: Callable[[str], None] = lambda name: None,
 ) -> ExportReport:
-    """Export, simplify, describe, check and validate one anatomy's graph; write it only if it passes."""
+    """Export, simplify, describe, check and validate one anatomy's graph; write it only if it passes.
+
+    With ``calibration`` the validated fp32 graph is then quantized to int8 for ONNX Runtime's CPU provider, and
+    its landmark drift from PyTorch on the validation images is measured and reported (not a pass/fail limit:
+    how much drift is acceptable is the deployment's call, and it depends on the trained weights).
+    """
     target = get_anatomy(anatomy)
     graph, model = onnx_graph(weights, target, decode=decode, opset=opset, simplify=simplify, step=step)
     step("checking")
@@ -328,6 +349,13 @@ def export_anatomy(
             raise ExportError(
                 f"{target.name}: ONNX Runtime differs from PyTorch by {diff:.3g} on {key} (limit {limit:g})"
             )
+    if calibration is not None:
+        from landmark_edge.export.quantize import quantize_for_cpu
+
+        step("quantizing to int8 (ONNX Runtime CPU)")
+        graph = quantize_for_cpu(graph, target, calibration)
+        validation.int8_drift_px = landmark_drift(graph, SingleAnatomy(model, target.name).eval(),
+                                                  validation_batch(target, images))  # fmt: skip
     step("saving")
     save_onnx(graph, out)
     return ExportReport(target.name, Path(out), _opset_of(graph), decode, len(graph.graph.node), validation)

@@ -62,6 +62,9 @@ class DeploymentProfile(_Strict):
     opset: int = Field(18, ge=17, le=23)
     decode: DecodeMethod | None = None  # in-graph decoding method; None: the graph returns heatmaps only
     simplify: bool = True
+    # int8: the exported graph itself is quantized for ONNX Runtime's CPU provider (needs `calibration`);
+    # TensorRT builds quantize the fp32 graph themselves, by `precision` below.
+    onnx_precision: Literal["fp32", "int8"] = "fp32"
     # build (TensorRT)
     precision: Precision = "fp32"
     batch: BatchRange = BatchRange()
@@ -78,6 +81,8 @@ class DeploymentProfile(_Strict):
     def _calibration_for_quantized(self) -> DeploymentProfile:
         if self.precision in QUANTIZED and self.calibration is None:
             raise ValueError(f"precision {self.precision} needs a calibration section (images to calibrate on)")
+        if self.onnx_precision == "int8" and self.calibration is None:
+            raise ValueError("onnx_precision int8 needs a calibration section (images to calibrate on)")
         return self
 
 

@@ -24,26 +24,20 @@ of graph and is the alternative when its extra recipes (e.g. SmoothQuant) are wa
 
 from __future__ import annotations
 
-import glob
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-import numpy as np
-import torch
-
 from landmark_edge.anatomy import Anatomy, get_anatomy
-from landmark_edge.errors import InputError, LandmarkEdgeError, first_line
+from landmark_edge.errors import LandmarkEdgeError
 from landmark_edge.export.engine import EngineHeader, write_engine
 from landmark_edge.export.onnx import INPUT, OnnxInfo, read_onnx_info
-from landmark_edge.export.profiles import QUANTIZED, Calibration, DeploymentProfile
+from landmark_edge.export.profiles import QUANTIZED, DeploymentProfile
+from landmark_edge.export.quantize import QuantTarget, calibration_batches, quantize_onnx
 from landmark_edge.io.atomic import atomic_open
-from landmark_edge.runtime.backend import zscore_batch
 from landmark_edge.runtime.tensorrt import GpuInfo, TensorRTUnavailable, gpu_info, import_tensorrt, tensorrt_major
 from landmark_edge.weights import file_sha256
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 
 
 class BuildError(LandmarkEdgeError):
@@ -90,64 +84,6 @@ def check_precision_supported(precision: str, gpu: GpuInfo) -> None:
 # --- step 1: the ONNX the parser reads -----------------------------------------------------------------------
 
 
-def calibration_batches(calibration: Calibration, anatomy: Anatomy) -> Iterator[np.ndarray]:
-    """Z-scored (1, 1, H, W) float32 inputs from the user's calibration images (sorted, at most ``count``)."""
-    from landmark_edge.io.images import read_image
-    from landmark_edge.transforms import grid_pixels
-
-    paths = calibration_paths(calibration)
-    for path in paths:
-        pixels = grid_pixels(read_image(path).image, anatomy.grid)
-        yield zscore_batch(torch.from_numpy(np.array(pixels[None]))).numpy()  # a writable copy
-
-
-def calibration_paths(calibration: Calibration) -> list[Path]:
-    source = calibration.images
-    if source.is_dir():
-        paths = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    else:
-        paths = sorted(Path(p) for p in glob.glob(str(source), recursive=True))
-    if not paths:
-        raise InputError(f"{source}: no calibration images found (give a folder of X-rays or a glob pattern)")
-    return paths[: calibration.count]
-
-
-def quantize_onnx(
-    onnx_path: Path, out_path: Path, batches: Iterator[np.ndarray], precision: str, method: str
-) -> Path:
-    """Insert Q/DQ nodes with ONNX Runtime's static quantizer, in the form TensorRT's explicit quantization reads.
-
-    Symmetric scales (zero point 0) for activations and weights, per-channel weights, Conv layers only: the
-    sigmoids, the product and the decoder stay in floating point.
-    """
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(batches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {INPUT: batch}
-
-    kind = QuantType.QInt8 if precision == "int8" else QuantType.QFLOAT8E4M3FN
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}  # fmt: skip
-    calibrate = methods[method] if precision == "int8" else CalibrationMethod.Distribution  # ORT's fp8 method
-    try:
-        quantize_static(
-            str(onnx_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv"],
-            per_channel=True, activation_type=kind, weight_type=kind, calibrate_method=calibrate,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
-        )  # fmt: skip
-    except LandmarkEdgeError:  # an unreadable calibration image: its own one-line message
-        raise
-    except Exception as error:  # noqa: BLE001 - the quantizer raises plain exceptions of many kinds
-        raise BuildError(f"{onnx_path}: {precision} quantization failed ({first_line(error)})") from None
-    return out_path
-
-
 def autocast_onnx(onnx_path: Path, precision: str) -> bytes:
     """Mixed-precision ONNX for TensorRT 11 strongly typed builds (ModelOpt AutoCast; inputs/outputs stay fp32)."""
     try:
@@ -171,7 +107,9 @@ def prepare_onnx(
         assert profile.calibration is not None  # the profile validator requires it for int8/fp8
         batches = calibration_batches(profile.calibration, anatomy)
         out = workdir / f"{onnx_path.stem}.{profile.precision}.qdq.onnx"
-        return quantize_onnx(onnx_path, out, batches, profile.precision, profile.calibration.method).read_bytes()
+        return quantize_onnx(
+            onnx_path, out, batches, profile.precision, profile.calibration.method, QuantTarget.TENSORRT
+        ).read_bytes()
     return onnx_path.read_bytes()
 
 

@@ -55,11 +55,11 @@ def provider_list(settings: OrtSettings, grid_hw: tuple[int, int]) -> list[tuple
     device_id = int(index or 0)
     if kind not in PROVIDERS:
         raise BackendUnavailable(f"onnxruntime: device '{settings.device}' unknown (use cpu, cuda[:N], tensorrt[:N])")
-    allowed = ("fp32", "fp16") if kind == "tensorrt" else ("fp32",)
+    allowed = {"tensorrt": ("fp32", "fp16"), "cuda": ("fp32",), "cpu": ("fp32", "int8")}[kind]
     if settings.precision not in allowed:
         raise BackendUnavailable(
             f"onnxruntime on {kind}: precision {settings.precision} not supported here ({', '.join(allowed)}); "
-            "for int8/fp8 build a TensorRT engine with `landmark-edge build`"
+            "for int8/fp8 on a GPU build a TensorRT engine with `landmark-edge build`"
         )
     providers: list[tuple[str, dict[str, Any]]] = []
     if kind == "tensorrt":
@@ -139,6 +139,7 @@ class OnnxRuntimeBackend(Backend):
         self.session = session
         self.info = info
         self.graph_decodes = info.decode is not None and DecodeMethod(info.decode) is self.decode
+        self.precision = info.precision
 
     def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
         image = zscore_batch(torch.from_numpy(np.ascontiguousarray(pixels))).numpy()

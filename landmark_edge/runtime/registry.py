@@ -142,16 +142,37 @@ def _onnxruntime_backend(request: BackendRequest) -> Backend:
     except ImportError:
         raise BackendUnavailable("onnxruntime backend: onnxruntime is not installed (pip install onnxruntime)") from None
     from landmark_edge.export.onnx import onnx_graph, read_onnx_info
+    from landmark_edge.export.quantize import quantize_for_cpu
     from landmark_edge.runtime.onnxruntime import OnnxRuntimeBackend, OrtSettings, create_session
 
     settings = OrtSettings.from_options(request.device, request.precision, request.max_batch_size, request.options)
+    int8 = request.precision == "int8"
     if request.artifact is not None:
         model, info = request.artifact, read_onnx_info(request.artifact)
+        if (info.precision == "int8") != int8:
+            raise BackendUnavailable(
+                f"onnxruntime: {request.artifact} is an {info.precision} graph; run it with --precision {info.precision}"
+            )
     else:
         graph, _ = onnx_graph(request.weights, request.anatomy, decode=request.decode)
+        if int8:
+            graph = quantize_for_cpu(graph, request.anatomy, _calibration(request.options))
         model, info = graph.SerializeToString(), read_onnx_info(graph)
     session = create_session(model, settings, request.anatomy.grid_hw)
     return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
+
+
+def _calibration(options: dict):
+    """In-memory int8 needs real images to calibrate on: ``calibration=DIR`` (``count=N``, ``method=...``)."""
+    from landmark_edge.export.profiles import Calibration
+
+    if "calibration" not in options:
+        raise BackendUnavailable(
+            "onnxruntime int8: give calibration images (option calibration=DIR) or an int8 graph "
+            "(landmark-edge export --onnx-precision int8 --calibration DIR)"
+        )
+    fields = {"images": options["calibration"], "count": options.get("count", 32), "method": options.get("method", "minmax")}
+    return Calibration.model_validate(fields)
 
 
 @register("tensorrt", "TensorRT engine from `landmark-edge build`, given as the artifact; --device cuda[:N]")

@@ -1,0 +1,137 @@
+"""Static int8/fp8 quantization of an exported graph, calibrated on real X-rays the user chooses.
+
+One quantizer (ONNX Runtime's ``quantize_static``, QDQ format) with a recipe per target, because the two
+consumers want different graphs:
+
+* ``tensorrt``: symmetric scales (zero point 0), per-channel weights, Conv layers only. TensorRT's explicit
+  quantization reads exactly that and keeps the other layers in its own precision.
+* ``cpu`` (ONNX Runtime's CPU provider): unsigned 8-bit activations with zero points and signed per-channel
+  weights (the U8S8 kernels x86 CPUs run fastest), and every quantizable operator of the *network*, so whole
+  chains of convolutions, pooling, resizes and concatenations stay in int8 instead of converting back to float
+  around each conv. The heatmap product and the in-graph decoder stay in float32: the sub-pixel fit takes the log
+  of the heatmap around its peak, which 8-bit steps would flatten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from landmark_edge.anatomy import Anatomy
+from landmark_edge.errors import InputError, LandmarkEdgeError, first_line
+from landmark_edge.export.onnx import HEATMAPS, INPUT, OnnxInfo, attach_metadata, quiet_logger, read_onnx_info
+from landmark_edge.export.profiles import Calibration
+from landmark_edge.io.inputs import expand_inputs
+from landmark_edge.runtime.backend import zscore_batch
+
+
+class QuantTarget(str, Enum):
+    TENSORRT = "tensorrt"
+    CPU = "cpu"
+
+
+class QuantizationError(LandmarkEdgeError):
+    """The quantizer could not produce a graph."""
+
+
+def calibration_paths(calibration: Calibration) -> list[Path]:
+    """The user's calibration images (a folder, recursively, or a glob), sorted, at most ``count``."""
+    inputs = expand_inputs([calibration.images])
+    if not inputs.files:
+        raise InputError(f"{calibration.images}: no calibration images found (give a folder of X-rays or a glob)")
+    return sorted(inputs.files)[: calibration.count]
+
+
+def calibration_batches(calibration: Calibration, anatomy: Anatomy) -> Iterator[np.ndarray]:
+    """Z-scored (1, 1, H, W) float32 inputs from the calibration images, preprocessed exactly as at inference."""
+    from landmark_edge.io.images import read_image
+    from landmark_edge.transforms import grid_pixels
+
+    for path in calibration_paths(calibration):
+        pixels = grid_pixels(read_image(path).image, anatomy.grid)
+        yield zscore_batch(torch.from_numpy(np.array(pixels[None]))).numpy()  # a writable copy
+
+
+def float_tail_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes that produce the heatmaps or consume them (product and decoder): kept in float32 for ``cpu``."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    keep = [node for node in model.graph.node if HEATMAPS in node.output]
+    frontier = [HEATMAPS]
+    while frontier:
+        for node in consumers.get(frontier.pop(), []):
+            if node not in keep:
+                keep.append(node)
+                frontier.extend(node.output)
+    return [node.name for node in keep]
+
+
+def quantize_onnx(
+    onnx_path: Path,
+    out_path: Path,
+    batches: Iterator[np.ndarray],
+    precision: str,
+    method: str,
+    target: QuantTarget = QuantTarget.TENSORRT,
+) -> Path:
+    """Write ``onnx_path`` quantized to ``precision`` (int8, or fp8 for TensorRT) with ``target``'s recipe."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT: batch}
+
+    if target is QuantTarget.CPU and precision != "int8":
+        raise QuantizationError(f"ONNX Runtime on CPU quantizes to int8 only, not {precision}")
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}  # fmt: skip
+    if target is QuantTarget.TENSORRT:
+        kind = QuantType.QInt8 if precision == "int8" else QuantType.QFLOAT8E4M3FN
+        recipe = dict(
+            op_types_to_quantize=["Conv"], activation_type=kind, weight_type=kind,
+            calibrate_method=methods[method] if precision == "int8" else CalibrationMethod.Distribution,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        )  # fmt: skip
+    else:
+        recipe = dict(
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method],
+            nodes_to_exclude=float_tail_nodes(onnx.load(str(onnx_path))),
+        )  # fmt: skip
+    chatter = io.StringIO()  # the calibrator prints progress to stdout, which belongs to --json output
+    try:
+        with contextlib.redirect_stdout(chatter), quiet_logger("root"):
+            quantize_static(
+                str(onnx_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, **recipe
+            )
+    except LandmarkEdgeError:  # an unreadable calibration image: its own one-line message
+        raise
+    except Exception as error:  # noqa: BLE001 - the quantizer raises plain exceptions of many kinds
+        raise QuantizationError(f"{onnx_path}: {precision} quantization failed ({first_line(error)})") from None
+    return out_path
+
+
+def quantize_for_cpu(graph: onnx.ModelProto, anatomy: Anatomy, calibration: Calibration) -> onnx.ModelProto:
+    """An int8 copy of an exported graph for ONNX Runtime's CPU provider; its metadata says ``precision: int8``."""
+    info = read_onnx_info(graph)
+    with tempfile.TemporaryDirectory(prefix="landmark-edge-int8-") as folder:
+        source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
+        onnx.save(graph, str(source))
+        batches = calibration_batches(calibration, anatomy)
+        quantize_onnx(source, target, batches, "int8", calibration.method, QuantTarget.CPU)
+        quantized = onnx.load(str(target))
+    return attach_metadata(quantized, OnnxInfo.model_validate({**info.model_dump(), "precision": "int8"}))
