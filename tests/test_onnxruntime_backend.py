@@ -91,3 +91,11 @@ def test_infer_cli_runs_an_exported_graph(exported, tiny_weights):
     got, want = json.loads(ort_run.stdout)[0], json.loads(torch_run.stdout)[0]
     for a, b in zip(got["landmarks"], want["landmarks"]):
         assert abs(a["confidence"] - b["confidence"]) < 1e-4
+
+
+def test_infer_with_a_graph_for_another_anatomy_is_one_line(exported):
+    image = require(DATA / "chest/pngs/CHNCXR_0001_0.png")
+    result = CliRunner().invoke(app, ["infer", str(image), "-a", "head", "--backend", "onnxruntime", "--artifact",
+                                      str(exported["chest"])])  # fmt: skip
+    assert result.exit_code == 2
+    assert "the model is for chest, not head" in result.stderr and "Traceback" not in result.output

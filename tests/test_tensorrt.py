@@ -10,6 +10,7 @@ import types
 import numpy as np
 import onnx
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from landmark_edge.anatomy import get_anatomy
@@ -358,3 +359,14 @@ def test_real_tensorrt_engine_matches_onnx_runtime(chest_onnx, tmp_path):
     reference = create_backend("onnxruntime", BackendRequest(None, chest, artifact=chest_onnx))
     got, want = engine.run(_pixels(3), return_heatmaps=True), reference.run(_pixels(3), return_heatmaps=True)
     assert np.abs(got.heatmaps - want.heatmaps).max() < 1e-3  # fp32 engine (TF32 may be used by TensorRT)
+
+
+def test_infer_with_an_engine_for_another_anatomy_is_one_line(tmp_path):
+    """Checked from the engine header before TensorRT or a GPU is touched, so it holds on any machine."""
+    engine = write_engine(tmp_path / "chest.engine", _header(), b"ENGINE")
+    image = tmp_path / "scan.png"
+    Image.fromarray(np.full((64, 64), 100, np.uint8) + np.eye(64, dtype=np.uint8)).save(image)
+    result = CliRunner().invoke(app, ["infer", str(image), "-a", "hand", "--backend", "tensorrt", "--artifact",
+                                      str(engine), "--device", "cuda"])  # fmt: skip
+    assert result.exit_code == 2
+    assert f"{engine}: engine is for chest, not hand" in result.stderr and "Traceback" not in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from rich.table import Table
@@ -106,8 +107,9 @@ def plot(report: BenchReport, path: Path) -> None:
     for label in labels:
         rows = sorted((r for r in report.rows if r.label == label and r.status == "ok"), key=lambda r: r.batch_size)
         sizes = [r.batch_size for r in rows]
-        latency_axis.plot(sizes, [r.latency_ms.p50 for r in rows], marker="o", label=label)
-        throughput_axis.plot(sizes, [r.throughput_ips for r in rows], marker="o", label=label)
+        short = textwrap.shorten(label, 70, placeholder=" [...]")
+        latency_axis.plot(sizes, [r.latency_ms.p50 for r in rows], marker="o", label=short)
+        throughput_axis.plot(sizes, [r.throughput_ips for r in rows], marker="o", label=short)
     for axis, ylabel in ((latency_axis, "p50 latency per batch (ms)"), (throughput_axis, "throughput (images/s)")):
         axis.set_xscale("log", base=2)
         axis.set_xticks(batch_sizes, [str(size) for size in batch_sizes])
@@ -115,10 +117,12 @@ def plot(report: BenchReport, path: Path) -> None:
         axis.set_xlabel("batch size")
         axis.set_ylabel(ylabel)
         axis.grid(True, which="both", alpha=0.3)
-    throughput_axis.legend(fontsize="small")
     env = report.environment
     figure.suptitle(f"landmark-edge bench, {report.anatomy}: {env.gpu or env.cpu}", fontsize="medium")
-    figure.tight_layout()
+    # below both panels, so no line is hidden behind it however many backends there are
+    legend_rows = (len(labels) + 1) // 2
+    figure.legend(*latency_axis.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize="small")
+    figure.tight_layout(rect=(0, min(0.5, 0.06 * legend_rows + 0.02), 1, 1))
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
     plt.close(figure)
