@@ -119,3 +119,15 @@ def test_no_weights_and_none_shipped(images, monkeypatch, tmp_path):
     assert result.exit_code == 2
     assert "no --weights given and this install ships no default weights yet" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_outputs_get_ordinary_file_permissions(images, tiny_weights, tmp_path):
+    """Atomic writes go through mkstemp (0600); the renamed output must be readable like any open() file."""
+    import os
+
+    out = tmp_path / "landmarks.json"
+    result = invoke("infer", images[0], "-a", "chest", "-w", tiny_weights, "-f", "json", "-o", out)
+    assert result.exit_code == 0, result.output
+    mask = os.umask(0)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
