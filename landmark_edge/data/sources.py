@@ -21,9 +21,9 @@ from PIL import Image
 
 from landmark_edge.anatomy import Anatomy, get_anatomy
 from landmark_edge.errors import LandmarkEdgeError
+from landmark_edge.io.images import IMAGE_SUFFIXES
 
 SPLITS = ("train", "val", "test")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 # Reference config.yaml, chest `exclude_list`.
 CHEST_EXCLUDED = tuple(f"CHNCXR_{n:04d}_0" for n in (59, 178, 228, 267, 295, 310, 285, 276, 303))
