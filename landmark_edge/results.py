@@ -47,7 +47,7 @@ class ImageResult:
     spacing_source: str
     decode: str
     landmarks: list[Landmark] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)  # low-confidence warnings (landmark_edge.plausibility)
+    flags: list[str] = field(default_factory=list)  # weak peaks, implausible layout (landmark_edge.plausibility)
     ok: bool = True
 
     def to_dict(self) -> dict:

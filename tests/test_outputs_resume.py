@@ -97,4 +97,4 @@ def test_jsonl_streams_and_flags_low_confidence(folder, tmp_path, tiny_weights):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 3 and all(line["ok"] for line in lines)
     assert all("6 of 6 landmarks below confidence 1 (1, 2, 3, 4, 5, 6)" in line["flags"] for line in lines)
-    assert result.stderr.count("warning:") >= 3 and "3 of 3 results flagged as low-confidence" in result.stderr
+    assert result.stderr.count("warning:") >= 3 and "3 of 3 results flagged (weak heatmap peaks" in result.stderr

@@ -119,11 +119,13 @@ def infer(
     done = _reusable(store, inputs.files, target, decode, overlay) if skip_existing else {}
     todo = [path for path in inputs.files if path not in done]
     counts = {"failed": 0, "flagged": 0, "total": 0}
+    options = key_values(option or [])
+    if allow_fallback:  # an ONNX Runtime setting: backends without it reject unknown options
+        options["allow_fallback"] = True
     with one_line_errors():
         request = BackendRequest(
             resolve_weights(weights) if artifact is None else weights,  # an artefact carries its network
-            target, decode, device, precision, batch_size, artifact,
-            options={**key_values(option or []), "allow_fallback": allow_fallback},
+            target, decode, device, precision, batch_size, artifact, options,
         )
         runner = create_backend(backend, request)
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
@@ -138,7 +140,7 @@ def infer(
                 _report(outcome, counts, emit)
                 advance()
     if counts["flagged"]:
-        err_console.print(f"{counts['flagged']} of {counts['total']} results flagged as low-confidence")
+        err_console.print(f"{counts['flagged']} of {counts['total']} results flagged (weak heatmap peaks or an implausible layout)")
     if counts["failed"]:
         err_console.print(f"{counts['failed']} of {counts['total']} inputs failed")
     raise typer.Exit(failures_exit_code(counts["failed"]))
