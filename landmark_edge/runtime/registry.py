@@ -79,11 +79,16 @@ def _torch_backend(request: BackendRequest) -> Backend:
     from landmark_edge.runtime.backend import TorchBackend
     from landmark_edge.weights import load_weights
 
-    if request.weights is None:
-        raise BackendUnavailable("torch backend: needs --weights (an exported artifact is for other backends)")
     dtype = _torch_dtype("torch", request)
-    model, _ = load_weights(request.weights, request.anatomy.name)
+    model, _ = load_weights(_weights("torch", request), request.anatomy.name)
     return TorchBackend(model, request.anatomy, request.decode, request.device, dtype)
+
+
+def _weights(backend: str, request: BackendRequest) -> Path:
+    """The weights file of a backend that builds from weights (``infer`` leaves it None beside an artifact)."""
+    if request.weights is None:
+        raise BackendUnavailable(f"{backend} backend: needs --weights (an exported artifact is for other backends)")
+    return request.weights
 
 
 def torch_dtype(precision: str):
@@ -115,7 +120,7 @@ def _compiled_backend(request: BackendRequest) -> Backend:
 
     dtype = _torch_dtype("compiled", request)
     options = CompileOptions.from_dict(request.options)
-    model, _ = load_weights(request.weights, request.anatomy.name)
+    model, _ = load_weights(_weights("compiled", request), request.anatomy.name)
     return CompiledBackend(
         model, request.anatomy, request.decode, request.device, dtype, options, request.max_batch_size
     )
