@@ -210,3 +210,10 @@ def test_pack_train_resume_and_evaluate_from_the_command_line(tmp_path):
     assert report["images"] == 3 and report["reference"]["unit"] == "px" and len(report["per_image"]) == 3
     assert len(report["original"]["per_landmark"]) == 6 and "reference" in result.stdout
     assert len(list((tmp_path / "overlays").glob("chest_*.png"))) == 2
+
+
+def test_resume_refuses_options_its_config_fixes(tmp_path):
+    """A resumed run keeps config.json: --epochs beside --resume is an error, not silently ignored."""
+    result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path), "--epochs", "3", "--workers", "0"])
+    assert result.exit_code == 2
+    assert "--epochs" in result.stderr and "--workers" not in result.stderr.split(":")[0]

@@ -37,7 +37,23 @@ def _widths(text: str) -> list[int]:
         raise typer.BadParameter("give five comma-separated integers", param_hint="--local-widths") from None
 
 
+_RESUME_OPTIONS = {"data", "resume", "device", "workers", "max_minutes", "progress"}
+
+
+def _no_config_options_on_resume(context: typer.Context) -> None:
+    """A resumed run keeps its config.json; refuse options that would otherwise be silently ignored."""
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in context.params
+        if name not in _RESUME_OPTIONS and getattr(context.get_parameter_source(name), "name", "") == "COMMANDLINE"
+    ]
+    if given:
+        fail(f"{', '.join(given)}: a resumed run keeps its config.json; with --resume only --data, --device, "
+             "--workers, --max-minutes and --progress apply")
+
+
 def train(
+    context: typer.Context,
     data: Annotated[
         Path | None,
         typer.Option("--data", "-d", help="Dataset root (raw layout or `pack` output). With --resume: "
@@ -45,7 +61,7 @@ def train(
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="New run directory.")] = None,
     resume: Annotated[
-        Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint.")
+        Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint, with its config.json.")
     ] = None,
     anatomies: AnatomiesOpt = "head,hand,chest",
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (reference: 100).")] = 100,
@@ -84,6 +100,8 @@ def train(
     """
     if (out is None) == (resume is None):
         fail("give exactly one of --out RUN_DIR (new run) or --resume RUN_DIR")
+    if resume is not None:
+        _no_config_options_on_resume(context)
 
     def report(line: str) -> None:
         err_console.print(line, markup=False, highlight=False)
