@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from landmark_edge import __version__
 from landmark_edge.anatomy import get_anatomy

@@ -343,10 +343,7 @@ def test_without_tensorrt_build_says_how_to_install(chest_onnx, tmp_path, monkey
 
 
 def test_real_tensorrt_engine_matches_onnx_runtime(chest_onnx, tmp_path):
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        pytest.skip("tensorrt is not installed (pip install 'landmark-edge[tensorrt]')")
+    pytest.importorskip("tensorrt", reason="tensorrt is not installed (pip install 'landmark-edge[tensorrt]')")
     try:
         runtime_module.gpu_info()
     except TensorRTUnavailable as error:

@@ -6,6 +6,7 @@ tensorrt, triton) makes that backend *unavailable with a reason*, never an impor
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,10 +143,8 @@ def _aoti_backend(request: BackendRequest) -> Backend:
     ".onnx given as the artifact, else exports the weights in memory",
 )
 def _onnxruntime_backend(request: BackendRequest) -> Backend:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise BackendUnavailable("onnxruntime backend: onnxruntime is not installed (pip install onnxruntime)") from None
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise BackendUnavailable("onnxruntime backend: onnxruntime is not installed (pip install onnxruntime)")
     from landmark_edge.export.onnx import onnx_graph, read_onnx_info
     from landmark_edge.export.quantize import quantize_for_cpu
     from landmark_edge.runtime.onnxruntime import OnnxRuntimeBackend, OrtSettings, create_session
