@@ -14,28 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from landmark_edge.anatomy import ANATOMIES
+from landmark_edge.data.sources import all_labels
 from landmark_edge.io.atomic import atomic_write_text
 from landmark_edge.plausibility import LAYOUTS_FILE, fit_layout
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _points(path: Path, skip: int = 0, count: int | None = None, sep: str | None = ",") -> np.ndarray:
-    lines = path.read_text().split("\n")[skip:]
-    rows = [line.split(sep) for line in lines if line.strip()][:count]
-    return np.array(rows, dtype=np.float64)
-
-
 def label_shapes(data: Path) -> dict[str, np.ndarray]:
-    """(N, C, 2) label arrays per anatomy."""
-    ceph = data / "ISBI2015_ceph"
-    head = [
-        (_points(senior, count=19) + _points(ceph / "400_junior" / senior.name, count=19)) / 2
-        for senior in sorted((ceph / "400_senior").glob("*.txt"))
-    ]
-    hand_rows = np.loadtxt(data / "hand" / "all.csv", delimiter=",")[:, 1:]
-    chest = [_points(p, skip=1, sep=None) for p in sorted((data / "chest" / "labels").glob("*.txt"))]
-    return {"head": np.array(head), "hand": hand_rows.reshape(len(hand_rows), -1, 2), "chest": np.array(chest)}
+    """(N, C, 2) label arrays per anatomy: every hand-label row, images present or not."""
+    return {name: all_labels(data, name) for name in ANATOMIES}
 
 
 def layouts_document(data: Path) -> dict:

@@ -191,3 +191,24 @@ def load_raw_split(root: Path, anatomy: Anatomy | str, split: str) -> SplitData:
             Sample(anatomy.name, sample_id, images[sample_id], size, points, anatomy.default_spacing_mm)
         )
     return result
+
+
+def all_labels(root: Path, anatomy: Anatomy | str) -> np.ndarray:
+    """(N, C, 2) every annotation of one anatomy in the raw layout, whether or not its image is present.
+
+    For statistics over the labels alone (``scripts/make_layouts.py``): head is the senior/junior mean in
+    pixels, hand the rows of ``all.csv`` in pixels, chest the label files' fractions of the image size.
+    """
+    anatomy = get_anatomy(anatomy) if isinstance(anatomy, str) else anatomy
+    folder = Path(root) / FOLDERS[anatomy.name]
+    count = anatomy.num_landmarks
+    if anatomy.name == "hand":
+        ids, rows, errors = _hand_table(folder, count)
+        if errors:
+            raise DatasetError(next(iter(errors.values())))
+        return np.array([rows[i] for i in ids])
+    if anatomy.name == "head":
+        ids = [path.stem for path in sorted((folder / "400_senior").glob("*.txt"))]
+        return np.array([_head_points(folder, i, count) for i in ids])
+    ids = [path.stem for path in sorted((folder / "labels").glob("*.txt"))]
+    return np.array([_chest_points(folder, i, count, (1, 1)) for i in ids])
