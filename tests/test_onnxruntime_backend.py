@@ -99,3 +99,32 @@ def test_infer_with_a_graph_for_another_anatomy_is_one_line(exported):
                                       str(exported["chest"])])  # fmt: skip
     assert result.exit_code == 2
     assert "the model is for chest, not head" in result.stderr and "Traceback" not in result.output
+
+
+def test_evaluate_an_exported_graph_like_the_weights_it_came_from(exported, tiny_weights, tmp_path):
+    data = require(DATA)
+    args = ["evaluate", "-d", str(data), "-w", str(tiny_weights), "--anatomies", "chest", "--split", "val"]
+    runs = {}
+    for name, extra in {"onnxruntime": ["--artifact", str(exported["chest"])], "torch": []}.items():
+        out = tmp_path / f"{name}.json"
+        result = CliRunner().invoke(app, [*args, "--backend", name, *extra, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads(out.read_text())["anatomies"]["chest"]
+    ort_images, torch_images = (r["per_image"] for r in (runs["onnxruntime"], runs["torch"]))
+    assert [i["id"] for i in ort_images] == [i["id"] for i in torch_images] and len(ort_images) == 34
+    # Untrained weights give flat heatmaps whose argmax can flip on 1e-7 noise, so compare the split's MRE loosely.
+    ort_mre, torch_mre = (sum(i["original_mre"] for i in r) / len(r) for r in (ort_images, torch_images))
+    assert ort_mre == pytest.approx(torch_mre, rel=0.05)
+
+
+def test_evaluate_with_an_artifact_needs_one_anatomy(exported, tiny_weights):
+    data = require(DATA)
+    result = CliRunner().invoke(app, ["evaluate", "-d", str(data), "-w", str(tiny_weights), "--backend",
+                                      "onnxruntime", "--artifact", str(exported["chest"])])  # fmt: skip
+    assert result.exit_code == 2 and "holds one anatomy's network: name it with --anatomies" in result.stderr
+
+
+def test_torch_backend_refuses_an_artifact_instead_of_ignoring_it(exported, tiny_weights):
+    request = BackendRequest(tiny_weights, get_anatomy("chest"), artifact=exported["chest"])
+    with pytest.raises(BackendUnavailable, match="torch backend: runs --weights; an exported artifact is for"):
+        create_backend("torch", request)

@@ -39,6 +39,10 @@ def evaluate(
         str | None, typer.Option("--anatomies", help="Comma-separated anatomies (default: all the weights have).")
     ] = None,
     backend: Annotated[str, typer.Option(help=f"Inference backend: {', '.join(backend_names())}.")] = "torch",
+    artifact: Annotated[
+        Path | None,
+        typer.Option(help="Exported model for the backend (.onnx, .engine, .pt2); one anatomy, with --anatomies."),
+    ] = None,
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
     device: DeviceOpt = "cpu",
     batch_size: BatchSizeOpt = 8,
@@ -69,11 +73,15 @@ def evaluate(
         missing = [a.name for a in chosen if a.name not in info.anatomy_names]
         if missing:
             fail(f"{weights_path}: weights are for {', '.join(info.anatomy_names)}, not {', '.join(missing)}")
+        if artifact is not None and len(chosen) != 1:
+            fail(f"--artifact {artifact} holds one anatomy's network: name it with --anatomies")
         report = {"weights": str(weights_path), "split": split, "data": str(data), "backend": backend,
                   "precision": precision, "protocols": PROTOCOLS, "anatomies": {}}
         failed = 0
         for anatomy in chosen:
-            request = BackendRequest(weights_path, anatomy, DecodeMethod.SUBPIXEL, device, precision, batch_size)
+            request = BackendRequest(
+                weights_path, anatomy, DecodeMethod.SUBPIXEL, device, precision, batch_size, artifact
+            )
             runner = create_backend(backend, request)
             try:
                 evaluation = evaluate_split(runner, load_split(data, anatomy, split), anatomy, batch_size, workers)

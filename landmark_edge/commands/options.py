@@ -30,7 +30,9 @@ AnatomyOpt = Annotated[
     str,
     typer.Option("--anatomy", "-a", help="Anatomy: head (cephalometric), hand or chest."),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, ...")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="Device: cpu, cuda, cuda:1, ... (onnxruntime also tensorrt[:N]).")
+]
 ArtifactOpt = Annotated[
     Path | None,
     typer.Option(

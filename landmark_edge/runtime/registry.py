@@ -87,8 +87,10 @@ def _torch_backend(request: BackendRequest) -> Backend:
 
 def _weights(backend: str, request: BackendRequest) -> Path:
     """The weights file of a backend that builds from weights (``infer`` leaves it None beside an artifact)."""
-    if request.weights is None:
-        raise BackendUnavailable(f"{backend} backend: needs --weights (an exported artifact is for other backends)")
+    if request.weights is None or request.artifact is not None:
+        raise BackendUnavailable(
+            f"{backend} backend: runs --weights; an exported artifact is for the onnxruntime, tensorrt and aoti backends"
+        )
     return request.weights
 
 
