@@ -91,6 +91,9 @@ def evaluate(
                 err_console.print(f"[yellow]skipped:[/] {line}", markup=True, highlight=False)
             failed += len(evaluation.failures)
             report["anatomies"][anatomy.name] = evaluation.report()
+            if not evaluation.samples:
+                err_console.print(f"[yellow]note:[/] {anatomy.name}: the {split} split has no images under {data}",
+                                  markup=True, highlight=False)  # fmt: skip
             if overlays is not None:
                 write_overlays(evaluation, overlays, worst)
     if out is not None:

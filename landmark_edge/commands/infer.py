@@ -71,7 +71,12 @@ def infer(
     weights: WeightsOpt = None,
     batch_size: BatchSizeOpt = 8,
     device: DeviceOpt = "cpu",
-    backend: Annotated[str, typer.Option(help=f"Inference backend: {', '.join(backend_names())}.")] = "torch",
+    backend: Annotated[
+        str,
+        typer.Option(
+            help=f"Inference backend: {', '.join(backend_names())} (onnxruntime: --device cpu, cuda[:N], tensorrt[:N])."
+        ),
+    ] = "torch",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
     artifact: ArtifactOpt = None,
     allow_fallback: AllowFallbackOpt = False,

@@ -30,9 +30,7 @@ AnatomyOpt = Annotated[
     str,
     typer.Option("--anatomy", "-a", help="Anatomy: head (cephalometric), hand or chest."),
 ]
-DeviceOpt = Annotated[
-    str, typer.Option("--device", help="Device: cpu, cuda, cuda:1, ... (onnxruntime also tensorrt[:N]).")
-]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Device: cpu, cuda, cuda:1, ...")]
 ArtifactOpt = Annotated[
     Path | None,
     typer.Option(
