@@ -131,3 +131,18 @@ def test_outputs_get_ordinary_file_permissions(images, tiny_weights, tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_weights_files_get_ordinary_permissions(tmp_path):
+    """safetensors writes its file itself; the atomic rename must still leave it readable like open() would."""
+    import os
+
+    from landmark_edge.model import gu2net
+    from landmark_edge.weights import save_weights
+    from tests.conftest import TINY
+
+    path = tmp_path / "w.safetensors"
+    save_weights(gu2net(["chest"], **TINY), path)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
