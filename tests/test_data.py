@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from landmark_edge.anatomy import get_anatomy
-from landmark_edge.data import gaussian_mask, grid_label, load_split, pack, render_heatmaps
+from landmark_edge.data import DatasetError, gaussian_mask, grid_label, load_split, pack, render_heatmaps
 from landmark_edge.data.packed import read_manifest
 from tests.conftest import DATA, require
 
@@ -52,8 +52,8 @@ def test_rendered_targets_peak_at_the_label_with_asymmetric_clipped_support():
     "anatomy, sizes, first_last",
     [
         ("head", (130, 20, 250), [("001", "130"), ("131", "150"), ("151", "400")]),
-        # Reference boundaries on the sorted label ids: of the 9 images present 5 are train, 4 test.
-        ("hand", (5, 0, 4), [("3167", "5245"), None, ("7081", "7236")]),
+        # The hand subset (138 images) ships its own split.csv (train 92 / val 21 / test 25).
+        ("hand", (92, 21, 25), [("3143", "5245"), ("3144", "3819"), ("3145", "7236")]),
         ("chest", (195, 34, 41), [("CHNCXR_0001_0", "CHNCXR_0245_0"), ("CHNCXR_0246_0", "CHNCXR_0281_0"),
                                   ("CHNCXR_0282_0", "CHNCXR_0326_0")]),
     ],
@@ -109,6 +109,7 @@ def test_missing_and_malformed_labels_are_skipped_and_counted(tmp_path):
 
 
 def test_malformed_hand_row_is_skipped_and_named(tmp_path):
+    """Without split.csv the reference rule applies (test: sorted label ids from 610 on that have an image)."""
     require(DATA)
     (tmp_path / "hand").mkdir()
     shutil.copytree(DATA / "hand/jpg", tmp_path / "hand/jpg")
@@ -118,6 +119,25 @@ def test_malformed_hand_row_is_skipped_and_named(tmp_path):
     loaded = load_split(tmp_path, "hand", "test")
     assert [s.id for s in loaded.samples] == ["7081", "7232", "7236"]
     assert len(loaded.skipped) == 1 and "all.csv line" in loaded.skipped[0] and "7088" in loaded.skipped[0]
+
+
+def test_split_file_overrides_the_reference_rule_and_pack_carries_it(tmp_path):
+    raw = make_chest_root(tmp_path / "raw", 4)
+    (raw / "chest/split.csv").write_text("id,split\nCHNCXR_0001_0,test\nCHNCXR_0002_0,val\nCHNCXR_0004_0,train\n")
+    assert [s.id for s in load_split(raw, "chest", "test").samples] == ["CHNCXR_0001_0"]
+    assert [s.id for s in load_split(raw, "chest", "train").samples] == ["CHNCXR_0004_0"]  # 0003: in no split
+    manifest = pack(raw, tmp_path / "packed", [get_anatomy("chest")])
+    splits = manifest.anatomies["chest"].splits
+    assert splits == {"train": ["CHNCXR_0004_0"], "val": ["CHNCXR_0002_0"], "test": ["CHNCXR_0001_0"]}
+    assert [s.id for s in load_split(tmp_path / "packed", "chest", "val").samples] == ["CHNCXR_0002_0"]
+
+
+@pytest.mark.parametrize("text, problem", [("name,fold\na,train\n", "header"), ("id,split\na,holdout\n", "line 2")])
+def test_malformed_split_file_is_one_line_naming_it(tmp_path, text, problem):
+    raw = make_chest_root(tmp_path, 2)
+    (raw / "chest/split.csv").write_text(text)
+    with pytest.raises(DatasetError, match=rf"split\.csv.*{problem}"):
+        load_split(raw, "chest", "train")
 
 
 def test_packed_copy_reads_like_the_raw_layout(tmp_path):
@@ -134,7 +154,7 @@ def test_packed_copy_reads_like_the_raw_layout(tmp_path):
 
 
 def test_packed_real_images_fit_the_size_budget(tmp_path):
-    """A few real images per anatomy, packed: the mean file size keeps all 688 split images under 40 MiB."""
+    """A few real images per anatomy, packed: the mean file size keeps all 817 images under 40 MiB."""
     require(DATA)
     raw = tmp_path / "raw"
     head = raw / "ISBI2015_ceph"
@@ -152,4 +172,4 @@ def test_packed_real_images_fit_the_size_budget(tmp_path):
     pack(raw, tmp_path / "packed", [get_anatomy("head"), get_anatomy("chest")])
     sizes = [p.stat().st_size for p in (tmp_path / "packed").rglob("*.jpg")]
     assert len(sizes) == 4
-    assert np.mean(sizes) * (400 + 279 + 9) < 40 * 2**20
+    assert np.mean(sizes) * (400 + 279 + 138) < 40 * 2**20

@@ -5,8 +5,10 @@ landmarks in *original* pixels (floats) and its physical spacing when one is kno
 so a missing or malformed label file is reported (one line naming it), that sample is skipped and counted, and
 no epoch can crash half way on a label.
 
-Splits follow the reference loaders (reference §6.3-6.5); the hand rule is applied to the sorted *label* ids so
-that a subset of the atlas keeps every image in its paper split (identical to the reference with all images).
+Splits follow the reference loaders (reference §6.3-6.5), unless the dataset folder has a ``split.csv``
+(``id,split`` rows): a subset of a dataset (the 138-image hand set) comes with the split meant for it, since the
+reference boundaries, made for the whole set, would put nearly all of a subset in train. The hand rule is applied
+to the sorted *label* ids so that a subset of the atlas keeps every image in its paper split.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from landmark_edge.errors import LandmarkEdgeError
 from landmark_edge.io.images import IMAGE_SUFFIXES
 
 SPLITS = ("train", "val", "test")
+SPLIT_FILE = "split.csv"
 
 # Reference config.yaml, chest `exclude_list`.
 CHEST_EXCLUDED = tuple(f"CHNCXR_{n:04d}_0" for n in (59, 178, 228, 267, 295, 310, 285, 276, 303))
@@ -68,6 +71,35 @@ def split_ids(anatomy: str, ids: list[str], split: str) -> list[str]:
         raise ValueError(f"unknown split '{split}': choose from {', '.join(SPLITS)}")
     train_end, val_end = SPLIT_BOUNDS[anatomy]
     return {"train": ids[:train_end], "val": ids[train_end:val_end], "test": ids[val_end:]}[split]
+
+
+def read_split_file(path: Path) -> dict[str, str]:
+    """``id -> split`` from a dataset's ``split.csv`` (header ``id,split``); a bad row names the file and line."""
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: unreadable split file ({error})") from None
+    if not rows or [c.strip() for c in rows[0]] != ["id", "split"]:
+        raise DatasetError(f"{path}: split file must start with the header 'id,split'")
+    splits = {}
+    for number, row in enumerate(rows[1:], start=2):
+        if not row or not row[0].strip():
+            continue
+        if len(row) != 2 or row[1].strip() not in SPLITS:
+            raise DatasetError(f"{path} line {number}: expected 'id,split' with split one of {', '.join(SPLITS)}")
+        splits[row[0].strip()] = row[1].strip()
+    return splits
+
+
+def choose_split(folder: Path, anatomy: str, ids: list[str], split: str) -> list[str]:
+    """``ids`` (sorted) of ``split``: the folder's ``split.csv`` when it has one, else the reference rule."""
+    path = folder / SPLIT_FILE
+    if not path.is_file():
+        return split_ids(anatomy, ids, split)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split '{split}': choose from {', '.join(SPLITS)}")
+    assigned = read_split_file(path)
+    return [i for i in ids if assigned.get(i) == split]
 
 
 def _image_ids(folder: Path) -> dict[str, Path]:
@@ -162,7 +194,7 @@ def load_raw_split(root: Path, anatomy: Anatomy | str, split: str) -> SplitData:
     if anatomy.name == "hand":
         label_ids, rows, errors = _hand_table(folder, count)
         images = _image_ids(folder / "jpg")
-        chosen = [i for i in split_ids("hand", label_ids, split) if i in images]
+        chosen = [i for i in choose_split(folder, "hand", label_ids, split) if i in images]
         result.skipped += [errors[i] for i in chosen if i in errors]
         chosen = [i for i in chosen if i not in errors]
 
@@ -170,7 +202,7 @@ def load_raw_split(root: Path, anatomy: Anatomy | str, split: str) -> SplitData:
             return rows[sample_id]
     else:
         ids, images = (_head_ids if anatomy.name == "head" else _chest_ids)(folder)
-        chosen = split_ids(anatomy.name, ids, split)
+        chosen = choose_split(folder, anatomy.name, ids, split)
         if anatomy.name == "head":
 
             def read(sample_id, size):
