@@ -42,6 +42,9 @@ class Anatomy:
     wrist_width_mm: float | None = None
     sdr_thresholds: tuple[float, ...] = field(default=(2.0, 2.5, 3.0, 4.0, 6.0, 9.0, 10.0))
     unit: str = "mm"
+    # GU2Net's test MRE (in ``unit``) as reported in the paper (Zhu et al. 2021, Table 1; not checked against
+    # the table itself, which was out of reach): what shipped weights are judged against.
+    paper_mre: float | None = None
 
     @property
     def grid_hw(self) -> tuple[int, int]:
@@ -71,6 +74,7 @@ HEAD = Anatomy(
     default_spacing_mm=(0.1, 0.1),
     # 0.1 mm x 2400 / 512: the reference applies the row factor to both axes.
     reference_mm_per_grid_px=0.46875,
+    paper_mre=1.54,
 )
 HAND = Anatomy(
     name="hand",
@@ -79,6 +83,7 @@ HAND = Anatomy(
     spacing_rule=SpacingRule.WRIST_WIDTH,
     wrist_landmarks=(0, 4),
     wrist_width_mm=50.0,
+    paper_mre=0.84,
 )
 CHEST = Anatomy(
     name="chest",
@@ -86,6 +91,7 @@ CHEST = Anatomy(
     grid=(512, 512),
     spacing_rule=SpacingRule.PIXELS,
     unit="px",
+    paper_mre=5.57,
 )
 
 ANATOMIES: dict[str, Anatomy] = {a.name: a for a in (HEAD, HAND, CHEST)}

@@ -80,7 +80,8 @@ def evaluate(
         failed = 0
         for anatomy in chosen:
             request = BackendRequest(
-                weights_path, anatomy, DecodeMethod.SUBPIXEL, device, precision, batch_size, artifact
+                weights_path, anatomy, DecodeMethod.SUBPIXEL, device, precision, batch_size, artifact,
+                require_fit=False,  # measuring a head is how it is found fit or unfit
             )
             runner = create_backend(backend, request)
             try:

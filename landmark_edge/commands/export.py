@@ -16,7 +16,7 @@ from landmark_edge.commands.options import AnatomyOpt, WeightsOpt, anatomy_or_ex
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.export.onnx import ExportReport, export_anatomy
 from landmark_edge.export.profiles import DeploymentProfile, load_profile, with_overrides
-from landmark_edge.weights import resolve_weights
+from landmark_edge.weights import read_info, resolve_weights
 
 
 class GraphDecode(str, Enum):
@@ -61,9 +61,12 @@ def export(
 ) -> None:
     """Export GU2Net to ONNX per anatomy: BatchNorm folded, dynamic batch, simplified, checked, and validated
     against PyTorch in ONNX Runtime on real images (fails if any heatmap differs by more than 1e-4)."""
-    names = list(ANATOMIES) if anatomy.strip().lower() == "all" else [anatomy_or_exit(anatomy).name]
+    every = anatomy.strip().lower() == "all"
+    names = list(ANATOMIES) if every else [anatomy_or_exit(anatomy).name]
     reports: list[ExportReport] = []
     with one_line_errors():
+        if every:
+            names = _fit_anatomies(resolve_weights(weights))
         settings = load_profile(profile) if profile else DeploymentProfile()
         settings = with_overrides(
             settings, profile or "defaults", opset=opset, simplify=simplify, onnx_precision=onnx_precision,
@@ -82,6 +85,16 @@ def export(
                     )
                 )  # fmt: skip
     _print(reports, as_json)
+
+
+def _fit_anatomies(weights: Path) -> list[str]:
+    """``-a all``: every anatomy of the weights except those its header marks unfit (each skip said in a note)."""
+    info = read_info(weights)
+    for entry in info.anatomies:
+        if entry.fit_for_use is False:
+            err_console.print(f"note: {entry.name} skipped: {weights} marks it unfit ({entry.assessment})",
+                              markup=False, highlight=False)  # fmt: skip
+    return [entry.name for entry in info.anatomies if entry.fit_for_use is not False]
 
 
 def _target(out: Path | None, anatomy: str, multiple: bool) -> Path:

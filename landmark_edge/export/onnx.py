@@ -369,10 +369,11 @@ def onnx_graph(
     opset: int = 18,
     simplify: bool = True,
     step: Callable[[str], None] = lambda name: None,
+    require_fit: bool = True,
 ) -> tuple[onnx.ModelProto, GU2Net]:
     """The described graph of one anatomy (not yet checked or validated) and the PyTorch model it came from."""
     step("loading weights")
-    model, info = load_weights(weights, anatomy.name)
+    model, info = load_weights(weights, anatomy.name, require_fit=require_fit)
     step("exporting to ONNX")
     graph = torch_to_onnx(export_module(model, anatomy.name, decode), anatomy, opset)
     if simplify:

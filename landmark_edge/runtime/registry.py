@@ -34,6 +34,7 @@ class BackendRequest:
     max_batch_size: int = 32
     artifact: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    require_fit: bool = True  # refuse an anatomy the weights mark unfit; evaluate measures it anyway
 
 
 Factory = Callable[[BackendRequest], Backend]
@@ -81,7 +82,7 @@ def _torch_backend(request: BackendRequest) -> Backend:
     from landmark_edge.weights import load_weights
 
     dtype = _torch_dtype("torch", request)
-    model, _ = load_weights(_weights("torch", request), request.anatomy.name)
+    model, _ = load_weights(_weights("torch", request), request.anatomy.name, require_fit=request.require_fit)
     return TorchBackend(model, request.anatomy, request.decode, request.device, dtype)
 
 
@@ -123,7 +124,9 @@ def _compiled_backend(request: BackendRequest) -> Backend:
 
     dtype = _torch_dtype("compiled", request)
     options = CompileOptions.from_dict(request.options)
-    model, _ = load_weights(_weights("compiled", request), request.anatomy.name)
+    model, _ = load_weights(
+        _weights("compiled", request), request.anatomy.name, require_fit=request.require_fit
+    )
     return CompiledBackend(
         model, request.anatomy, request.decode, request.device, dtype, options, request.max_batch_size
     )
@@ -160,7 +163,7 @@ def _onnxruntime_backend(request: BackendRequest) -> Backend:
                 f"onnxruntime: {request.artifact} is an {info.precision} graph; run it with --precision {info.precision}"
             )
     else:
-        graph, _ = onnx_graph(request.weights, request.anatomy, decode=request.decode)
+        graph, _ = onnx_graph(request.weights, request.anatomy, decode=request.decode, require_fit=request.require_fit)
         if int8:
             graph = quantize_for_cpu(graph, request.anatomy, _calibration(request.options))
         model, info = graph.SerializeToString(), read_onnx_info(graph)

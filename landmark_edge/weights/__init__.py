@@ -25,12 +25,19 @@ FORMAT = "landmark-edge-weights"
 FORMAT_VERSION = 1
 PREPROCESSING = "PIL resize to grid (bicubic), first channel, per-image z-score (reference §6.1)"
 DEFAULT_WEIGHTS = Path(__file__).with_name("gu2net_default.safetensors")
+# The shipped file's checksum, checked on every load of it: a truncated or altered install fails in one line.
+DEFAULT_WEIGHTS_SHA256 = "f7eb25812778dbb87f66aad0304e41eced89c62bcc24671a1198034a0219c6e1"
 
 
 class AnatomyEntry(BaseModel):
+    """One anatomy head of the model; ``fit_for_use`` is None where nobody assessed it (older files, imports)."""
+
     name: str
     num_landmarks: int
     grid: tuple[int, int]
+    fit_for_use: bool | None = None
+    assessment: str = ""  # one sentence: the test figures behind ``fit_for_use``
+    test_metrics: dict[str, Any] = {}
 
 
 class WeightsInfo(BaseModel):
@@ -50,6 +57,9 @@ class WeightsInfo(BaseModel):
     def anatomy_names(self) -> list[str]:
         return [a.name for a in self.anatomies]
 
+    def entry(self, anatomy: str) -> AnatomyEntry:
+        return next(a for a in self.anatomies if a.name == get_anatomy(anatomy).name)
+
 
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
@@ -66,13 +76,20 @@ def save_weights(
     source: str = "",
     metrics: dict[str, Any] | None = None,
     dtype: torch.dtype = torch.float32,
+    assessments: dict[str, dict[str, Any]] | None = None,
 ) -> WeightsInfo:
-    """Write ``model`` atomically; ``dtype=torch.float16`` halves the file (BN statistics included)."""
+    """Write ``model`` atomically; ``dtype=torch.float16`` halves the file (BN statistics included).
+
+    ``assessments`` maps an anatomy to its :class:`AnatomyEntry` readiness fields (``fit_for_use``,
+    ``assessment``, ``test_metrics``), as measured on its test split.
+    """
     from safetensors.torch import save_file
 
+    assessments = assessments or {}
     info = WeightsInfo(
         anatomies=[
-            AnatomyEntry(name=n, num_landmarks=c, grid=get_anatomy(n).grid) for n, c in model.num_landmarks.items()
+            AnatomyEntry(name=n, num_landmarks=c, grid=get_anatomy(n).grid, **assessments.get(n, {}))
+            for n, c in model.num_landmarks.items()
         ],
         architecture=model.config,
         source=source,
@@ -106,26 +123,53 @@ def read_info(path: str | Path) -> WeightsInfo:
     return info
 
 
-def load_weights(path: str | Path, anatomy: str | None = None) -> tuple[GU2Net, WeightsInfo]:
+def check_anatomy(info: WeightsInfo, path: str | Path, anatomy: str, *, require_fit: bool = True) -> None:
+    """Refuse an anatomy the file has no head for, or (``require_fit``) one its header marks unfit for use.
+
+    Evaluation passes ``require_fit=False``: measuring an unfit head is how one learns that it is unfit.
+    """
+    name = get_anatomy(anatomy).name
+    if name not in info.anatomy_names:
+        raise WeightsError(f"{path}: weights are for {', '.join(info.anatomy_names)}, not {name}")
+    entry = info.entry(name)
+    if require_fit and entry.fit_for_use is False:
+        raise WeightsError(
+            f"{path}: these weights are marked unfit for {name} ({entry.assessment or 'no reason recorded'}); "
+            f"pass weights trained for {name} with --weights FILE"
+        )
+
+
+def load_weights(
+    path: str | Path, anatomy: str | None = None, *, require_fit: bool = True
+) -> tuple[GU2Net, WeightsInfo]:
     """Build the model a weights file describes and load it (float32, eval mode).
 
-    With ``anatomy``, refuse a file that has no head for it, naming the anatomies it does have.
+    With ``anatomy``, refuse a file that has no head for it (naming the anatomies it does have) or whose header
+    marks that head unfit for use (see :func:`check_anatomy`). The shipped default file is checked against its
+    recorded sha256 first.
     """
     from safetensors.torch import load_file
 
     info = read_info(path)
-    if anatomy is not None and get_anatomy(anatomy).name not in info.anatomy_names:
+    info.sha256 = file_sha256(path)
+    if _is_default(path) and DEFAULT_WEIGHTS_SHA256 and info.sha256 != DEFAULT_WEIGHTS_SHA256:
         raise WeightsError(
-            f"{path}: weights are for {', '.join(info.anatomy_names)}, not {get_anatomy(anatomy).name}"
+            f"{path}: the shipped default weights are damaged (sha256 {info.sha256[:12]}..., expected "
+            f"{DEFAULT_WEIGHTS_SHA256[:12]}...): reinstall landmark-edge"
         )
+    if anatomy is not None:
+        check_anatomy(info, path, anatomy, require_fit=require_fit)
     model = GU2Net(**info.architecture)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
         raise WeightsError(f"{path}: tensors do not match the header ({_first_line(error)})") from None
-    info.sha256 = file_sha256(path)
     return model.eval(), info
+
+
+def _is_default(path: str | Path) -> bool:
+    return Path(path).resolve() == DEFAULT_WEIGHTS.resolve()
 
 
 def resolve_weights(path: str | Path | None) -> Path:
