@@ -17,10 +17,10 @@ from landmark_edge.commands.options import (
     DeviceOpt,
     WeightsOpt,
     WorkersOpt,
-    err_console,
     fail,
     failures_exit_code,
     one_line_errors,
+    print_line,
     stdout_is_terminal,
 )
 from landmark_edge.data import SPLITS, load_split
@@ -89,12 +89,11 @@ def evaluate(
             finally:
                 runner.close()
             for line in evaluation.failures:
-                err_console.print(f"[yellow]skipped:[/] {line}", markup=True, highlight=False)
+                print_line("skipped:", line, "yellow")
             failed += len(evaluation.failures)
             report["anatomies"][anatomy.name] = evaluation.report()
             if not evaluation.samples:
-                err_console.print(f"[yellow]note:[/] {anatomy.name}: the {split} split has no images under {data}",
-                                  markup=True, highlight=False)  # fmt: skip
+                print_line("note:", f"{anatomy.name}: the {split} split has no images under {data}", "yellow")
             if overlays is not None:
                 write_overlays(evaluation, overlays, worst)
     if out is not None:

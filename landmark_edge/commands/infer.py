@@ -31,10 +31,12 @@ from landmark_edge.commands.options import (
     WeightsOpt,
     anatomy_or_exit,
     err_console,
+    error_line,
     fail,
     failures_exit_code,
     key_values,
     one_line_errors,
+    warning_line,
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
@@ -181,11 +183,11 @@ def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], 
     counts["total"] += 1
     if isinstance(outcome, ImageFailure):
         counts["failed"] += 1
-        err_console.print(f"[red]error:[/] {outcome.error}", markup=True, highlight=False)
+        error_line(outcome.error)
     elif outcome.flags:
         counts["flagged"] += 1
         for flag in outcome.flags:
-            err_console.print(f"[yellow]warning:[/] {outcome.path}: {flag}", markup=True, highlight=False)
+            warning_line(f"{outcome.path}: {flag}")
     emit(outcome)
 
 
