@@ -16,6 +16,8 @@ model code nor the weights file, with the anatomy, grid and precision in the pac
 
 from __future__ import annotations
 
+import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from torch import nn
 from landmark_edge import __version__
 from landmark_edge.anatomy import Anatomy, get_anatomy
 from landmark_edge.decode import DecodeMethod
-from landmark_edge.errors import LandmarkEdgeError, WeightsError
+from landmark_edge.errors import LandmarkEdgeError, WeightsError, first_line
 from landmark_edge.io.atomic import atomic_open
 from landmark_edge.model import GU2Net
 from landmark_edge.optimize import InferenceGU2Net, Kernels, rewrite_for_inference
@@ -206,6 +208,8 @@ def load_pt2(path: str | Path, device: str = "cpu") -> Pt2Package:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: AOTInductor package not found")
+    if stored_pt2_metadata(path).get("format") != PT2_FORMAT:  # before loading: loading runs the package's code
+        raise WeightsError(f"{path}: not a landmark-edge package (no '{PT2_FORMAT}' metadata); not loaded")
     target = torch.device(device)
     try:
         runner = torch._inductor.aoti_load_package(str(path), device_index=-1 if target.index is None else target.index)
@@ -230,6 +234,21 @@ def load_pt2(path: str | Path, device: str = "cpu") -> Pt2Package:
         device_type=compiled_for,
         metadata=meta,
     )
+
+
+def stored_pt2_metadata(path: Path) -> dict[str, str]:
+    """The metadata a ``.pt2`` keeps as JSON beside its shared library, read from the zip *without* loading it.
+
+    Loading a package ``dlopen``s native code, which runs as it loads; reading the JSON first keeps a ``.pt2``
+    that is not one of ours (or not a package at all) from ever being loaded.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if "data/aotinductor/" in n and n.endswith("_metadata.json")]
+            metadata = json.loads(archive.read(names[0])) if names else {}
+    except Exception as error:  # noqa: BLE001 - zip and JSON errors of a foreign file, in whatever form
+        raise WeightsError(f"{path}: not a loadable AOTInductor package ({first_line(error)})") from None
+    return metadata if isinstance(metadata, dict) else {}
 
 
 class _Packaged(nn.Module):
