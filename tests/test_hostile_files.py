@@ -28,15 +28,22 @@ SYSFS_WRITE_ONLY = Path("/sys/bus/pci/rescan")  # a regular file that even root 
 
 
 class _StagedRaces:
-    """``os`` as :mod:`landmark_edge.io.files` sees it, with two races staged at the worst moment: one file is
-    deleted just before it is opened (after the folder was listed), one grows while it is being read."""
+    """``os`` as :mod:`landmark_edge.io.files` sees it, with races staged at the worst moment: a file deleted just
+    before its first open (after the folder was listed) or its second (after inference, before its overlay), and
+    one that grows while it is being read."""
+
+    VANISH_AT_OPEN = {"vanishing.png": 1, "short_lived.png": 2}
+
+    def __init__(self) -> None:
+        self.opens: dict[str, int] = {}
 
     def __getattr__(self, name):
         return getattr(os, name)
 
-    @staticmethod
-    def open(path, flags, *args):
-        if Path(path).name == "vanishing.png":
+    def open(self, path, flags, *args):
+        name = Path(path).name
+        self.opens[name] = self.opens.get(name, 0) + 1
+        if self.VANISH_AT_OPEN.get(name) == self.opens[name]:
             os.unlink(path)
         return os.open(path, flags, *args)
 
@@ -159,6 +166,19 @@ def test_one_run_over_every_file_system_oddity(tmp_path, tiny_weights, monkeypat
     warned = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert any(f"{good[1]}: " in line for line in warned)  # a bracketed name keeps its brackets in a warning too
     assert any("scan_\\xff.png" in line for line in warned)  # undecodable bytes shown, not dropped
+
+
+def test_image_gone_before_its_overlay_is_that_inputs_failure(tmp_path, tiny_weights, monkeypatch):
+    """Inferred, then deleted before ``--overlay`` reads it again: one failure line, the run goes on."""
+    gone = save(tmp_path / "short_lived.png", Image.fromarray(gradient(160, 200)))
+    stays = save(tmp_path / "stays.png", Image.fromarray(gradient(160, 200)))
+    monkeypatch.setattr(files, "os", _StagedRaces())
+    result = CliRunner().invoke(app, ["infer", str(gone), str(stays), "-a", "chest", "-w", str(tiny_weights),
+                                      "--overlay", str(tmp_path / "overlays"), "-f", "json"])  # fmt: skip
+    assert result.exit_code == EXIT_FAILED_BASE + 1, result.output
+    assert f"error: {gone}: file not found" in result.stderr
+    assert [o["ok"] for o in json.loads(result.stdout)] == [False, True]
+    assert (tmp_path / "overlays" / "stays.png.png").is_file()
 
 
 def test_unreadable_file_for_this_user(tmp_path, tiny_weights):

@@ -39,6 +39,7 @@ from landmark_edge.commands.options import (
     warning_line,
 )
 from landmark_edge.decode import DecodeMethod
+from landmark_edge.errors import InputError
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
 from landmark_edge.io.images import read_image
 from landmark_edge.io.inputs import expand_inputs
@@ -143,7 +144,7 @@ def infer(
             for path in inputs.files:
                 outcome = done.get(path) or next(fresh)
                 if path not in done and isinstance(outcome, ImageResult):
-                    _finish(outcome, target, min_confidence, store, overlay)
+                    outcome = _finish(outcome, target, min_confidence, store, overlay)
                 _report(outcome, counts, emit)
                 advance()
     if counts["flagged"]:
@@ -170,13 +171,20 @@ def _reusable(
     return done
 
 
-def _finish(result: ImageResult, anatomy: Anatomy, min_confidence: float, store: ResultStore, overlay: Path | None):
-    """Flag a fresh result and write its per-image files; the JSON comes last, as the mark that all are done."""
+def _finish(
+    result: ImageResult, anatomy: Anatomy, min_confidence: float, store: ResultStore, overlay: Path | None
+) -> Outcome:
+    """Flag a fresh result and write its per-image files; the JSON comes last, as the mark that all are done.
+    An image that changed or vanished before its overlay was drawn becomes that input's failure."""
     result.flags = flag_result(result, anatomy, min_confidence)
     if overlay is not None:
-        write_overlay(read_image(result.path), result, store.path(result.path, ".png", overlay))
+        try:
+            write_overlay(read_image(result.path), result, store.path(result.path, ".png", overlay))
+        except InputError as error:
+            return ImageFailure(result.path, str(error))
     if store.out_dir is not None:
         store.save(result)
+    return result
 
 
 def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], None]) -> None:
