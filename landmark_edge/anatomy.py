@@ -79,7 +79,8 @@ class Anatomy:
         if self.training_short_side is not None and min(width, height) * SHORT_SIDE_MARGIN < self.training_short_side:
             return (
                 f"{width}x{height} px is far smaller than the {self.name} training images (short side "
-                f"{min(width, height)} px, under 1/{SHORT_SIDE_MARGIN:g} of their smallest, {self.training_short_side} px)"
+                f"{min(width, height)} px, under 1/{SHORT_SIDE_MARGIN:g} of their smallest, "
+                f"{self.training_short_side} px)"
             )
         return None
 

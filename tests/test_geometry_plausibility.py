@@ -28,7 +28,7 @@ def test_registry_geometry_is_the_measured_training_range(name):
 @pytest.mark.parametrize(
     ("anatomy", "size", "problem"),
     [
-        ("chest", (2048, 64), "aspect ratio 32.00 (width / height) is far outside the chest training images' 0.85-1.03"),
+        ("chest", (2048, 64), "aspect ratio 32.00 (width / height) is far outside the chest training images'"),
         ("chest", (64, 2048), "aspect ratio 0.03"),
         ("head", (2400, 1935), "aspect ratio 1.24"),  # a ceph lying on its side
         ("head", (400, 496), "400x496 px is far smaller than the head training images"),

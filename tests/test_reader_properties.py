@@ -50,7 +50,8 @@ def seeds(scratch) -> dict[str, bytes]:
         buffer = io.BytesIO()
         image.save(buffer, format=kind)
         encoded[name] = buffer.getvalue()
-    encoded["crop.dcm"] = make_dicom(scratch / "crop.dcm", np.asarray(crop, np.uint16) * 16, spacing=(0.2, 0.2)).read_bytes()
+    dicom = make_dicom(scratch / "crop.dcm", np.asarray(crop, np.uint16) * 16, spacing=(0.2, 0.2))
+    encoded["crop.dcm"] = dicom.read_bytes()
     return encoded
 
 
