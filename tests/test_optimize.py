@@ -257,7 +257,7 @@ def test_compiled_backend_on_cpu_is_built_for_every_bucket_quietly(chest_only_we
     lines = []
     request = BackendRequest(chest_only_weights, get_anatomy("chest"), decode="argmax", max_batch_size=4,
                              progress=lines.append)  # fmt: skip
-    pixels = np.random.default_rng(5).integers(0, 255, (4, 64, 80), dtype=np.uint8)
+    pixels = np.random.default_rng(5).integers(0, 255, (4, 512, 512), dtype=np.uint8)  # the chest grid
     expected = create_backend("torch", request).run(pixels[:3], return_heatmaps=True)
     capfd.readouterr()
     before = counters["stats"]["unique_graphs"]
