@@ -30,6 +30,7 @@ from landmark_edge.commands.options import (
     DeviceOpt,
     WeightsOpt,
     anatomy_or_exit,
+    build_status,
     err_console,
     error_line,
     fail,
@@ -131,11 +132,12 @@ def infer(
     if allow_fallback:  # an ONNX Runtime setting: backends without it reject unknown options
         options["allow_fallback"] = True
     with one_line_errors():
-        request = BackendRequest(
-            resolve_weights(weights) if artifact is None else weights,  # an artefact carries its network
-            target, decode, device, precision, batch_size, artifact, options,
-        )
-        runner = create_backend(backend, request)
+        with build_status() as status:
+            request = BackendRequest(
+                resolve_weights(weights) if artifact is None else weights,  # an artefact carries its network
+                target, decode, device, precision, batch_size, artifact, options, progress=status,
+            )
+            runner = create_backend(backend, request)
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
         fresh = run_inference(todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink)
         with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:

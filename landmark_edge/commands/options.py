@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -113,6 +113,14 @@ def one_line_errors() -> Iterator[None]:
 
 def failures_exit_code(failed: int) -> int:
     return 0 if failed == 0 else EXIT_FAILED_BASE + min(failed, 100)
+
+
+@contextmanager
+def build_status() -> Iterator[Callable[[str], None]]:
+    """One self-updating line on stderr while a backend builds (``BackendRequest.progress``): the compiled
+    backend's compilation reports each batch bucket here instead of filling the terminal with compiler output."""
+    with err_console.status("building the backend") as status:
+        yield status.update
 
 
 def stdout_is_terminal() -> bool:
