@@ -70,6 +70,8 @@ class Exposure:
     noise_std: tuple[float, float] = (1.0, 6.0)  # grey levels of 255
 
     def apply(self, rng: np.random.Generator, pixels: np.ndarray) -> np.ndarray:
+        if pixels.dtype != np.uint8:
+            raise ValueError(f"exposure augmentation works on 8-bit grid pixels, not {pixels.dtype}")
         gamma = _log_uniform(rng, self.gamma)
         lut = np.round(255 * (np.arange(256) / 255) ** gamma).astype(np.uint8)
         image = Image.fromarray(lut[pixels])
