@@ -48,7 +48,9 @@ prepare() {
 device() {
   export PYTHONUNBUFFERED=1
   local site=/tmp/landmark-edge-site out=${OUT:-/tmp/robust-out} run=/tmp/robust-run
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$CARRY"/whl/*.whl
+  if ! python3 -c "import pydantic, pydicom" 2>/dev/null; then  # the GPU image lacks them; a dev machine has them
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$CARRY"/whl/*.whl
+  fi
   export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
   local le="python3 -m landmark_edge" record=$run/record
   mkdir -p "$out" "$record"
@@ -61,10 +63,10 @@ device() {
 import json, pathlib, sys
 rows = [json.loads(l) for l in (pathlib.Path(sys.argv[1]) / "metrics.jsonl").read_text().splitlines()]
 train = [r for r in rows if r["kind"] == "train"]
-timed = train[20:]  # after warm-up (cuDNN autotuning, first allocations); validation time included
-speed = (len(timed) - 1) / (timed[-1]["elapsed_s"] - timed[0]["elapsed_s"])
-best = [r for r in rows if r["kind"] == "val" and r["best"]][-1]
-print(f"{len(train)} iterations, {speed:.2f} it/s (validations included), best validation epoch {best['epoch']}")
+timed = train[20:] if len(train) > 40 else train  # after warm-up (cuDNN autotuning, first allocations)
+speed = (len(timed) - 1) / max(timed[-1]["elapsed_s"] - timed[0]["elapsed_s"], 1e-9)
+best = [r["epoch"] for r in rows if r["kind"] == "val" and r["best"]]
+print(f"{len(train)} iterations, {speed:.2f} it/s (validations included), best validation epoch {best[-1:]}")
 PY
   local weights=$run/best.safetensors eval="$le evaluate --data $CARRY/packed --device $DEVICE --workers $WORKERS"
   [ -n "$EVAL_LIMIT" ] && eval="$eval --limit $EVAL_LIMIT"
