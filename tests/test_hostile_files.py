@@ -219,3 +219,12 @@ def test_pt2_without_our_metadata_is_never_loaded(tmp_path, monkeypatch):
         archive.writestr("package/data/aotinductor/model/model_metadata.json", json.dumps({"AOTI_DEVICE_KEY": "cpu"}))
     with pytest.raises(WeightsError, match=r"foreign\.pt2: not a landmark-edge package .*; not loaded"):
         load_pt2(foreign)
+
+
+def test_text_outputs_keep_a_non_utf8_name_as_its_bytes(tmp_path):
+    """CSV and table files name a non-UTF-8 file with its own bytes (as ``ls`` does) instead of failing the run."""
+    from landmark_edge.io.atomic import atomic_write_text
+
+    name = os.fsdecode(b"scan_\xff.png")
+    atomic_write_text(tmp_path / "out.csv", f"path\n{name}\n")
+    assert (tmp_path / "out.csv").read_bytes() == b"path\nscan_\xff.png\n"
