@@ -63,11 +63,12 @@ environment() {
     command -v nvidia-smi >/dev/null && nvidia-smi && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv
     $py - <<'EOF'
 import platform, torch
+from importlib.metadata import version
 print("python", platform.python_version(), "| torch", torch.__version__, "| CUDA", torch.version.cuda,
       "| cuDNN", torch.backends.cudnn.version(), "| GPU", torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 for name in ("triton", "onnxruntime", "onnx", "onnxslim", "pydantic", "pydicom", "numpy", "typer", "rich"):
     try:
-        print(name, __import__(name).__version__)
+        print(name, version(name))
     except Exception as error:  # noqa: BLE001 - report whatever is missing and go on
         print(name, "MISSING:", error)
 EOF
@@ -148,4 +149,5 @@ if ((dry_run)); then
   ls .carry/bench/images | wc -l && ls .carry/whl
   exit 0
 fi
+mkdir -p "$out"
 main "$@" 2>&1 | tee "$out/gpu_check.log"
