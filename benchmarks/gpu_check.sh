@@ -19,6 +19,7 @@
 #
 # usage: bash benchmarks/gpu_check.sh [PHASE,PHASE,...]     (default: all, in the order above)
 #        bash benchmarks/gpu_check.sh --dry-run [PHASES]     here, on a CPU: print every command, check the rest
+#        GPU_CHECK_DEVICE=cpu bash benchmarks/gpu_check.sh tests,kernels   here: the phase machinery for real
 # Writes to $OUT (7 files): gpu_check.log, environment.txt, cuda_tests.xml, timings.tsv, bench.tar.gz (every
 # bench's bench.json/.md/.png and the compile report), gpu_fast_path_<gpu>_<time>.json and .md.
 set -uo pipefail
@@ -31,10 +32,11 @@ budget=${GPU_CHECK_BUDGET_S:-330}
 out=${OUT:-/tmp/gpu_check_out}
 work=/tmp/gpu_check_work
 py=python3
+device=${GPU_CHECK_DEVICE:-cuda}  # GPU_CHECK_DEVICE=cpu: a smoke run of the phases here (the GPU ones skip or crawl)
 
 setup() {
   rm -rf "$work" && mkdir -p "$out" "$work/bench"
-  if [ "$dry_run" = 0 ] && compgen -G ".carry/whl/*.whl" >/dev/null; then
+  if [ "$dry_run" = 0 ] && ! $py -c "import pydantic, pydicom, onnxslim" 2>/dev/null; then  # the GPU image lacks them
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/landmark-edge-site \
       .carry/whl/*.whl || return 1
     export PYTHONPATH="/tmp/landmark-edge-site${PYTHONPATH:+:$PYTHONPATH}"
@@ -46,6 +48,9 @@ setup() {
   weights=()  # the shipped default weights (in git) unless prepare_device.sh was given a weights file
   if [ -f .carry/bench/weights.safetensors ]; then weights=(--weights .carry/bench/weights.safetensors); fi
   images=(.carry/bench/images/*.png)
+  # one `landmark-edge bench` (an array, not a function: `timeout` runs programs only); --out-dir per phase
+  bench=($py -m landmark_edge bench --anatomy chest --device "$device" --batch-sizes 1,8,32 --iters 20 --warmup 3
+    --images .carry/bench/images --max-images 16 "${weights[@]}")
   printf 'phase\trc\tseconds\tcompiler_cache\n' >"$out/timings.tsv"
 }
 
@@ -58,11 +63,12 @@ environment() {
     command -v nvidia-smi >/dev/null && nvidia-smi && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv
     $py - <<'EOF'
 import platform, torch
+from importlib.metadata import version
 print("python", platform.python_version(), "| torch", torch.__version__, "| CUDA", torch.version.cuda,
       "| cuDNN", torch.backends.cudnn.version(), "| GPU", torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 for name in ("triton", "onnxruntime", "onnx", "onnxslim", "pydantic", "pydicom", "numpy", "typer", "rich"):
     try:
-        print(name, __import__(name).__version__)
+        print(name, version(name))
     except Exception as error:  # noqa: BLE001 - report whatever is missing and go on
         print(name, "MISSING:", error)
 EOF
@@ -96,38 +102,34 @@ phase() {
   return "$rc"
 }
 
-bench() {  # bench NAME ARGS...: one `landmark-edge bench` into $work/bench/NAME
-  local name=$1
-  shift
-  $py -m landmark_edge bench --anatomy chest --device cuda --batch-sizes 1,8,32 --iters 20 --warmup 3 \
-    --images .carry/bench/images --max-images 16 "${weights[@]}" --out-dir "$work/bench/$name" "$@"
-}
-
 main() {
   setup || { echo "set-up failed"; return 1; }
   environment "$@"
   t0=$SECONDS
   skipped=()
   local pt2=$work/chest_fp16.pt2  # outside bench/: it does not go into bench.tar.gz
-  phase tests 120 $py -m pytest -q -p no:cacheprovider -m gpu --durations=0 --junitxml="$out/cuda_tests.xml"
-  phase startup_compiled 90 $py -m landmark_edge infer "${images[@]:0:16}" -a chest --device cuda --backend compiled \
+  phase tests 150 $py -m pytest -q -p no:cacheprovider -m gpu --durations=0 --junitxml="$out/cuda_tests.xml"
+  phase startup_compiled 90 $py -m landmark_edge infer "${images[@]:0:16}" -a chest --device "$device" --backend compiled \
     --precision fp16 -b 32 "${weights[@]}" --format jsonl -o "$work/bench/startup_compiled.jsonl"
-  phase bench_main 120 bench main --backends torch,compiled --precisions fp16,bf16
-  if ! phase compile_pt2 150 $py -m landmark_edge compile -a chest --device cuda --precision fp16 "${weights[@]}" \
+  phase bench_main 120 "${bench[@]}" --out-dir "$work/bench/main" --backends torch,compiled --precisions fp16,bf16
+  if ! phase compile_pt2 150 $py -m landmark_edge compile -a chest --device "$device" --precision fp16 "${weights[@]}" \
     -o "$pt2" --json; then
     rm -f "$pt2"
-    phase compile_pt2 60 $py -m landmark_edge compile -a chest --device cuda --precision fp16 "${weights[@]}" \
+    phase compile_pt2 60 $py -m landmark_edge compile -a chest --device "$device" --precision fp16 "${weights[@]}" \
       -o "$pt2" --json --no-autotune
   fi
-  phase startup_aoti 30 $py -m landmark_edge infer "${images[0]}" -a chest --device cuda --backend aoti \
+  phase startup_aoti 30 $py -m landmark_edge infer "${images[0]}" -a chest --device "$device" --backend aoti \
     --artifact "$pt2" --format json -o "$work/bench/startup_aoti.json"
-  phase bench_aoti 45 bench aoti --backends aoti --precisions fp16 --option "aoti:artifact=$pt2"
-  phase kernels 75 $py benchmarks/gpu_fast_path.py --sections kernels --iters 20 --budget-s 55 --out "$out"
-  phase bench_triton 75 bench triton --backends compiled --precisions fp16 --option compiled:kernels=triton
-  phase bench_channels_last 60 bench channels_last --backends compiled --precisions fp16 \
-    --option compiled:channels_last=true
-  phase bench_triton_cl 75 bench triton_cl --backends compiled --precisions fp16 --option compiled:kernels=triton \
-    --option compiled:channels_last=true
+  phase bench_aoti 45 "${bench[@]}" --out-dir "$work/bench/aoti" --backends aoti --precisions fp16 \
+    --option "aoti:artifact=$pt2"
+  phase kernels 75 $py benchmarks/gpu_fast_path.py --device "$device" --sections kernels --iters 20 --budget-s 55 \
+    --out "$out"
+  phase bench_triton 75 "${bench[@]}" --out-dir "$work/bench/triton" --backends compiled --precisions fp16 \
+    --option compiled:kernels=triton
+  phase bench_channels_last 60 "${bench[@]}" --out-dir "$work/bench/channels_last" --backends compiled \
+    --precisions fp16 --option compiled:channels_last=true
+  phase bench_triton_cl 75 "${bench[@]}" --out-dir "$work/bench/triton_cl" --backends compiled --precisions fp16 \
+    --option compiled:kernels=triton --option compiled:channels_last=true
   tar -czf "$out/bench.tar.gz" -C "$work" bench
   echo "== done in $((SECONDS - t0)) s of ${budget} s (+ set-up); files in $out:"
   ls -l "$out"
@@ -147,4 +149,5 @@ if ((dry_run)); then
   ls .carry/bench/images | wc -l && ls .carry/whl
   exit 0
 fi
+mkdir -p "$out"
 main "$@" 2>&1 | tee "$out/gpu_check.log"

@@ -4,6 +4,8 @@ One command on the GPU machine, under 10 minutes, from the repository root::
 
     PYTHONPATH=. python benchmarks/gpu_fast_path.py --out benchmarks/results
 
+``--sections kernels`` (what benchmarks/gpu_check.sh runs) keeps only the kernel rows; ``--batches`` replaces 1,32.
+
 It writes ``gpu_fast_path_<gpu>_<time>.json`` and ``.md`` under ``--out`` after *every* measurement, so a run cut
 short still leaves what it measured; steps that do not fit in ``--budget-s`` are recorded as skipped.
 

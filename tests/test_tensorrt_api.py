@@ -10,8 +10,13 @@ used where the code checks the version, and must then exist in 10.x. A name in n
 from __future__ import annotations
 
 import ast
+import re
+import shutil
+from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from landmark_edge.export.tensorrt import precision_plan
 from tests.fake_tensorrt import make_tensorrt
@@ -105,3 +110,44 @@ def test_names_removed_in_11_are_only_reached_on_10():
     for precision in ("fp32", "fp16", "bf16", "int8", "fp8"):
         assert not set(precision_plan(precision, 11).flags) & ONLY_10X
     assert not ONLY_10X & set(vars(make_tensorrt("11.0.0").BuilderFlag))
+
+
+def _repair_stub(path: Path) -> None:
+    """tensorrt-stubs 10.13 is not valid Python in five plugin/layer methods (a parameter named ``in``, a
+    non-default parameter after a default one); give those ``(*args, **kwargs)`` so mypy can read the rest."""
+    lines = path.read_text().splitlines()
+    for _ in range(20):
+        try:
+            ast.parse("\n".join(lines))
+            break
+        except SyntaxError as error:
+            index = (error.lineno or 1) - 1
+            match = re.match(r"(\s*)def (\w+)\(.*\)( -> .*)?:\s*$", lines[index])
+            assert match, f"{path}:{error.lineno}: cannot repair {lines[index]!r}"
+            indent, name, returns = match.groups()
+            lines[index] = f"{indent}def {name}(self, *args: typing.Any, **kwargs: typing.Any){returns or ''}:"
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_builder_and_runtime_type_check_against_the_10x_stubs(tmp_path):
+    """mypy over export/tensorrt.py and runtime/tensorrt.py with NVIDIA's 10.x stubs: every method called on a
+    Builder, network, config, parser, runtime, engine or context exists with those argument types."""
+    mypy = pytest.importorskip("mypy.api", reason="mypy is not installed (.ci/run installs it)")
+    try:
+        files = [f for f in metadata.files("tensorrt-stubs") or [] if f.suffix == ".pyi"]
+    except metadata.PackageNotFoundError:
+        pytest.skip("tensorrt-stubs is not installed (.ci/run: pip install --no-deps tensorrt-stubs)")
+    stubs = tmp_path / "stubs"
+    for file in files:  # copied out of site-packages: mypy reads stubs there only from a py.typed package
+        target = stubs / file.as_posix()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file.locate(), target)
+    _repair_stub(stubs / "tensorrt_bindings" / "tensorrt.pyi")
+    config = tmp_path / "mypy.ini"
+    config.write_text(
+        f"[mypy]\nmypy_path = {stubs}\nfollow_imports = skip\nignore_missing_imports = True\n"
+        f"cache_dir = {tmp_path / 'cache'}\n"
+        "[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]\nfollow_imports = normal\nignore_errors = True\n"
+    )
+    report, errors, status = mypy.run(["--config-file", str(config), *map(str, CODE)])
+    assert status == 0, report + errors
