@@ -9,7 +9,9 @@ recipe's) adds its columns beside the first (the shipped reference-recipe weight
     python benchmarks/robustness.py --render                                      # only rewrite the markdown
 
 Defaults: ONNX Runtime on the CPU (equal to eager torch within 1e-4, 5-6x faster on 2 cores), head and chest,
-the first 50 test images of each split (head 151-200 of ISBI Test1; chest: all 41).
+the first 50 test images of each split (head 151-200 of ISBI Test1; chest: all 41), batch 1. The recorded run
+took `--anatomies head --limit 12` (ids 151-162): a 50-image run was killed for memory on the shared 2-core
+machine after 55 minutes.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def run(args: argparse.Namespace) -> None:
     FOLDER.mkdir(parents=True, exist_ok=True)
     out = FOLDER / f"{args.name}.json"
     command = ["landmark-edge", "evaluate", "--data", args.data, "--anatomies", args.anatomies, "--shift", "zoom",
-               "--backend", args.backend, "--limit", str(args.limit), "--out", str(out)]  # fmt: skip
+               "--backend", args.backend, "--limit", str(args.limit), "--batch-size", str(args.batch_size),
+               "--out", str(out)]  # fmt: skip
     if args.weights:
         command += ["--weights", args.weights]
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -111,6 +114,8 @@ def main() -> None:
     parser.add_argument("--anatomies", default="head,chest")
     parser.add_argument("--backend", default="onnxruntime")
     parser.add_argument("--limit", type=int, default=50, help="First N test images per anatomy (deterministic).")
+    parser.add_argument("--batch-size", type=int, default=1, help="1 keeps ONNX Runtime's memory near 1 GiB "
+                        "(batch 8 of the full-width head network took ~7 GiB and was killed on a shared machine).")
     parser.add_argument("--render", action="store_true", help="Only rewrite robustness.md from the JSON files.")
     args = parser.parse_args()
     if not args.render:
