@@ -20,9 +20,9 @@ Sources (cross-checked; where two give a range they agree to the digit):
 * The ODI and APDI norms the challenge's ranges are built from: Kim (1974), ODI 74.5 +- 6.07 deg; Kim & Vietas
   (1978), APDI 81.4 +- 3.8 deg.
 
-Conventions: points are in the image's axes (x = column, grows toward the face, y = row, grows down), scaled
-to millimetres by the pixel spacing when it is known (angles and the FHI ratio are then right for non-square
-pixels too; without a spacing they are taken on square pixels, and MW, a distance, is not given). Angles
+Conventions: points are in the image's axes (x = column, grows toward the face, y = row, grows down), y
+rescaled by the spacings' ratio when the pixel spacing is known (so angles and the FHI ratio are right for
+non-square pixels too; without a spacing they are taken on square pixels, and MW, a distance, is not given). Angles
 between two directions are in [0, 180] degrees, as the challenge's ``acos`` of the normalised dot product;
 signed terms take the sign of the 2-D cross product ``u.x * v.y - u.y * v.x`` in these axes. Normal ranges
 include their limits (the challenge's classifier tests ``< low`` and ``> high``).
@@ -71,12 +71,11 @@ class Definition:
 
     name: str
     formula: str
-    unit: str  # "deg", "mm" or "ratio"
+    unit: str  # "deg", "ratio", or "mm": computed in x-pixel units and scaled; no spacing, no value
     landmarks: tuple[str, ...]  # every landmark the value depends on (HEAD.landmark_names spelling)
     lines: tuple[tuple[str, str], ...]  # the segments an overlay draws
     compute: Callable[[Points], float]
-    classify: Callable[[float], tuple[int, str]]
-    needs_spacing: bool = False  # a distance in mm: no spacing, no value
+    classify: Callable[[float], tuple[int, str]]  # (class number, label); a "mm" value is classified in mm
 
 
 def direction(points: Points, start: str, end: str) -> np.ndarray:
@@ -207,7 +206,7 @@ MEASUREMENTS: tuple[Definition, ...] = (
         "MW", "modified Wits appraisal: |UIT - LIT| in mm, negative when the upper incisal tip lies behind the lower",
         "mm", ("lower incisal incision", "upper incisal incision"),
         (("lower incisal incision", "upper incisal incision"),),
-        _mw, _mw_class, needs_spacing=True,
+        _mw, _mw_class,
     ),
 )  # fmt: skip
 
@@ -224,9 +223,12 @@ def measure_points(
     Never raises on bad geometry: a measurement that has no value (a missing or non-finite landmark, two
     landmarks on one spot, no spacing for a distance) carries ``value=None`` and the reason.
     """
-    scale = np.asarray(spacing_mm if spacing_mm is not None else (1.0, 1.0), dtype=np.float64)
-    scaled = {name: np.asarray(xy, dtype=np.float64) * scale for name, xy in points.items()}
-    return [_measure_one(definition, scaled, spacing_mm is not None, set(weak)) for definition in MEASUREMENTS]
+    # Geometry in x-pixel units (y rescaled by the spacings' ratio, 1 for square pixels): exact pixel arithmetic
+    # keeps a value that lies on a class limit on it; distances become mm only at the end (mm_per_unit).
+    mm_per_unit = None if spacing_mm is None else float(spacing_mm[0])
+    aspect = 1.0 if spacing_mm is None else spacing_mm[1] / spacing_mm[0]
+    scaled = {name: np.asarray(xy, dtype=np.float64) * (1.0, aspect) for name, xy in points.items()}
+    return [_measure_one(definition, scaled, mm_per_unit, set(weak)) for definition in MEASUREMENTS]
 
 
 def measure(result: ImageResult, min_confidence: float | None = None) -> list[Measurement]:
@@ -236,14 +238,14 @@ def measure(result: ImageResult, min_confidence: float | None = None) -> list[Me
     return measure_points(points, result.spacing_mm, weak)
 
 
-def _measure_one(definition: Definition, points: Points, has_spacing: bool, weak: set[str]) -> Measurement:
+def _measure_one(definition: Definition, points: Points, mm_per_unit: float | None, weak: set[str]) -> Measurement:
     used = list(definition.landmarks)
     measurement = Measurement(
         definition.name, None, definition.unit, None, None, used,
         low_confidence=bool(weak.intersection(used)), weak_landmarks=[n for n in used if n in weak],
     )  # fmt: skip
     try:
-        measurement.value = _value(definition, points, has_spacing)
+        measurement.value = _value(definition, points, mm_per_unit)
     except Undefined as why:
         measurement.reason = str(why)
         return measurement
@@ -251,16 +253,18 @@ def _measure_one(definition: Definition, points: Points, has_spacing: bool, weak
     return measurement
 
 
-def _value(definition: Definition, points: Points, has_spacing: bool) -> float:
+def _value(definition: Definition, points: Points, mm_per_unit: float | None) -> float:
     missing = [name for name in definition.landmarks if name not in points]
     if missing:
         raise Undefined(f"no landmark named {', '.join(missing)}: defined on the 19 ISBI 2015 head landmarks")
     unplaced = [name for name in definition.landmarks if not np.isfinite(points[name]).all()]
     if unplaced:
         raise Undefined(f"no finite position for {', '.join(unplaced)}")
-    if definition.needs_spacing and not has_spacing:
-        raise Undefined("a distance in mm needs the pixel spacing, unknown for this image (give --spacing)")
     value = definition.compute(points)
+    if definition.unit == "mm":
+        if mm_per_unit is None:
+            raise Undefined("a distance in mm needs the pixel spacing, unknown for this image (give --spacing)")
+        value *= mm_per_unit
     if not math.isfinite(value):  # defensive: every formula above is finite on finite, distinct points
         raise Undefined(f"not a finite number ({value})")
     return value
