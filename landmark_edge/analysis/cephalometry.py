@@ -72,10 +72,15 @@ class Definition:
     name: str
     formula: str
     unit: str  # "deg", "ratio", or "mm": computed in x-pixel units and scaled; no spacing, no value
-    landmarks: tuple[str, ...]  # every landmark the value depends on (HEAD.landmark_names spelling)
-    lines: tuple[tuple[str, str], ...]  # the segments an overlay draws
+    lines: tuple[tuple[str, str], ...]  # the segments it is read from (an overlay draws them); registry names
     compute: Callable[[Points], float]
     classify: Callable[[float], tuple[int, str]]  # (class number, label); a "mm" value is classified in mm
+    also: tuple[str, ...] = ()  # landmarks the value depends on beyond the lines' ends (ANB's sign: sella)
+
+    @property
+    def landmarks(self) -> tuple[str, ...]:
+        """Every landmark the value depends on, each once, in the order the definition names them."""
+        return tuple(dict.fromkeys(self.also + tuple(name for line in self.lines for name in line)))
 
 
 def direction(points: Points, start: str, end: str) -> np.ndarray:
@@ -160,23 +165,19 @@ def _mw_class(value: float) -> tuple[int, str]:
 MEASUREMENTS: tuple[Definition, ...] = (
     Definition(
         "ANB", "SNA - SNB: the angle A-N-B, positive when A lies ahead of B", "deg",
-        ("sella", "nasion", "subspinale", "supramentale"), (("nasion", "subspinale"), ("nasion", "supramentale")),
-        _anb, Bands(3.2, 5.7, "class I", below=(3, "class III"), above=(2, "class II")),
+        (("nasion", "subspinale"), ("nasion", "supramentale")),
+        _anb, Bands(3.2, 5.7, "class I", below=(3, "class III"), above=(2, "class II")), also=("sella",),
     ),
     Definition(
-        "SNB", "angle at nasion between N->S and N->B", "deg",
-        ("sella", "nasion", "supramentale"), (("sella", "nasion"), ("nasion", "supramentale")),
+        "SNB", "angle at nasion between N->S and N->B", "deg", (("sella", "nasion"), ("nasion", "supramentale")),
         _snb, Bands(74.6, 78.7, "normal mandible", below=(2, "retrognathic mandible"), above=(3, "prognathic mandible")),
     ),
     Definition(
-        "SNA", "angle at nasion between N->S and N->A", "deg",
-        ("sella", "nasion", "subspinale"), (("sella", "nasion"), ("nasion", "subspinale")),
+        "SNA", "angle at nasion between N->S and N->A", "deg", (("sella", "nasion"), ("nasion", "subspinale")),
         _sna, Bands(79.4, 83.2, "normal maxilla", below=(3, "retrognathic maxilla"), above=(2, "prognathic maxilla")),
     ),
     Definition(
         "ODI", "overbite depth indicator: angle(Me->Go, B->A) + signed angle(Po->Or, PNS->ANS)", "deg",
-        ("subspinale", "supramentale", "menton", "gonion", "porion", "orbitale", "posterior nasal spine",
-         "anterior nasal spine"),
         (("subspinale", "supramentale"), ("menton", "gonion"), ("porion", "orbitale"),
          ("posterior nasal spine", "anterior nasal spine")),
         _odi, Bands(68.4, 80.5, "normal", below=(3, "open bite tendency"), above=(2, "deep bite tendency")),
@@ -184,29 +185,24 @@ MEASUREMENTS: tuple[Definition, ...] = (
     Definition(
         "APDI", "anteroposterior dysplasia indicator: angle(Or->Po, N->Pog) + signed angle(N->Pog, A->B) "
         "+ signed angle(Po->Or, PNS->ANS)", "deg",
-        ("porion", "orbitale", "nasion", "pogonion", "subspinale", "supramentale", "posterior nasal spine",
-         "anterior nasal spine"),
         (("porion", "orbitale"), ("nasion", "pogonion"), ("subspinale", "supramentale"),
          ("posterior nasal spine", "anterior nasal spine")),
         _apdi, Bands(77.6, 85.2, "normal", below=(2, "class II tendency"), above=(3, "class III tendency")),
     ),
     Definition(
         "FHI", "facial height index: posterior face height |S-Go| / anterior face height |N-Me|", "ratio",
-        ("sella", "gonion", "nasion", "menton"), (("sella", "gonion"), ("nasion", "menton")),
+        (("sella", "gonion"), ("nasion", "menton")),
         _fhi, Bands(0.65, 0.75, "normal", below=(3, "long face tendency"), above=(2, "short face tendency")),
     ),
     Definition(
         # The challenge's "FMA" is the S-N line against Go-Gn (the SN-GoGn angle), not Frankfort to the
         # mandibular plane; its ranges were set for this definition, so it is kept.
-        "FMA", "angle between S->N and Go->Gn", "deg",
-        ("sella", "nasion", "gonion", "gnathion"), (("sella", "nasion"), ("gonion", "gnathion")),
+        "FMA", "angle between S->N and Go->Gn", "deg", (("sella", "nasion"), ("gonion", "gnathion")),
         _fma, Bands(26.8, 31.4, "normal", below=(3, "low angle tendency"), above=(2, "high angle tendency")),
     ),
     Definition(
         "MW", "modified Wits appraisal: |UIT - LIT| in mm, negative when the upper incisal tip lies behind the lower",
-        "mm", ("lower incisal incision", "upper incisal incision"),
-        (("lower incisal incision", "upper incisal incision"),),
-        _mw, _mw_class,
+        "mm", (("lower incisal incision", "upper incisal incision"),), _mw, _mw_class,
     ),
 )  # fmt: skip
 
