@@ -169,7 +169,8 @@ def test_low_confidence_landmarks_mark_the_measurements_using_them():
 def test_overlay_draws_each_defined_measurement_line_once():
     n = (100.0, 20.0)
     points = face(S=(0.0, 20.0), N=n, A=(100.0, 70.0), B=(60.0, 70.0))
-    landmarks = [Landmark(i + 1, name, *points[name], None, None, 0.9, 0.0, 0.0) for i, name in enumerate(HEAD.landmark_names)]
+    names = HEAD.landmark_names
+    landmarks = [Landmark(i + 1, name, *points[name], None, None, 0.9, 0.0, 0.0) for i, name in enumerate(names)]
     result = ImageResult("x.png", "head", 400, 4000, (0.1, 0.1), "head default", "subpixel", landmarks)
     result.measurements = measure(result)
     picture = Image.new("RGB", (400, 4000))

@@ -4,26 +4,29 @@ An orthodontist reads angles and distances from the 19 landmarks, not the landma
 cephalometric challenge defined eight such measurements on exactly this landmark set, each with a normal range
 and the classes either side of it (skeletal class, jaw position, bite depth, face height, overjet).
 
-Sources (cross-checked; where two give a range they agree to the digit):
+Sources, and how far each was checked:
 
 * Wang C.-W. et al., "A benchmark for comparison of dental radiography analysis algorithms", Medical Image
-  Analysis 31 (2016) 63-76, doi:10.1016/j.media.2016.02.004 (PubMed 26974042), and the challenge page
-  http://www-o.ntust.edu.tw/~cweiwang/ISBI2015/ it names: the eight measurements, their landmarks and class
-  ranges. The paper's table itself was out of this project's reach; it is cited as the two public
-  implementations below quote it, line by line.
-* The challenge's classification script as public code carries it, e.g. LucasL-3/Cephalometric-AI
-  ``yolo-webapp/analysis.py``: the vector directions, the cross-product signs of the ODI and APDI terms, the
-  class numbering (type 1 = normal) and the MW rule, all followed here.
-* A public notebook that draws each measurement with the paper's wording ("FMA: the angle between the line
-  from sella to nasion and the line from gonion to gnathion", "MW = sqrt((x_L12 - x_L11)^2 + (y_L12 - y_L11)^2),
-  positive if x_L12 > x_L11"), with the same ranges.
-* The ODI and APDI norms the challenge's ranges are built from: Kim (1974), ODI 74.5 +- 6.07 deg; Kim & Vietas
-  (1978), APDI 81.4 +- 3.8 deg.
+  Analysis 31 (2016) 63-76, doi:10.1016/j.media.2016.02.004 (PubMed 26974042), and the challenge page it names,
+  http://www-o.ntust.edu.tw/~cweiwang/ISBI2015/: the eight measurements, their landmarks and class ranges. The
+  paper's table itself was out of this project's reach (only its abstract was); it is cited as the public code
+  below quotes it, definition by definition.
+* The challenge's classification script as public code carries it (two copies read: LucasL-3/Cephalometric-AI
+  ``yolo-webapp/analysis.py`` and a stand-alone ``Angle.py``): vector directions, the cross-product signs of
+  the ODI and APDI terms, every range, the class numbering (type 1 = normal) and the MW rule, all followed here.
+* A public report notebook that draws each measurement and quotes the paper's wording ("FMA: the angle between
+  the line from sella to nasion and the line from gonion to gnathion"; "MW = sqrt((x_L12 - x_L11)^2 +
+  (y_L12 - y_L11)^2), if x_L12 > x_L11 a positive MW; otherwise a negative MW"; FHI = |L1-L10| / |L2-L8|):
+  the definitions agree with the script's. It runs that script for its values, so its ranges are not a
+  second source.
+* Independent of the challenge, the norms its ODI and APDI ranges are built from, as orthodontic code states
+  them: ODI 74.5 +- 6.07 deg (Kim 1974) and APDI 81.4 +- 3.8 deg (Kim & Vietas 1978), i.e. 68.4-80.5 (the
+  challenge rounds 80.57 down) and 77.6-85.2.
 
 Conventions: points are in the image's axes (x = column, grows toward the face, y = row, grows down), y
 rescaled by the spacings' ratio when the pixel spacing is known (so angles and the FHI ratio are right for
-non-square pixels too; without a spacing they are taken on square pixels, and MW, a distance, is not given). Angles
-between two directions are in [0, 180] degrees, as the challenge's ``acos`` of the normalised dot product;
+non-square pixels too; without a spacing they are taken on square pixels, and MW, a distance, is not given).
+Angles between two directions are in [0, 180] degrees, as the challenge's ``acos`` of the normalised dot product;
 signed terms take the sign of the 2-D cross product ``u.x * v.y - u.y * v.x`` in these axes. Normal ranges
 include their limits (the challenge's classifier tests ``< low`` and ``> high``).
 """
@@ -114,7 +117,8 @@ def _anb(p: Points) -> float:
 
 def _palatal_to_frankfort(p: Points) -> float:
     """PNS->ANS against Po->Or; negative when the cross product is (the challenge's sign for both indicators)."""
-    frankfort, palatal = direction(p, "porion", "orbitale"), direction(p, "posterior nasal spine", "anterior nasal spine")
+    frankfort = direction(p, "porion", "orbitale")
+    palatal = direction(p, "posterior nasal spine", "anterior nasal spine")
     value = angle(frankfort, palatal)
     return -value if cross(frankfort, palatal) < 0 else value
 
@@ -170,7 +174,8 @@ MEASUREMENTS: tuple[Definition, ...] = (
     ),
     Definition(
         "SNB", "angle at nasion between N->S and N->B", "deg", (("sella", "nasion"), ("nasion", "supramentale")),
-        _snb, Bands(74.6, 78.7, "normal mandible", below=(2, "retrognathic mandible"), above=(3, "prognathic mandible")),
+        _snb,
+        Bands(74.6, 78.7, "normal mandible", below=(2, "retrognathic mandible"), above=(3, "prognathic mandible")),
     ),
     Definition(
         "SNA", "angle at nasion between N->S and N->A", "deg", (("sella", "nasion"), ("nasion", "subspinale")),

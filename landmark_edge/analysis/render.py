@@ -40,18 +40,20 @@ def measurement_drawer(result: ImageResult) -> Callable[[ImageDraw.ImageDraw, fl
     """A ``write_overlay`` decorator drawing each defined measurement's lines and a legend of the values."""
     lines = {d.name: d.lines for d in MEASUREMENTS}
     points = {lm.name: (lm.x, lm.y) for lm in result.landmarks}
+    measurements = result.measurements or []
 
     def draw(canvas: ImageDraw.ImageDraw, unit: float, font: ImageFont.FreeTypeFont) -> None:
         drawn = set()
-        legend_y = canvas.im.size[1] - 4 - (font.size + 2) * len(result.measurements or [])
-        for colour, m in zip(COLOURS, result.measurements or [], strict=False):
-            if m.value is not None:
-                for segment in lines.get(m.name, ()):
-                    if segment not in drawn:  # shared lines (S-N, A-B, FH, palatal) once, in the first colour
-                        drawn.add(segment)
-                        canvas.line([points[segment[0]], points[segment[1]]], fill=colour, width=max(1, round(unit / 2)))
-            text = f"{m.name} {format_value(m)}  {m.class_label or m.reason or ''}" + ("  (low confidence)" if m.low_confidence else "")
-            canvas.text((4, legend_y), text, fill=colour, font=font, stroke_width=1, stroke_fill=(0, 0, 0))
-            legend_y += font.size + 2
+        for colour, m in zip(COLOURS, measurements, strict=False):
+            # Lines shared by several measurements (S-N, A-B, FH, palatal) are drawn once, in the first colour.
+            for start, end in [s for s in lines.get(m.name, ()) if m.value is not None and s not in drawn]:
+                drawn.add((start, end))
+                canvas.line([points[start], points[end]], fill=colour, width=max(1, round(unit / 2)))
+        top = canvas.im.size[1] - 4 - (font.size + 2) * len(measurements)
+        for row, (colour, m) in enumerate(zip(COLOURS, measurements, strict=False)):
+            text = f"{m.name} {format_value(m)}  {m.class_label or m.reason or ''}"
+            text += "  (low confidence)" if m.low_confidence else ""
+            canvas.text((4, top + row * (font.size + 2)), text, fill=colour, font=font, stroke_width=1,
+                        stroke_fill=(0, 0, 0))  # fmt: skip
 
     return draw
