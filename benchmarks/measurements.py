@@ -92,7 +92,9 @@ def markdown(report: dict) -> str:
     header = report["header"]
     lines = [
         "# Cephalometric measurements on the ISBI 2015 test split", "",
-        f"Date {header['date']}; machine: {header['machine']}; command: `{header['command']}`.", "",
+        f"Date {header['date']}; machine: {header['machine']}; command: `{header['command']}`. The model run it "
+        "reads (once, cached): `landmark-edge infer ../shared/data/ISBI2015_ceph/raw/{151..400}.jpg -a head "
+        "--backend onnxruntime -f jsonl -o preds.jsonl --out-dir preds/ --skip-existing`.", "",
         f"Predictions: {header['predictions']} ({report['predicted']} of {report['images']} images; "
         f"{header['model']}). Landmark MRE of these predictions against the annotation mean: "
         f"{report['landmark_mre_mm']:.2f} mm, SDR 2 mm {report['landmark_sdr_2mm_pct']:.1f}%. ONNX Runtime (CPU) "
