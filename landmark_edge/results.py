@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +39,32 @@ class Landmark:
 
 
 @dataclass
+class Measurement:
+    """One clinical measurement from a result's landmarks (``landmark_edge.analysis``): a value, or why none.
+
+    ``value`` is None exactly when ``reason`` says why (so JSON never holds a NaN); ``class_`` is the source's
+    class number (1 = normal) and is written as ``class``.
+    """
+
+    name: str
+    value: float | None
+    unit: str
+    class_: int | None
+    class_label: str | None
+    landmarks: list[str]
+    low_confidence: bool = False  # a landmark it uses is below --min-confidence: read the value with care
+    weak_landmarks: list[str] = field(default_factory=list)
+    reason: str | None = None
+
+    def to_dict(self) -> dict:
+        return {("class" if key == "class_" else key): value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Measurement:
+        return cls(**{("class_" if key == "class" else key): value for key, value in data.items()})
+
+
+@dataclass
 class ImageResult:
     path: str
     anatomy: str
@@ -49,15 +76,23 @@ class ImageResult:
     landmarks: list[Landmark] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # weak peaks, implausible layout (landmark_edge.plausibility)
     ok: bool = True
+    measurements: list[Measurement] | None = None  # only when asked for (infer --measurements)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.measurements is None:
+            del data["measurements"]
+        else:
+            data["measurements"] = [m.to_dict() for m in self.measurements]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> ImageResult:
         """Inverse of :meth:`to_dict` (JSON turns tuples into lists; they are restored)."""
         values = dict(data)
         values["landmarks"] = [Landmark(**lm) for lm in values["landmarks"]]
+        if values.get("measurements") is not None:
+            values["measurements"] = [Measurement.from_dict(m) for m in values["measurements"]]
         if values["spacing_mm"] is not None:
             values["spacing_mm"] = tuple(values["spacing_mm"])
         return cls(**values)
@@ -89,16 +124,25 @@ def to_jsonl_line(outcome: Outcome) -> str:
 
 
 def to_csv(outcomes: list[Outcome]) -> str:
-    """One row per landmark of every successful image (failures are reported on stderr, not here)."""
+    """One row per landmark of every successful image (failures are reported on stderr, not here).
+
+    With measurements, each image's rows also carry ``<NAME>`` (value, empty when undefined) and
+    ``<NAME>_class`` columns, repeated on its landmark rows as ``path`` and ``flags`` are.
+    """
+    results = [o for o in outcomes if isinstance(o, ImageResult)]
+    names = next(([m.name for m in r.measurements] for r in results if r.measurements), [])
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    columns = CSV_COLUMNS + [column for name in names for column in (name, f"{name}_class")]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for outcome in outcomes:
-        if isinstance(outcome, ImageResult):
-            for landmark in outcome.landmarks:
-                row = {k: v for k, v in asdict(landmark).items() if k in CSV_COLUMNS}
-                flags = "; ".join(outcome.flags)
-                writer.writerow({"path": outcome.path, "anatomy": outcome.anatomy, **row, "flags": flags})
+    for outcome in results:
+        measured = {}
+        for m in outcome.measurements or []:
+            measured |= {m.name: "" if m.value is None else m.value, f"{m.name}_class": m.class_ or ""}
+        for landmark in outcome.landmarks:
+            row = {k: v for k, v in asdict(landmark).items() if k in CSV_COLUMNS}
+            flags = "; ".join(outcome.flags)
+            writer.writerow({"path": outcome.path, "anatomy": outcome.anatomy, **row, "flags": flags, **measured})
     return buffer.getvalue()
 
 
@@ -143,17 +187,23 @@ def display_image(image: Image.Image) -> Image.Image:
     return Image.fromarray(scaled.round().astype(np.uint8), "L").convert("RGB")
 
 
-def write_overlay(xray: XrayImage, result: ImageResult, path: Path) -> None:
+def write_overlay(
+    xray: XrayImage, result: ImageResult, path: Path,
+    decorate: Callable[[ImageDraw.ImageDraw, float, ImageFont.FreeTypeFont], None] | None = None,
+) -> None:  # fmt: skip
     """A PNG of the original image (channel 0, as the model saw it) with each landmark numbered, atomically.
 
     Markers scale with the image so they read the same on a 500 px thumbnail and a 3000 px film; flagged
-    results get their first flag written across the top.
+    results get their first flag written across the top. ``decorate(draw, unit, font)`` draws under the
+    markers (measurement lines: ``landmark_edge.analysis``).
     """
     picture = display_image(xray.image)
     draw = ImageDraw.Draw(picture)
     unit = max(picture.size) / 400
     radius = max(2.0, 2.5 * unit)
     font = ImageFont.load_default(size=max(10, round(9 * unit)))
+    if decorate is not None:
+        decorate(draw, unit, font)
     colour = (255, 64, 64) if result.flags else (0, 255, 96)
     for lm in result.landmarks:
         draw.ellipse((lm.x - radius, lm.y - radius, lm.x + radius, lm.y + radius), outline=colour,

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from landmark_edge.analysis import measure, measurement_drawer, measurement_table, supports
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.commands.options import (
     AllowFallbackOpt,
@@ -110,6 +111,13 @@ def infer(
     save_heatmaps: Annotated[
         Path | None, typer.Option(help="Write DIR/<relative path>.npy, float32 (C, H, W) on the model grid.")
     ] = None,
+    measurements: Annotated[
+        bool,
+        typer.Option(
+            help="Head only: add the eight ISBI 2015 cephalometric measurements and their classes (ANB, SNB, "
+            "SNA, ODI, APDI, FHI, FMA, MW) to every result, table and overlay."
+        ),
+    ] = False,
 ) -> None:
     """Detect an anatomy's landmarks; coordinates in original pixels, and in mm where the spacing is known.
 
@@ -121,6 +129,8 @@ def infer(
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}", param_hint="--format")
     if skip_existing and out_dir is None:
         fail("--skip-existing resumes from per-image results: give --out-dir DIR too")
+    if measurements and not supports(target.landmark_names):
+        fail(f"--measurements: the cephalometric measurements need the head landmarks, not {target.name}'s")
     inputs = expand_inputs(images)
     if inputs.skipped:
         err_console.print(f"note: skipped {inputs.skipped} files in folders that are not images or DICOM")
@@ -146,7 +156,9 @@ def infer(
             for path in inputs.files:
                 outcome = done.get(path) or next(fresh)
                 if path not in done and isinstance(outcome, ImageResult):
-                    outcome = _finish(outcome, target, min_confidence, store, overlay)
+                    outcome = _finish(outcome, target, min_confidence, store, overlay, measurements)
+                elif measurements and isinstance(outcome, ImageResult) and outcome.measurements is None:
+                    outcome.measurements = measure(outcome, min_confidence)  # reused from a run without them
                 _report(outcome, counts, emit)
                 advance()
     if counts["flagged"]:
@@ -174,14 +186,18 @@ def _reusable(
 
 
 def _finish(
-    result: ImageResult, anatomy: Anatomy, min_confidence: float, store: ResultStore, overlay: Path | None
-) -> Outcome:
-    """Flag a fresh result and write its per-image files; the JSON comes last, as the mark that all are done.
-    An image that changed or vanished before its overlay was drawn becomes that input's failure."""
+    result: ImageResult, anatomy: Anatomy, min_confidence: float, store: ResultStore, overlay: Path | None,
+    measurements: bool = False,
+) -> Outcome:  # fmt: skip
+    """Flag (and measure) a fresh result and write its per-image files; the JSON comes last, as the mark that all
+    are done. An image that changed or vanished before its overlay was drawn becomes that input's failure."""
     result.flags = flag_result(result, anatomy, min_confidence)
+    if measurements:
+        result.measurements = measure(result, min_confidence)
     if overlay is not None:
+        decorate = measurement_drawer(result) if measurements else None
         try:
-            write_overlay(read_image(result.path), result, store.path(result.path, ".png", overlay))
+            write_overlay(read_image(result.path), result, store.path(result.path, ".png", overlay), decorate)
         except InputError as error:
             return ImageFailure(result.path, str(error))
     if store.out_dir is not None:
@@ -239,6 +255,8 @@ def _emit(outcomes: list[Outcome], anatomy: Anatomy, output_format: str, out: Pa
             if isinstance(outcome, ImageResult):
                 console.print(_summary(outcome, anatomy), soft_wrap=True, markup=False)
                 console.print(_table(outcome))
+                if outcome.measurements is not None:
+                    console.print(measurement_table(outcome))
         if out is not None:
             atomic_write_text(out, console.export_text())
         return
