@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from landmark_edge.errors import LandmarkEdgeError
 from landmark_edge.io.atomic import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:
@@ -88,18 +90,41 @@ def to_jsonl_line(outcome: Outcome) -> str:
     return json.dumps(outcome.to_dict()) + "\n"
 
 
-def to_csv(outcomes: list[Outcome]) -> str:
-    """One row per landmark of every successful image (failures are reported on stderr, not here)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+def landmark_rows(outcomes: list[Outcome]) -> Iterator[dict]:
+    """One row (the :data:`CSV_COLUMNS`) per landmark of every successful image; failures have no rows."""
     for outcome in outcomes:
         if isinstance(outcome, ImageResult):
             for landmark in outcome.landmarks:
                 row = {k: v for k, v in asdict(landmark).items() if k in CSV_COLUMNS}
                 flags = "; ".join(outcome.flags)
-                writer.writerow({"path": outcome.path, "anatomy": outcome.anatomy, **row, "flags": flags})
+                yield {"path": outcome.path, "anatomy": outcome.anatomy, **row, "flags": flags}
+
+
+def to_csv(outcomes: list[Outcome]) -> str:
+    """One row per landmark of every successful image (failures are reported on stderr, not here)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(landmark_rows(outcomes))
     return buffer.getvalue()
+
+
+def write_parquet(outcomes: list[Outcome], path: Path) -> None:
+    """The CSV's rows as a Parquet table (pyarrow, which the ``ray`` extra brings), written atomically."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LandmarkEdgeError('--format parquet needs pyarrow: pip install pyarrow (or "landmark-edge[ray]")') from None
+    rows = list(landmark_rows(outcomes))
+    table = pa.Table.from_pylist(rows, schema=_parquet_schema(pa)) if rows else _parquet_schema(pa).empty_table()
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def _parquet_schema(pa):
+    types = {"index": pa.int32(), "path": pa.string(), "anatomy": pa.string(), "name": pa.string(), "flags": pa.string()}
+    return pa.schema([(column, types.get(column, pa.float64())) for column in CSV_COLUMNS])
 
 
 class ResultStore:
