@@ -36,6 +36,10 @@ from landmark_edge.results import ImageFailure, ImageResult, Outcome
 from landmark_edge.runtime.backend import STAGES, Backend
 from landmark_edge.runtime.pipeline import prepare, to_result
 
+# What one read task may hold (a 4300x4300 16-bit film decoded, converted and resized): Ray schedules no more
+# readers on a node than its memory allows. Differing from the actors' resources, it also keeps Ray from fusing
+# reading into the network actors: reading runs as CPU tasks beside them, not in their process between batches.
+READ_MEMORY = 256 * 2**20
 RAY_MISSING = 'the ray engine needs Ray: pip install "landmark-edge[ray]"'
 # Test hook: the path of a marker file; the first actor to find it deletes it and kills its own process, the
 # way a node lost mid-run does, so a test can check that the batch is retried and no result is lost.
@@ -126,9 +130,6 @@ def connect(address: str = "local", num_cpus: int | None = None):
         raise RayUnavailable(RAY_MISSING) from None
     if ray.is_initialized():  # a caller (a notebook, the tests) already joined a cluster: use it
         return ray, False
-    # The driver's core worker logs a warning per pool actor (restartable actors with arguments in the object
-    # store: every Ray Data pool actor has them) that would interleave with our lines; errors still raise.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
         ray.init(
             address=None if address == "local" else address,
@@ -152,7 +153,7 @@ def _dataset(ray, paths, anatomy, make_backend, settings, batch_size, spacing_mm
     gpu = {"num_gpus": 1} if settings.gpu else {}
     return (
         ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 200)))
-        .map(_prepare_row, fn_args=(anatomy,))
+        .map(_prepare_row, fn_args=(anatomy,), memory=READ_MEMORY)
         .map_batches(
             _Predictor,
             fn_constructor_args=(make_backend, anatomy, spacing_mm, heatmap_sink is not None),
