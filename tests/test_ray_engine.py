@@ -141,3 +141,12 @@ def test_ray_missing_is_one_line(monkeypatch, tmp_path, tiny_weights):
                                  "--engine", "ray"])
     assert result.exit_code == 2
     assert result.stderr.strip() == 'error: the ray engine needs Ray: pip install "landmark-edge[ray]"'
+
+
+def test_backend_that_cannot_load_on_the_cluster_is_one_line(cluster, scans, tiny_weights, tmp_path):
+    result = infer(scans, tiny_weights, tmp_path, "--engine", "ray", "--backend", "aoti")  # aoti needs --artifact
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[-1] == (
+        "error: ray engine: aoti backend: pass the package with --artifact (make one: landmark-edge compile)"
+    )
+    assert not (tmp_path / "results").exists()

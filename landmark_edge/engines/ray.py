@@ -132,7 +132,7 @@ def connect(address: str = "local", num_cpus: int | None = None):
         return ray, False
     try:
         ray.init(
-            address=None if address == "local" else address,
+            address=address,  # "local" always starts a new cluster, never joins one found on the machine
             num_cpus=num_cpus,
             include_dashboard=False,
             log_to_driver=False,  # worker output would interleave with our progress bar and error lines
@@ -191,16 +191,26 @@ def _prepare_row(row: dict, anatomy: Anatomy) -> dict:
 
 
 class _Predictor:
-    """One actor: builds its backend once, then turns batches of prepared rows into outcomes (JSON text)."""
+    """One actor: builds its backend once, then turns batches of prepared rows into outcomes (JSON text).
+
+    A backend that cannot be built (no artefact, no GPU, ...) would fail the same way in every restarted actor:
+    each row then carries the reason, and the driver stops the run with that one line.
+    """
 
     def __init__(self, make_backend, anatomy: Anatomy, spacing_mm: float | None, heatmaps: bool) -> None:
-        self.backend = make_backend()
         self.anatomy, self.spacing_mm, self.heatmaps = anatomy, spacing_mm, heatmaps
+        self.unusable = ""
+        try:
+            self.backend = make_backend()
+        except LandmarkEdgeError as error:
+            self.unusable = str(error)
+        except Exception as error:  # noqa: BLE001 - a library's own failure, reported the same way
+            self.unusable = f"cannot build the backend ({type(error).__name__}: {first_line(error)})"
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         _crash_if_marked()
         count = len(batch["path"])
-        good = [i for i in range(count) if not batch["error"][i]]
+        good = [i for i in range(count) if not batch["error"][i] and not self.unusable]
         outcomes: dict[int, Outcome] = {
             i: ImageFailure(path=str(batch["path"][i]), error=str(batch["error"][i])) for i in range(count) if i not in good
         }
@@ -220,6 +230,7 @@ class _Predictor:
             "outcome": np.array([json.dumps(outcomes[i].to_dict()) for i in range(count)], dtype=object),
             "stages_ms": np.array([json.dumps(stage) for stage in stages], dtype=object),
             "heatmaps": np.array(heatmaps, dtype=object),
+            "unusable": np.array([self.unusable] * count, dtype=object),
         }
 
 
@@ -255,6 +266,8 @@ def _stream(ray, dataset, total: int, heatmap_sink, log, shutdown: bool) -> Iter
     summary = RunSummary()
     try:
         for row in _rows(dataset):
+            if row["unusable"]:
+                raise RayUnavailable(f"ray engine: {row['unusable']}")
             outcome = _outcome(json.loads(row["outcome"]))
             if heatmap_sink is not None and row["heatmaps"]:
                 heatmap_sink(Path(outcome.path), np.load(io.BytesIO(row["heatmaps"])))
@@ -273,7 +286,7 @@ def _stop(ray, shutdown: bool) -> None:
 
 
 def _rows(dataset) -> Iterator[dict]:
-    """The dataset's rows; a failure on the cluster (a backend that cannot load, say) as one line, no traceback."""
+    """The dataset's rows; a failure of the cluster itself (lost nodes, no retries left) as one line, no traceback."""
     try:
         yield from dataset.iter_rows()
     except LandmarkEdgeError:
@@ -282,7 +295,7 @@ def _rows(dataset) -> Iterator[dict]:
         cause = error
         while cause.__cause__ is not None and not isinstance(cause, LandmarkEdgeError):
             cause = cause.__cause__
-        raise RayUnavailable(f"ray engine: {first_line(cause)}") from None
+        raise RayUnavailable(f"ray engine: {type(cause).__name__}: {first_line(cause)}") from None
 
 
 def _outcome(values: dict) -> Outcome:
