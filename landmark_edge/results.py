@@ -116,8 +116,7 @@ def write_parquet(outcomes: list[Outcome], path: Path) -> None:
         import pyarrow.parquet as pq
     except ImportError:
         raise LandmarkEdgeError('--format parquet needs pyarrow: pip install pyarrow (or "landmark-edge[ray]")') from None
-    rows = list(landmark_rows(outcomes))
-    table = pa.Table.from_pylist(rows, schema=_parquet_schema(pa)) if rows else _parquet_schema(pa).empty_table()
+    table = pa.Table.from_pylist(list(landmark_rows(outcomes)), schema=_parquet_schema(pa))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
