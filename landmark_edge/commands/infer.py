@@ -114,7 +114,7 @@ def infer(
     ] = None,
     engine: Annotated[
         str,
-        typer.Option(help="process: batches in this process; ray: a Ray cluster (pip install 'landmark-edge[ray]')."),
+        typer.Option(help="process: batches in this process; ray: a Ray cluster (pip install 'landmark-edge\\[ray]')."),
     ] = "process",
     ray_address: Annotated[
         str, typer.Option(help="--engine ray: 'local' starts an in-process cluster; else a head node, e.g. HOST:6379.")
