@@ -115,14 +115,15 @@ def write_parquet(outcomes: list[Outcome], path: Path) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise LandmarkEdgeError('--format parquet needs pyarrow: pip install pyarrow (or "landmark-edge[ray]")') from None
+        raise LandmarkEdgeError('--format parquet needs pyarrow: pip install "landmark-edge[ray]"') from None
     table = pa.Table.from_pylist(list(landmark_rows(outcomes)), schema=_parquet_schema(pa))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
 
 def _parquet_schema(pa):
-    types = {"index": pa.int32(), "path": pa.string(), "anatomy": pa.string(), "name": pa.string(), "flags": pa.string()}
+    text = ("path", "anatomy", "name", "flags")
+    types = {"index": pa.int32(), **{column: pa.string() for column in text}}
     return pa.schema([(column, types.get(column, pa.float64())) for column in CSV_COLUMNS])
 
 

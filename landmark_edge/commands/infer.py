@@ -160,7 +160,9 @@ def infer(
             fresh = ray_inference(todo, target, make_backend, cluster, batch_size=batch_size, spacing_mm=spacing,
                                   heatmap_sink=sink, log=partial(err_console.print, markup=False))  # fmt: skip
         else:
-            fresh = run_inference(todo, target, make_backend(), batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink)
+            fresh = run_inference(
+                todo, target, make_backend(), batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink
+            )
         with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
             for failure in inputs.failures:
                 _report(failure, counts, emit)

@@ -182,7 +182,9 @@ def _prepare_row(row: dict, anatomy: Anatomy) -> dict:
     item = prepare(Path(row["path"]), anatomy)
     prepared = {"preprocess": (time.perf_counter() - start) * 1e3}
     if isinstance(item, ImageFailure):
-        return {"path": row["path"], "error": item.error, "pixels": b"", "header": "", "stages_ms": json.dumps(prepared)}
+        return {
+            "path": row["path"], "error": item.error, "pixels": b"", "header": "", "stages_ms": json.dumps(prepared)
+        }
     header = {"size": item.image.size, "spacing_mm": item.image.spacing_mm, "spacing_source": item.image.spacing_source}
     return {
         "path": row["path"], "error": "", "pixels": _npy(item.pixels), "header": json.dumps(header),
@@ -212,7 +214,9 @@ class _Predictor:
         count = len(batch["path"])
         good = [i for i in range(count) if not batch["error"][i] and not self.unusable]
         outcomes: dict[int, Outcome] = {
-            i: ImageFailure(path=str(batch["path"][i]), error=str(batch["error"][i])) for i in range(count) if i not in good
+            i: ImageFailure(path=str(batch["path"][i]), error=str(batch["error"][i]))
+            for i in range(count)
+            if i not in good
         }
         stages = [json.loads(text) for text in batch["stages_ms"]]
         heatmaps = [b""] * count
@@ -236,10 +240,8 @@ class _Predictor:
 
 def _header(batch, i: int) -> ScanHeader:
     values = json.loads(batch["header"][i])
-    spacing = values["spacing_mm"]
-    return ScanHeader(
-        Path(batch["path"][i]), tuple(values["size"]), None if spacing is None else tuple(spacing), values["spacing_source"]
-    )
+    spacing = None if values["spacing_mm"] is None else tuple(values["spacing_mm"])
+    return ScanHeader(Path(batch["path"][i]), tuple(values["size"]), spacing, values["spacing_source"])
 
 
 def _npy(array: np.ndarray) -> bytes:
