@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from landmark_edge.errors import LandmarkEdgeError
 from landmark_edge.io.atomic import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:
@@ -123,27 +124,56 @@ def to_jsonl_line(outcome: Outcome) -> str:
     return json.dumps(outcome.to_dict()) + "\n"
 
 
-def to_csv(outcomes: list[Outcome]) -> str:
-    """One row per landmark of every successful image (failures are reported on stderr, not here).
+def csv_columns(outcomes: list[Outcome]) -> list[str]:
+    """:data:`CSV_COLUMNS`, plus ``<NAME>`` and ``<NAME>_class`` per measurement when the results carry them."""
+    results = [o for o in outcomes if isinstance(o, ImageResult)]
+    names = next(([m.name for m in r.measurements] for r in results if r.measurements), [])
+    return CSV_COLUMNS + [column for name in names for column in (name, f"{name}_class")]
+
+
+def landmark_rows(outcomes: list[Outcome]) -> Iterator[dict]:
+    """One row per landmark of every successful image; failures have no rows.
 
     With measurements, each image's rows also carry ``<NAME>`` (value, empty when undefined) and
     ``<NAME>_class`` columns, repeated on its landmark rows as ``path`` and ``flags`` are.
     """
-    results = [o for o in outcomes if isinstance(o, ImageResult)]
-    names = next(([m.name for m in r.measurements] for r in results if r.measurements), [])
-    buffer = io.StringIO()
-    columns = CSV_COLUMNS + [column for name in names for column in (name, f"{name}_class")]
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for outcome in results:
+    for outcome in outcomes:
+        if not isinstance(outcome, ImageResult):
+            continue
         measured = {}
         for m in outcome.measurements or []:
             measured |= {m.name: "" if m.value is None else m.value, f"{m.name}_class": m.class_ or ""}
+        flags = "; ".join(outcome.flags)
         for landmark in outcome.landmarks:
             row = {k: v for k, v in asdict(landmark).items() if k in CSV_COLUMNS}
-            flags = "; ".join(outcome.flags)
-            writer.writerow({"path": outcome.path, "anatomy": outcome.anatomy, **row, "flags": flags, **measured})
+            yield {"path": outcome.path, "anatomy": outcome.anatomy, **row, "flags": flags, **measured}
+
+
+def to_csv(outcomes: list[Outcome]) -> str:
+    """One row per landmark of every successful image (failures are reported on stderr, not here)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=csv_columns(outcomes), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(landmark_rows(outcomes))
     return buffer.getvalue()
+
+
+def write_parquet(outcomes: list[Outcome], path: Path) -> None:
+    """The CSV's rows as a Parquet table (pyarrow, which the ``ray`` extra brings), written atomically."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LandmarkEdgeError('--format parquet needs pyarrow: pip install "landmark-edge[ray]"') from None
+    table = pa.Table.from_pylist(list(landmark_rows(outcomes)), schema=_parquet_schema(pa))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def _parquet_schema(pa):
+    text = ("path", "anatomy", "name", "flags")
+    types = {"index": pa.int32(), **{column: pa.string() for column in text}}
+    return pa.schema([(column, types.get(column, pa.float64())) for column in CSV_COLUMNS])
 
 
 class ResultStore:

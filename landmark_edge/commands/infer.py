@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +43,7 @@ from landmark_edge.commands.options import (
     warning_line,
 )
 from landmark_edge.decode import DecodeMethod
+from landmark_edge.engines.ray import RaySettings, ray_inference  # imports Ray only when it runs
 from landmark_edge.errors import InputError
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
 from landmark_edge.io.images import read_image
@@ -55,12 +58,14 @@ from landmark_edge.results import (
     to_json,
     to_jsonl_line,
     write_overlay,
+    write_parquet,
 )
 from landmark_edge.runtime.pipeline import run_inference
 from landmark_edge.runtime.registry import BackendRequest, backend_names, create_backend
 from landmark_edge.weights import resolve_weights
 
-FORMATS = ("table", "json", "csv", "jsonl")
+FORMATS = ("table", "json", "csv", "jsonl", "parquet")
+ENGINES = ("process", "ray")
 
 
 def infer(
@@ -91,7 +96,9 @@ def infer(
         float | None,
         typer.Option(min=0.0, help="Pixel spacing in mm (original image); overrides DICOM tags and the anatomy's."),
     ] = None,
-    output_format: Annotated[str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)}.")] = "table",
+    output_format: Annotated[
+        str, typer.Option("--format", "-f", help=f"One of {', '.join(FORMATS)} (parquet: into --out, needs pyarrow).")
+    ] = "table",
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the output here (atomically; jsonl streams into it).")
     ] = None,
@@ -118,6 +125,17 @@ def infer(
             "SNA, ODI, APDI, FHI, FMA, MW) to every result, table and overlay."
         ),
     ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(help="process: batches in this process; ray: a Ray cluster (pip install 'landmark-edge\\[ray]')."),
+    ] = "process",
+    ray_address: Annotated[
+        str, typer.Option(help="--engine ray: 'local' starts an in-process cluster; else a head node, e.g. HOST:6379.")
+    ] = "local",
+    ray_actors: Annotated[
+        int | None,
+        typer.Option(min=1, help="--engine ray: network actors (default: one per GPU with --device cuda, else 1)."),
+    ] = None,
 ) -> None:
     """Detect an anatomy's landmarks; coordinates in original pixels, and in mm where the spacing is known.
 
@@ -127,6 +145,10 @@ def infer(
     target = anatomy_or_exit(anatomy)
     if output_format not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}", param_hint="--format")
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}", param_hint="--engine")
+    if output_format == "parquet" and out is None:
+        fail("--format parquet writes a file: give --out FILE")
     if skip_existing and out_dir is None:
         fail("--skip-existing resumes from per-image results: give --out-dir DIR too")
     if measurements and not supports(target.landmark_names):
@@ -142,14 +164,21 @@ def infer(
     if allow_fallback:  # an ONNX Runtime setting: backends without it reject unknown options
         options["allow_fallback"] = True
     with one_line_errors():
-        with build_status() as status:
-            request = BackendRequest(
-                resolve_weights(weights) if artifact is None else weights,  # an artefact carries its network
-                target, decode, device, precision, batch_size, artifact, options, progress=status,
-            )
-            runner = create_backend(backend, request)
+        request = BackendRequest(
+            resolve_weights(weights) if artifact is None else weights,  # an artefact carries its network
+            target, decode, device, precision, batch_size, artifact, options,
+        )
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
-        fresh = run_inference(todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink)
+        if engine == "ray":
+            cluster = RaySettings(ray_address, ray_actors, gpu=not device.startswith("cpu"))
+            fresh = ray_inference(
+                todo, target, partial(create_backend, backend, request), cluster, batch_size=batch_size,
+                spacing_mm=spacing, heatmap_sink=sink, log=partial(err_console.print, markup=False),
+            )  # fmt: skip
+        else:
+            with build_status() as status:  # the progress callback stays here: Ray pickles the request
+                runner = create_backend(backend, replace(request, progress=status))
+            fresh = run_inference(todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink)
         with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
             for failure in inputs.failures:
                 _report(failure, counts, emit)
@@ -259,6 +288,9 @@ def _emit(outcomes: list[Outcome], anatomy: Anatomy, output_format: str, out: Pa
                     console.print(measurement_table(outcome))
         if out is not None:
             atomic_write_text(out, console.export_text())
+        return
+    if output_format == "parquet":
+        write_parquet(outcomes, out)
         return
     text = {"json": to_json, "csv": to_csv}[output_format](outcomes)
     if out is not None:

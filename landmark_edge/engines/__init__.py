@@ -1,0 +1,1 @@
+"""Jobs that run the inference session on an existing distributed engine (Ray)."""
