@@ -52,7 +52,7 @@ from landmark_edge.results import (
     write_overlay,
 )
 from landmark_edge.runtime.pipeline import run_inference
-from landmark_edge.runtime.registry import BackendRequest, backend_names, create_backend
+from landmark_edge.runtime.registry import BackendRequest, backend_names, create_backend, default_backend
 from landmark_edge.weights import resolve_weights
 
 FORMATS = ("table", "json", "csv", "jsonl")
@@ -72,11 +72,13 @@ def infer(
     batch_size: BatchSizeOpt = 8,
     device: DeviceOpt = "cpu",
     backend: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help=f"Inference backend: {', '.join(backend_names())} (onnxruntime: --device cpu, cuda[:N], tensorrt[:N])."
+            help=f"Inference backend: {', '.join(backend_names())} (onnxruntime: --device cpu, cuda[:N], tensorrt[:N]). "
+            "Default: onnxruntime for fp32 on the CPU (its graph cached per weights), else torch.",
+            show_default=False,
         ),
-    ] = "torch",
+    ] = None,
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
     artifact: ArtifactOpt = None,
     allow_fallback: AllowFallbackOpt = False,
@@ -132,7 +134,7 @@ def infer(
             resolve_weights(weights) if artifact is None else weights,  # an artefact carries its network
             target, decode, device, precision, batch_size, artifact, options,
         )
-        runner = create_backend(backend, request)
+        runner = create_backend(backend or default_backend(device, precision, artifact), request)
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
         fresh = run_inference(todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink)
         with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
