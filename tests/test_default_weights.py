@@ -63,6 +63,15 @@ def test_default_weights_find_every_landmark_near_its_annotation(anatomy):
     found = np.array([[lm["x"], lm["y"]] for lm in json.loads(result.stdout)[0]["landmarks"]])
     errors = np.linalg.norm(found - np.array(entry["landmarks"]), axis=1)
     assert errors.max() <= RADIUS_PX[anatomy], f"{anatomy}: landmark errors {errors.round(1).tolist()} px"
+    assert json.loads(result.stdout)[0]["flags"] == []  # a good in-distribution test image passes the flags
+
+
+@pytest.mark.parametrize(("image", "run_as"), [("chest", "head"), ("head", "chest")])
+def test_calibrated_flags_catch_the_wrong_anatomy(image, run_as):
+    """An X-ray run as the other anatomy is flagged (benchmarks/results/flags.md: the rates behind the limits)."""
+    result = CliRunner().invoke(app, ["infer", str(EXAMPLES / LABELS[image]["file"]), "-a", run_as, "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["flags"], f"{image} X-ray run as {run_as} was not flagged"
 
 
 @pytest.mark.parametrize("command", [["infer", str(EXAMPLES / LABELS["hand"]["file"])], ["export", "-o", "x.onnx"]])

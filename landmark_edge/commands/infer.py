@@ -40,7 +40,7 @@ from landmark_edge.decode import DecodeMethod
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
 from landmark_edge.io.images import read_image
 from landmark_edge.io.inputs import expand_inputs
-from landmark_edge.plausibility import DEFAULT_MIN_CONFIDENCE, flag_result
+from landmark_edge.plausibility import flag_result
 from landmark_edge.results import (
     ImageFailure,
     ImageResult,
@@ -103,8 +103,13 @@ def infer(
         Path | None, typer.Option(help="Write DIR/<relative path>.png: the image with numbered landmarks.")
     ] = None,
     min_confidence: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Flag results with heatmap peaks below this.")
-    ] = DEFAULT_MIN_CONFIDENCE,
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, show_default=False,
+            help="Flag results with a heatmap peak below this. Default: each landmark's threshold calibrated on "
+            "the shipped weights (landmark_edge/layouts.json).",
+        ),
+    ] = None,
     save_heatmaps: Annotated[
         Path | None, typer.Option(help="Write DIR/<relative path>.npy, float32 (C, H, W) on the model grid.")
     ] = None,
@@ -170,7 +175,9 @@ def _reusable(
     return done
 
 
-def _finish(result: ImageResult, anatomy: Anatomy, min_confidence: float, store: ResultStore, overlay: Path | None):
+def _finish(
+    result: ImageResult, anatomy: Anatomy, min_confidence: float | None, store: ResultStore, overlay: Path | None
+):
     """Flag a fresh result and write its per-image files; the JSON comes last, as the mark that all are done."""
     result.flags = flag_result(result, anatomy, min_confidence)
     if overlay is not None:
