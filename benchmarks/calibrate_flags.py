@@ -9,8 +9,8 @@ runs ``infer``'s own pipeline (``run_inference``, ONNX Runtime on the CPU: 5-6x 
 equal to it within 1e-4) over
 
 * in-distribution images: the anatomy's own train + val splits (calibration, at most ``--max-own``) and its
-  whole test split (report), whose predictions ``fp16_storage.py`` already made with the shipped file
-  (``--test-predictions``, its ``.npz``);
+  test split (report): the whole split where ``fp16_storage.py`` already made its predictions with the shipped
+  file (``--test-predictions``, its ``.npz``), else ``--max-own-test`` images run here;
 * wrong-anatomy images: the other anatomies' X-rays run as this one (chest as head, head as chest, hand as
   head and as chest), their train + val images (calibration, at most ``--max-wrong`` each) and test images
   (report, at most ``--max-wrong-test`` each).
@@ -18,9 +18,10 @@ equal to it within 1e-4) over
 Where a set is larger than its limit it is thinned evenly over the sorted ids (the CPU is shared: 380 images
 run here with the defaults).
 
-Thresholds are set on the calibration images only: per landmark, the same quantile ``q`` of each landmark's
-peak values, ``q`` chosen so that ``--budget`` of the calibration images get a confidence flag; the layout limit
-is the ``1 - budget`` quantile of the calibration residuals. The report gives the flag rates those thresholds
+Thresholds are set on the calibration images only: per landmark, its median peak times one factor chosen so
+that ``--budget`` of the calibration images get a confidence flag (:func:`confidence_thresholds`); the layout
+limit is the ``1 - budget`` quantile of the calibration residuals, but never below the label rule of
+``scripts/make_layouts.py`` (training images fit their own labels better than new images will). The report gives the flag rates those thresholds
 give on the test images. The measured peaks and residuals are kept in ``OUT.npz`` (a rerun reuses them);
 ``--write`` stores the thresholds in ``landmark_edge/layouts.json``, where ``infer`` reads them.
 """
@@ -44,6 +45,7 @@ from landmark_edge.results import ImageResult
 from landmark_edge.runtime.pipeline import run_inference
 from landmark_edge.runtime.registry import BackendRequest, create_backend
 from landmark_edge.weights import DEFAULT_WEIGHTS, file_sha256
+from scripts.make_layouts import layouts_document
 
 TARGETS = ("head", "chest")  # the anatomies the shipped weights are fit for
 SOURCES = ("head", "chest", "hand")
@@ -87,46 +89,64 @@ def from_predictions(xy: np.ndarray, confidence: np.ndarray, target: str) -> dic
 def own_test_cases(test_predictions: Path) -> dict[str, np.ndarray]:
     """The in-distribution test cases, from the shipped file's test-split predictions of ``fp16_storage.py``."""
     arrays = {}
+    if not test_predictions.is_file():
+        return arrays
     with np.load(test_predictions) as stored:
-        for target in TARGETS:
+        for target in (t for t in TARGETS if f"{t}/xy" in stored):
             case_arrays = from_predictions(stored[f"{target}/xy"], stored[f"{target}/confidence"], target)
             arrays |= {f"{target}/{target}/test/{k}": v for k, v in case_arrays.items()}
     return arrays
 
 
+def cases() -> list[tuple[str, str, str]]:
+    """(target, source, role) in the order they are measured: what the thresholds are fitted on first."""
+    wrong = {role: [(t, s, role) for t in TARGETS for s in SOURCES if s != t] for role in ("calibration", "test")}
+    own = {role: [(t, t, role) for t in TARGETS] for role in ("calibration", "test")}
+    return own["calibration"] + wrong["calibration"] + own["test"] + wrong["test"]
+
+
 def measure_all(data: Path, weights: Path, limits: dict[str, int], cache: Path) -> dict[str, np.ndarray]:
-    """The cases this script runs, as flat arrays keyed ``target/source/role/field`` (cached in ``cache``)."""
+    """The cases this script runs, as flat arrays keyed ``target/source/role/field``.
+
+    ``cache`` is rewritten after every case and a rerun measures only the cases missing from it, so an
+    interrupted run resumes.
+    """
+    arrays = {}
     if cache.is_file():
         with np.load(cache) as stored:
-            return dict(stored)
-    arrays = {}
-    for target in TARGETS:
-        request = BackendRequest(weights, get_anatomy(target), DecodeMethod.SUBPIXEL, "cpu", "fp32", 2)
-        backend = create_backend("onnxruntime", request)
-        try:
-            for source in SOURCES:
-                for role in ("calibration", "test") if source != target else ("calibration",):
-                    limit = limits["own" if source == target else f"wrong {role}"]
-                    paths = case_images(data, source, role, limit)
-                    print(f"{source} as {target}, {role}: {len(paths)} images", flush=True)
-                    for key, value in measure(backend, paths, target).items():
-                        arrays[f"{target}/{source}/{role}/{key}"] = value
-        finally:
+            arrays = dict(stored)
+    backends = {}
+    try:
+        for target, source, role in cases():
+            if f"{target}/{source}/{role}/residual" in arrays:
+                continue
+            if target not in backends:
+                request = BackendRequest(weights, get_anatomy(target), DecodeMethod.SUBPIXEL, "cpu", "fp32", 2,
+                                         options={"threads": 1})  # a busy shared CPU: no spinning thread pool
+                backends[target] = create_backend("onnxruntime", request)
+            paths = case_images(data, source, role, limits[f"own {role}" if source == target else f"wrong {role}"])
+            print(f"{source} as {target}, {role}: {len(paths)} images", flush=True)
+            for key, value in measure(backends[target], paths, target).items():
+                arrays[f"{target}/{source}/{role}/{key}"] = value
+            with atomic_path(cache) as tmp, open(tmp, "wb") as handle:
+                np.savez_compressed(handle, **arrays)
+    finally:
+        for backend in backends.values():
             backend.close()
-    with atomic_path(cache) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
     return arrays
 
 
 def confidence_thresholds(confidence: np.ndarray, budget: float) -> np.ndarray:
-    """Per-landmark thresholds: the same quantile of each landmark's peaks, so ``budget`` of images get a flag."""
-    low, high = 0.0, budget
-    for _ in range(40):  # bisection on the quantile; the union rate grows with it
-        middle = (low + high) / 2
-        rate = (confidence < np.quantile(confidence, middle, axis=0)).any(axis=1).mean()
-        low, high = (middle, high) if rate <= budget else (low, middle)
-    return np.quantile(confidence, low, axis=0)
+    """Per-landmark minimum peaks ``t * median_c`` with one ``t``, so that ``budget`` of the images get a flag.
 
+    Landmarks differ in how sharp their peaks are (gonion is the weakest head landmark), so each is scaled by its
+    median peak; an image is flagged when its weakest scaled peak is below ``t``, one score per image. (A
+    separate quantile per landmark would, on a few dozen images, sit at each landmark's minimum and flag a new
+    image about C / (n + 1) of the time.)
+    """
+    scale = np.median(confidence, axis=0)
+    score = (confidence / scale).min(axis=1)
+    return np.quantile(score, budget, method="lower") * scale
 
 def flagged(case: dict[str, np.ndarray], min_confidence: np.ndarray, max_residual: float) -> dict[str, np.ndarray]:
     weak = (case["confidence"] < min_confidence).any(axis=1)
@@ -134,30 +154,38 @@ def flagged(case: dict[str, np.ndarray], min_confidence: np.ndarray, max_residua
     return {"confidence": weak, "layout": layout, "any": weak | layout}
 
 
-def case(arrays: dict, target: str, source: str, role: str) -> dict[str, np.ndarray]:
-    return {k: arrays[f"{target}/{source}/{role}/{k}"] for k in ("confidence", "residual", "determinant")}
+def case(arrays: dict, target: str, source: str, role: str) -> dict[str, np.ndarray] | None:
+    """One case's arrays, None where it was not measured (an interrupted run)."""
+    keys = {k: f"{target}/{source}/{role}/{k}" for k in ("confidence", "residual", "determinant")}
+    return {k: arrays[key] for k, key in keys.items()} if all(key in arrays for key in keys.values()) else None
+
+
+def measured(arrays: dict, target: str) -> list[tuple[str, str, dict[str, np.ndarray]]]:
+    """(source, role, arrays) of every measured case of ``target``."""
+    found = [(s, r, case(arrays, target, s, r)) for s in SOURCES for r in ("calibration", "test")]
+    return [(s, r, c) for s, r, c in found if c is not None]
 
 
 def rates(arrays: dict, target: str, min_confidence: np.ndarray, max_residual: float) -> dict:
     """Flag rates per source and role (own anatomy: in-distribution; the others: wrong anatomy)."""
     out = {}
-    for source in SOURCES:
-        for role in ("calibration", "test"):
-            flags = flagged(case(arrays, target, source, role), min_confidence, max_residual)
-            out[f"{source}/{role}"] = {"images": int(len(flags["any"])),
-                                       **{k: int(v.sum()) for k, v in flags.items()}}  # fmt: skip
+    for source, role, measured_case in measured(arrays, target):
+        flags = flagged(measured_case, min_confidence, max_residual)
+        out[f"{source}/{role}"] = {"images": int(len(flags["any"])), **{k: int(v.sum()) for k, v in flags.items()}}
     return out
 
 
-def calibrate(arrays: dict, target: str, budget: float) -> dict:
+def calibrate(arrays: dict, target: str, budget: float, label_rule: float) -> dict:
     own = case(arrays, target, target, "calibration")
-    min_confidence = confidence_thresholds(own["confidence"], budget)
-    max_residual = float(np.quantile(own["residual"], 1 - budget))
+    # stored with 4 decimals, rounded towards fewer flags so the stored values flag what was fitted
+    min_confidence = np.floor(confidence_thresholds(own["confidence"], budget) * 1e4) / 1e4
+    # never tighter than the label rule: training images fit their labels better than new images will
+    max_residual = float(np.ceil(max(np.quantile(own["residual"], 1 - budget), label_rule) * 1e4) / 1e4)
     return {
-        "min_confidence": np.round(min_confidence, 4).tolist(),
-        "max_residual": round(max_residual, 4),
-        "rates": rates(arrays, target, np.round(min_confidence, 4), round(max_residual, 4)),
-        "before": rates(arrays, target, np.full(own["confidence"].shape[1], 0.1), typical_layouts()[target].threshold),
+        "min_confidence": min_confidence.tolist(),
+        "max_residual": max_residual,
+        "rates": rates(arrays, target, min_confidence, max_residual),
+        "before": rates(arrays, target, np.full(own["confidence"].shape[1], 0.1), label_rule),
         "distribution": distribution(arrays, target),
     }
 
@@ -165,14 +193,12 @@ def calibrate(arrays: dict, target: str, budget: float) -> dict:
 def distribution(arrays: dict, target: str) -> dict:
     """Quantiles of the lowest peak per image and of the layout residual, per source and role."""
     out = {}
-    for source in SOURCES:
-        for role in ("calibration", "test"):
-            c = case(arrays, target, source, role)
-            out[f"{source}/{role}"] = {
-                "min_peak_q05_q50_q95": np.quantile(c["confidence"].min(axis=1), [0.05, 0.5, 0.95]).round(3).tolist(),
-                "residual_q05_q50_q95": np.quantile(c["residual"], [0.05, 0.5, 0.95]).round(3).tolist(),
-                "mirrored": int((c["determinant"] < 0).sum()),
-            }
+    for source, role, c in measured(arrays, target):
+        out[f"{source}/{role}"] = {
+            "min_peak_q05_q50_q95": np.quantile(c["confidence"].min(axis=1), [0.05, 0.5, 0.95]).round(3).tolist(),
+            "residual_q05_q50_q95": np.quantile(c["residual"], [0.05, 0.5, 0.95]).round(3).tolist(),
+            "mirrored": int((c["determinant"] < 0).sum()),
+        }
     return out
 
 
@@ -237,15 +263,27 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.02, help="Share of calibration images each check may flag.")
     parser.add_argument("--test-predictions", type=Path, default=Path("benchmarks/results/fp16_storage.npz"))
     parser.add_argument("--max-own", type=int, default=100, help="In-distribution calibration images.")
+    parser.add_argument("--max-own-test", type=int, default=30,
+                        help="In-distribution test images run here (the whole split replaces them where "
+                        "--test-predictions has it).")
     parser.add_argument("--max-wrong", type=int, default=20, help="Wrong-anatomy calibration images per source.")
     parser.add_argument("--max-wrong-test", type=int, default=25, help="Wrong-anatomy test images per source.")
     parser.add_argument("--write", action="store_true", help="Store the thresholds in landmark_edge/layouts.json.")
+    parser.add_argument("--fit-only", action="store_true", help="Fit on the cases measured so far; run nothing.")
     args = parser.parse_args()
 
-    limits = {"own": args.max_own, "wrong calibration": args.max_wrong, "wrong test": args.max_wrong_test}
-    arrays = measure_all(args.data, args.weights, limits, args.out.with_suffix(".npz"))
+    limits = {"own calibration": args.max_own, "own test": args.max_own_test, "wrong calibration": args.max_wrong,
+              "wrong test": args.max_wrong_test}  # fmt: skip
+    cache = args.out.with_suffix(".npz")
+    if args.fit_only:
+        with np.load(cache) as stored:
+            arrays = dict(stored)
+    else:
+        arrays = measure_all(args.data, args.weights, limits, cache)
     arrays |= own_test_cases(args.test_predictions)
-    calibration = {target: calibrate(arrays, target, args.budget) for target in TARGETS}
+    label_rules = {name: entry["threshold"] for name, entry in layouts_document(args.data)["anatomies"].items()}
+    calibration = {target: calibrate(arrays, target, args.budget, label_rules[target]) for target in TARGETS
+                   if case(arrays, target, target, "calibration") is not None}  # fmt: skip
     report = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, 2 CPU cores",

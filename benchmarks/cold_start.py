@@ -81,17 +81,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cold_start"))
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--cache", type=Path, help="Use this cache folder (kept) instead of a new, empty one.")
     args = parser.parse_args()
-    cache = Path(tempfile.mkdtemp(prefix="landmark-edge-cache-"))
+    cache = args.cache or Path(tempfile.mkdtemp(prefix="landmark-edge-cache-"))
     env = os.environ | {CACHE_ENV: str(cache)}
+    first = "onnxruntime, first call (" + ("graph in the cache)" if any(cache.rglob("*.onnx")) else "empty cache: exports)")
     try:
         calls = {
-            "onnxruntime, empty cache (exports)": [timed_call(COMMAND, env)],
+            first: [timed_call(COMMAND, env)],
             "onnxruntime, cached graph (default)": [timed_call(COMMAND, env) for _ in range(args.repeat)],
             "torch (--backend torch)": [timed_call([*COMMAND, "--backend", "torch"], env) for _ in range(args.repeat)],
         }
     finally:
-        shutil.rmtree(cache, ignore_errors=True)
+        if args.cache is None:
+            shutil.rmtree(cache, ignore_errors=True)
     report = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",

@@ -9,9 +9,11 @@ from conftest import DATA, REPO, require
 
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.plausibility import (
+    DEFAULT_MIN_CONFIDENCE,
     LAYOUTS_FILE,
     confidence_flags,
     layout_flags,
+    min_confidences,
     typical_layouts,
 )
 from landmark_edge.results import ImageResult, Landmark
@@ -70,3 +72,15 @@ def test_confidence_flags_name_the_weak_landmarks():
     assert confidence_flags(result, (0.95, 0.01, 0.6, 0.01)) == [
         "2 of 4 landmarks below their calibrated minimum peak (1, 3)"
     ]
+
+
+def test_calibrated_thresholds_are_used_unless_overridden():
+    shipped = json.loads(LAYOUTS_FILE.read_text())["anatomies"]
+    for name, entry in shipped.items():
+        anatomy = get_anatomy(name)
+        calibrated = entry.get("min_confidence")
+        expected = tuple(calibrated) if calibrated else (DEFAULT_MIN_CONFIDENCE,) * anatomy.num_landmarks
+        assert min_confidences(anatomy) == expected
+        assert len(expected) == anatomy.num_landmarks
+        assert min_confidences(anatomy, 0.5) == (0.5,) * anatomy.num_landmarks
+    assert "min_confidence" not in shipped["hand"]  # unfit weights: nothing to calibrate on
