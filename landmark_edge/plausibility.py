@@ -8,11 +8,11 @@ catches: landmarks in the wrong order or scattered (a wrong ``--anatomy``, a pho
 collapsed on one spot, and a mirrored layout (a flipped film, a right hand where the training hands are left).
 What it does not catch: one or two landmarks a few millimetres off on an otherwise plausible layout.
 
-``layouts.json`` is written by ``scripts/make_layouts.py`` from the label files in the shared data folder. Its
-thresholds, per anatomy the layout limit and per landmark the minimum peak, are calibrated on the shipped weights
-by ``benchmarks/calibrate_flags.py`` (train/val images fitted, test rates in ``benchmarks/results/flags.md``);
-an anatomy without calibration (hand: its shipped head is unfit) keeps the label rule, a fixed multiple of the
-99th percentile of the labels' own residuals, and ``DEFAULT_MIN_CONFIDENCE``.
+``layouts.json`` is written by ``scripts/make_layouts.py`` from the label files in the shared data folder. An
+anatomy's thresholds there, the layout limit and a minimum peak per landmark, are set for trained weights by
+``benchmarks/calibrate_flags.py --write`` (fitted on train/val images, rates on test images in
+``benchmarks/results/flags.md``); an anatomy without that calibration keeps the label rule, a fixed multiple of
+the 99th percentile of the labels' own residuals, and ``DEFAULT_MIN_CONFIDENCE``.
 """
 
 from __future__ import annotations

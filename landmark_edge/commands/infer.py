@@ -106,8 +106,8 @@ def infer(
         float | None,
         typer.Option(
             min=0.0, max=1.0, show_default=False,
-            help="Flag results with a heatmap peak below this. Default: each landmark's threshold calibrated on "
-            "the shipped weights (landmark_edge/layouts.json).",
+            help="Flag results with a heatmap peak below this. Default: the anatomy's per-landmark minimums in "
+            "landmark_edge/layouts.json, 0.1 where none is calibrated.",
         ),
     ] = None,
     save_heatmaps: Annotated[
