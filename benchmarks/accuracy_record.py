@@ -147,8 +147,8 @@ def markdown(report: dict, extra: dict, command: str) -> str:
             "",
         ]
     lines += [
-        f"**Small splits.** Chest has {report['anatomies'].get('chest', {}).get('images')} test images and hand "
-        f"{report['anatomies'].get('hand', {}).get('images')}: the intervals above say how far the MRE could move "
+        "**Small splits.** " + " and ".join(f"{n} has {r['images']} test images" for n, r in report["anatomies"].items()
+                                            if n != "head") + ": the intervals above say how far the MRE could move "
         "with another draw of test images of the same kind; differences smaller than the interval (for example "
         "against the paper's chest 5.57 px) are not established by these splits.",
         "",
