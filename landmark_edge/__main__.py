@@ -1,5 +1,5 @@
 """``python -m landmark_edge``: the CLI without the console script (e.g. from a source tree on PYTHONPATH)."""
 
-from landmark_edge.cli import app
+from landmark_edge.cli import run
 
-app(prog_name="landmark-edge")
+run()

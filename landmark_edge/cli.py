@@ -2,37 +2,58 @@
 
 from __future__ import annotations
 
+import sys
+from importlib import import_module
+
 import typer
 
 from landmark_edge import __version__
-from landmark_edge.commands.bench import bench
-from landmark_edge.commands.build import build
-from landmark_edge.commands.checkpoint import import_checkpoint, info
-from landmark_edge.commands.compile import compile_package
-from landmark_edge.commands.evaluate import evaluate
-from landmark_edge.commands.export import export
-from landmark_edge.commands.infer import infer
-from landmark_edge.commands.pack import pack
-from landmark_edge.commands.train import train
 
-app = typer.Typer(
-    name="landmark-edge",
-    help="GU2Net universal anatomical landmark detection (head, hand, chest X-rays): train, evaluate, export, "
-    "build engines, infer and benchmark.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-app.command()(pack)
-app.command()(train)
-app.command()(evaluate)
-app.command("import-checkpoint")(import_checkpoint)
-app.command()(export)
-app.command()(build)
-app.command("compile")(compile_package)
-app.command()(infer)
-app.command()(bench)
-app.command()(info)
+# command name -> (module in landmark_edge.commands, function). A command's module is imported only when that
+# command runs, so a one-image `infer` does not pay for the imports of `train`, `bench` or `export`.
+COMMANDS = {
+    "pack": ("pack", "pack"),
+    "train": ("train", "train"),
+    "evaluate": ("evaluate", "evaluate"),
+    "import-checkpoint": ("checkpoint", "import_checkpoint"),
+    "export": ("export", "export"),
+    "build": ("build", "build"),
+    "compile": ("compile", "compile_package"),
+    "infer": ("infer", "infer"),
+    "bench": ("bench", "bench"),
+    "info": ("checkpoint", "info"),
+}
+
+
+def make_app(names: list[str] | None = None) -> typer.Typer:
+    """The Typer app with the named commands (default: all of them)."""
+    application = typer.Typer(
+        name="landmark-edge",
+        help="GU2Net universal anatomical landmark detection (head, hand, chest X-rays): train, evaluate, export, "
+        "build engines, infer and benchmark.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    for name in names or COMMANDS:
+        module, function = COMMANDS[name]
+        application.command(name)(getattr(import_module(f"landmark_edge.commands.{module}"), function))
+    application.callback()(main)
+    return application
+
+
+def run() -> None:
+    """The console script: registers only the command on the command line (every one for the top-level help)."""
+    name = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    make_app([name] if name in COMMANDS else None)(prog_name="landmark-edge")
+
+
+def __getattr__(name: str):
+    """``landmark_edge.cli.app``: the app with every command (for tests and callers that embed the CLI)."""
+    if name == "app":
+        globals()["app"] = make_app()
+        return globals()["app"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _version(value: bool) -> None:
@@ -41,7 +62,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:

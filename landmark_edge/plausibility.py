@@ -1,4 +1,4 @@
-"""Low-confidence flags that need no trained weights: weak heatmap peaks, and a landmark layout unlike the anatomy's.
+"""Low-confidence flags: weak heatmap peaks, and a landmark layout unlike the anatomy's.
 
 The layout check compares the detected points with the anatomy's *typical layout* (the mean of its training
 labels, ``layouts.json``) after the best affine map from the detections onto it, so position, size, aspect
@@ -8,8 +8,11 @@ catches: landmarks in the wrong order or scattered (a wrong ``--anatomy``, a pho
 collapsed on one spot, and a mirrored layout (a flipped film, a right hand where the training hands are left).
 What it does not catch: one or two landmarks a few millimetres off on an otherwise plausible layout.
 
-``layouts.json`` is written by ``scripts/make_layouts.py`` from the label files in the shared data folder; its
-thresholds are a fixed multiple of the 99th percentile of the training labels' own residuals.
+``layouts.json`` is written by ``scripts/make_layouts.py`` from the label files in the shared data folder. An
+anatomy's thresholds there, the layout limit and a minimum peak per landmark, are set for trained weights by
+``benchmarks/calibrate_flags.py --write`` (fitted on train/val images, rates on test images in
+``benchmarks/results/flags.md``); an anatomy without that calibration keeps the label rule, a fixed multiple of
+the 99th percentile of the labels' own residuals, and ``DEFAULT_MIN_CONFIDENCE``.
 """
 
 from __future__ import annotations
@@ -25,18 +28,20 @@ from landmark_edge.anatomy import Anatomy
 from landmark_edge.results import ImageResult
 
 LAYOUTS_FILE = Path(__file__).with_name("layouts.json")
-# A trained GU2Net (BCE on 0..1 Gaussian targets) peaks near 1 on clear landmarks. Uncalibrated: no trained
-# weights were available when this default was chosen; --min-confidence changes it.
+# Minimum peak for an anatomy without calibrated per-landmark thresholds (a trained GU2Net, BCE on 0..1 Gaussian
+# targets, peaks near 1 on clear landmarks); --min-confidence overrides every threshold.
 DEFAULT_MIN_CONFIDENCE = 0.1
 THRESHOLD_MARGIN = 2.0  # x the 99th percentile of training-label residuals: room for a model's own error
 
 
 @dataclass(frozen=True)
 class Layout:
-    """An anatomy's typical landmark arrangement (C, 2), centred with unit RMS spread, and its residual limit."""
+    """An anatomy's typical landmark arrangement (C, 2), centred with unit RMS spread, its residual limit and
+    the minimum heatmap peak of each landmark (``None``: not calibrated, ``DEFAULT_MIN_CONFIDENCE`` applies)."""
 
     mean: np.ndarray
     threshold: float
+    min_confidence: tuple[float, ...] | None = None
 
 
 def affine_residual(points: np.ndarray, target: np.ndarray) -> tuple[float, float]:
@@ -76,7 +81,14 @@ def _normalise(shape: np.ndarray) -> np.ndarray:
 @cache
 def typical_layouts() -> dict[str, Layout]:
     data = json.loads(LAYOUTS_FILE.read_text())
-    return {name: Layout(np.asarray(entry["mean"]), entry["threshold"]) for name, entry in data["anatomies"].items()}
+    return {
+        name: Layout(np.asarray(entry["mean"]), entry["threshold"], _tuple_or_none(entry.get("min_confidence")))
+        for name, entry in data["anatomies"].items()
+    }
+
+
+def _tuple_or_none(values: list[float] | None) -> tuple[float, ...] | None:
+    return None if values is None else tuple(values)
 
 
 def layout_flags(points: np.ndarray, anatomy: Anatomy) -> list[str]:
@@ -96,12 +108,24 @@ def layout_flags(points: np.ndarray, anatomy: Anatomy) -> list[str]:
     return flags
 
 
-def confidence_flags(result: ImageResult, min_confidence: float) -> list[str]:
-    weak = [lm.index for lm in result.landmarks if lm.confidence < min_confidence]
+def min_confidences(anatomy: Anatomy, override: float | None = None) -> tuple[float, ...]:
+    """Each landmark's minimum peak: ``override`` for all, else the anatomy's calibrated thresholds or the default."""
+    if override is None:
+        layout = typical_layouts().get(anatomy.name)
+        if layout is not None and layout.min_confidence is not None:
+            return layout.min_confidence
+    return (DEFAULT_MIN_CONFIDENCE if override is None else override,) * anatomy.num_landmarks
+
+
+def confidence_flags(result: ImageResult, min_confidence: tuple[float, ...]) -> list[str]:
+    """One flag naming the landmarks whose peak is below their threshold (``min_confidence``, one per landmark)."""
+    weak = [lm for lm, limit in zip(result.landmarks, min_confidence, strict=True) if lm.confidence < limit]
     if not weak:
         return []
-    listed = ", ".join(map(str, weak[:10])) + (", ..." if len(weak) > 10 else "")
-    return [f"{len(weak)} of {len(result.landmarks)} landmarks below confidence {min_confidence:g} ({listed})"]
+    listed = ", ".join(str(lm.index) for lm in weak[:10]) + (", ..." if len(weak) > 10 else "")
+    limits = sorted({f"{limit:g}" for limit in min_confidence})
+    below = f"confidence {limits[0]}" if len(limits) == 1 else "their calibrated minimum peak"
+    return [f"{len(weak)} of {len(result.landmarks)} landmarks below {below} ({listed})"]
 
 
 def geometry_flags(result: ImageResult, anatomy: Anatomy) -> list[str]:
@@ -111,7 +135,14 @@ def geometry_flags(result: ImageResult, anatomy: Anatomy) -> list[str]:
     return [] if problem is None else [f"implausible image for {anatomy.name}: {problem}"]
 
 
-def flag_result(result: ImageResult, anatomy: Anatomy, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> list[str]:
-    """Everything suspicious about one result, one readable line each (empty when nothing is)."""
+def flag_result(result: ImageResult, anatomy: Anatomy, min_confidence: float | None = None) -> list[str]:
+    """Everything suspicious about one result, one readable line each (empty when nothing is).
+
+    ``min_confidence`` overrides every landmark's threshold; None uses the calibrated ones (:func:`min_confidences`).
+    """
     points = np.array([(lm.x, lm.y) for lm in result.landmarks])
-    return geometry_flags(result, anatomy) + confidence_flags(result, min_confidence) + layout_flags(points, anatomy)
+    return (
+        geometry_flags(result, anatomy)
+        + confidence_flags(result, min_confidences(anatomy, min_confidence))
+        + layout_flags(points, anatomy)
+    )

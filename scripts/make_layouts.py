@@ -20,6 +20,7 @@ from landmark_edge.io.atomic import atomic_write_text
 from landmark_edge.plausibility import LAYOUTS_FILE, fit_layout
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CALIBRATED_FIELDS = ("threshold", "min_confidence", "calibrated")  # written by benchmarks/calibrate_flags.py
 
 
 def label_shapes(data: Path) -> dict[str, np.ndarray]:
@@ -44,7 +45,12 @@ def main() -> None:
     parser.add_argument("data", nargs="?", type=Path, default=DEFAULT_DATA)
     parser.add_argument("-o", "--out", type=Path, default=LAYOUTS_FILE)
     args = parser.parse_args()
-    atomic_write_text(args.out, json.dumps(layouts_document(args.data), indent=1) + "\n")
+    document = layouts_document(args.data)
+    if args.out.is_file():  # keep the thresholds benchmarks/calibrate_flags.py calibrated on trained weights
+        for name, entry in json.loads(args.out.read_text())["anatomies"].items():
+            if "calibrated" in entry and name in document["anatomies"]:
+                document["anatomies"][name] |= {k: entry[k] for k in CALIBRATED_FIELDS}
+    atomic_write_text(args.out, json.dumps(document, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from landmark_edge.cli import app
 from landmark_edge.decode import DecodeMethod
+from landmark_edge.io.cache import CACHE_ENV
 from landmark_edge.model import gu2net
 from landmark_edge.weights import save_weights
 
@@ -26,6 +27,16 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} (the shared/ folder beside the checkout)")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory) -> Path:
+    """In-memory ONNX exports are cached per user: the tests fill a folder of their own, never ~/.cache."""
+    folder = tmp_path_factory.mktemp("cache")
+    patch = pytest.MonkeyPatch()
+    patch.setenv(CACHE_ENV, str(folder))
+    yield folder
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,9 @@ LABELS = json.loads((EXAMPLES / "labels.json").read_text())
 # Set from the errors the shipped weights make on these test-split images (largest: head 32.5 px = 3.25 mm at
 # 0.1 mm/px, chest 11.7 px of 512), about 10 % above them: a wrong, mis-ordered or damaged file fails.
 RADIUS_PX = {"head": 36.0, "chest": 13.0}
+# The eager reference: the default CPU backend (ONNX Runtime) would export the full-width graph in every test
+# session (~15 s each); it equals torch within 1e-4 (test_onnxruntime_backend.py).
+TORCH = ("--backend", "torch")
 
 
 def test_bundled_example_labels_are_what_the_dataset_code_reads():
@@ -58,11 +61,21 @@ def test_damaged_default_weights_are_refused(tmp_path, monkeypatch):
 @pytest.mark.parametrize("anatomy", ["head", "chest"])
 def test_default_weights_find_every_landmark_near_its_annotation(anatomy):
     entry = LABELS[anatomy]
-    result = CliRunner().invoke(app, ["infer", str(EXAMPLES / entry["file"]), "-a", anatomy, "-f", "json"])
+    result = CliRunner().invoke(app, ["infer", str(EXAMPLES / entry["file"]), "-a", anatomy, "-f", "json", *TORCH])
     assert result.exit_code == 0, result.output
     found = np.array([[lm["x"], lm["y"]] for lm in json.loads(result.stdout)[0]["landmarks"]])
     errors = np.linalg.norm(found - np.array(entry["landmarks"]), axis=1)
     assert errors.max() <= RADIUS_PX[anatomy], f"{anatomy}: landmark errors {errors.round(1).tolist()} px"
+    assert json.loads(result.stdout)[0]["flags"] == []  # a good in-distribution test image passes the flags
+
+
+@pytest.mark.parametrize(("image", "run_as"), [("chest", "head"), ("head", "chest")])
+def test_calibrated_flags_catch_the_wrong_anatomy(image, run_as):
+    """An X-ray run as the other anatomy is flagged (benchmarks/results/flags.md: the rates behind the limits)."""
+    result = CliRunner().invoke(app, ["infer", str(EXAMPLES / LABELS[image]["file"]), "-a", run_as, "-f", "json",
+                                      *TORCH])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["flags"], f"{image} X-ray run as {run_as} was not flagged"
 
 
 @pytest.mark.parametrize("command", [["infer", str(EXAMPLES / LABELS["hand"]["file"])], ["export", "-o", "x.onnx"]])

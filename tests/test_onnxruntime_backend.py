@@ -86,7 +86,7 @@ def test_infer_cli_runs_an_exported_graph(exported, tiny_weights):
     image = require(DATA / "chest/pngs/CHNCXR_0001_0.png")
     args = ["infer", str(image), "-a", "chest", "--format", "json"]
     ort_run = CliRunner().invoke(app, [*args, "--backend", "onnxruntime", "--artifact", str(exported["chest"])])
-    torch_run = CliRunner().invoke(app, [*args, "--weights", str(tiny_weights)])
+    torch_run = CliRunner().invoke(app, [*args, "--weights", str(tiny_weights), "--backend", "torch"])
     assert ort_run.exit_code == 0 == torch_run.exit_code, ort_run.stderr + torch_run.stderr
     got, want = json.loads(ort_run.stdout)[0], json.loads(torch_run.stdout)[0]
     for a, b in zip(got["landmarks"], want["landmarks"]):
@@ -128,3 +128,39 @@ def test_torch_backend_refuses_an_artifact_instead_of_ignoring_it(exported, tiny
     request = BackendRequest(tiny_weights, get_anatomy("chest"), artifact=exported["chest"])
     with pytest.raises(BackendUnavailable, match="torch backend: runs --weights; an exported artifact is for"):
         create_backend("torch", request)
+
+
+def test_in_memory_export_is_cached_per_weights_file(tiny_weights, chest_only_weights, tmp_path, monkeypatch):
+    """A second backend for the same weights runs the cached graph (no export); other weights export again."""
+    import landmark_edge.runtime.registry as registry
+    from landmark_edge.io.cache import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    exports = []
+    real_export = registry._export_graph
+    monkeypatch.setattr(registry, "_export_graph", lambda *a: exports.append(a[0].weights) or real_export(*a))
+    pixels = _pixels()
+    first = create_backend("onnxruntime", _request(tiny_weights, None)).run(pixels)
+    again = create_backend("onnxruntime", _request(tiny_weights, None)).run(pixels)
+    assert exports == [tiny_weights]
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 1
+    np.testing.assert_array_equal(first.xy, again.xy)
+    other = create_backend("onnxruntime", _request(chest_only_weights, None)).run(pixels)
+    assert exports == [tiny_weights, chest_only_weights]
+    assert len(list((tmp_path / "onnx").glob("*.onnx"))) == 2
+    assert not np.allclose(first.confidence, other.confidence)  # a different network, not the cached one
+
+
+def test_cached_export_still_refuses_what_the_weights_header_refuses(tiny_weights, tmp_path, monkeypatch):
+    from landmark_edge.io.cache import CACHE_ENV
+    from landmark_edge.weights import WeightsError, load_weights, save_weights
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    model, _ = load_weights(tiny_weights)
+    unfit = tmp_path / "unfit.safetensors"
+    save_weights(model, unfit, assessments={"chest": {"fit_for_use": False, "assessment": "test MRE 99 px"}})
+    with pytest.raises(WeightsError, match="unfit for chest"):
+        create_backend("onnxruntime", _request(unfit, None))
+    create_backend("onnxruntime", _request(unfit, None, require_fit=False))  # evaluate's way: fills the cache
+    with pytest.raises(WeightsError, match="unfit for chest"):
+        create_backend("onnxruntime", _request(unfit, None))

@@ -290,7 +290,7 @@ def test_compile_command_package_runs_in_infer_without_weights(tmp_path, chest_o
     image = tmp_path / "scan.png"
     Image.fromarray(np.random.default_rng(6).integers(0, 255, (300, 260), dtype=np.uint8)).save(image)
     common = [str(image), "-a", "chest", "--format", "json", "--decode", "argmax"]
-    eager = runner.invoke(app, ["infer", *common, "-w", str(chest_only_weights)])
+    eager = runner.invoke(app, ["infer", *common, "-w", str(chest_only_weights), "--backend", "torch"])
     packaged = runner.invoke(app, ["infer", *common, "--backend", "aoti", "--artifact", str(package), "-b", "2"])
     assert packaged.exit_code == 0, packaged.output
     landmarks = [json.loads(r.stdout)[0]["landmarks"] for r in (eager, packaged)]

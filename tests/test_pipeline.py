@@ -43,7 +43,7 @@ def test_pipeline_matches_plain_infer_in_order_with_a_bad_image(folder_with_bad_
 
     # plain `infer`, one image per forward pass, through the CLI
     result = CliRunner().invoke(app, ["infer", *map(str, paths), "-a", "chest", "-w", str(chest_only_weights),
-                                      "-b", "1", "--format", "json"])
+                                      "-b", "1", "--format", "json", "--backend", "torch"])
     assert result.exit_code == 11, result.output  # 10 + one failed input
     plain = json.loads(result.stdout)
     assert [o["path"] for o in plain] == [str(p) for p in paths] and not plain[2]["ok"]

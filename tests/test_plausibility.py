@@ -9,9 +9,11 @@ from conftest import DATA, REPO, require
 
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.plausibility import (
+    DEFAULT_MIN_CONFIDENCE,
     LAYOUTS_FILE,
     confidence_flags,
     layout_flags,
+    min_confidences,
     typical_layouts,
 )
 from landmark_edge.results import ImageResult, Landmark
@@ -58,11 +60,27 @@ def test_shipped_layouts_are_reproduced_from_the_labels():
     shipped = json.loads(LAYOUTS_FILE.read_text())["anatomies"]
     for name, entry in shipped.items():
         np.testing.assert_allclose(entry["mean"], rebuilt[name]["mean"], atol=1e-4)
-        assert entry["threshold"] == pytest.approx(rebuilt[name]["threshold"], abs=1e-3)
+        if "calibrated" not in entry:  # calibrated limits come from benchmarks/calibrate_flags.py, not the labels
+            assert entry["threshold"] == pytest.approx(rebuilt[name]["threshold"], abs=1e-3)
 
 
 def test_confidence_flags_name_the_weak_landmarks():
     landmarks = [Landmark(i + 1, f"L{i + 1}", 0, 0, None, None, c, 0, 0) for i, c in enumerate([0.9, 0.05, 0.5, 0.01])]
     result = ImageResult("x.png", "chest", 10, 10, None, "none", "argmax", landmarks)
-    assert confidence_flags(result, 0.1) == ["2 of 4 landmarks below confidence 0.1 (2, 4)"]
-    assert confidence_flags(result, 0.01) == []
+    assert confidence_flags(result, (0.1,) * 4) == ["2 of 4 landmarks below confidence 0.1 (2, 4)"]
+    assert confidence_flags(result, (0.01,) * 4) == []
+    assert confidence_flags(result, (0.95, 0.01, 0.6, 0.01)) == [
+        "2 of 4 landmarks below their calibrated minimum peak (1, 3)"
+    ]
+
+
+def test_calibrated_thresholds_are_used_unless_overridden():
+    shipped = json.loads(LAYOUTS_FILE.read_text())["anatomies"]
+    for name, entry in shipped.items():
+        anatomy = get_anatomy(name)
+        calibrated = entry.get("min_confidence")
+        expected = tuple(calibrated) if calibrated else (DEFAULT_MIN_CONFIDENCE,) * anatomy.num_landmarks
+        assert min_confidences(anatomy) == expected
+        assert len(expected) == anatomy.num_landmarks
+        assert min_confidences(anatomy, 0.5) == (0.5,) * anatomy.num_landmarks
+    assert "min_confidence" not in shipped["hand"]  # unfit weights: nothing to calibrate on

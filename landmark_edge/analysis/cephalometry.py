@@ -232,10 +232,12 @@ def measure_points(
     return [_measure_one(definition, scaled, mm_per_unit, set(weak)) for definition in MEASUREMENTS]
 
 
-def measure(result: ImageResult, min_confidence: float | None = None) -> list[Measurement]:
-    """The measurements of one result; landmarks whose peak is below ``min_confidence`` mark those using them."""
+def measure(result: ImageResult, min_confidence: Sequence[float] | None = None) -> list[Measurement]:
+    """The measurements of one result; landmarks whose peak is below their ``min_confidence`` (one threshold per
+    landmark, as the flags use them) mark those using them."""
     points = {lm.name: (lm.x, lm.y) for lm in result.landmarks}
-    weak = {lm.name for lm in result.landmarks if min_confidence is not None and lm.confidence < min_confidence}
+    limits = [-math.inf] * len(result.landmarks) if min_confidence is None else min_confidence
+    weak = {lm.name for lm, limit in zip(result.landmarks, limits, strict=True) if lm.confidence < limit}
     return measure_points(points, result.spacing_mm, weak)
 
 

@@ -48,7 +48,7 @@ from landmark_edge.errors import InputError
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
 from landmark_edge.io.images import read_image
 from landmark_edge.io.inputs import expand_inputs
-from landmark_edge.plausibility import DEFAULT_MIN_CONFIDENCE, flag_result
+from landmark_edge.plausibility import flag_result, min_confidences
 from landmark_edge.results import (
     ImageFailure,
     ImageResult,
@@ -61,7 +61,7 @@ from landmark_edge.results import (
     write_parquet,
 )
 from landmark_edge.runtime.pipeline import run_inference
-from landmark_edge.runtime.registry import BackendRequest, backend_names, create_backend
+from landmark_edge.runtime.registry import BackendRequest, backend_names, create_backend, default_backend
 from landmark_edge.weights import resolve_weights
 
 FORMATS = ("table", "json", "csv", "jsonl", "parquet")
@@ -82,11 +82,13 @@ def infer(
     batch_size: BatchSizeOpt = 8,
     device: DeviceOpt = "cpu",
     backend: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help=f"Inference backend: {', '.join(backend_names())} (onnxruntime: --device cpu, cuda[:N], tensorrt[:N])."
+            help=f"Inference backend: {', '.join(backend_names())} (onnxruntime: --device cpu, cuda[:N], tensorrt[:N]). "
+            "Default: onnxruntime for fp32 on the CPU (its graph cached per weights), else torch.",
+            show_default=False,
         ),
-    ] = "torch",
+    ] = None,
     precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
     artifact: ArtifactOpt = None,
     allow_fallback: AllowFallbackOpt = False,
@@ -113,8 +115,13 @@ def infer(
         Path | None, typer.Option(help="Write DIR/<relative path>.png: the image with numbered landmarks.")
     ] = None,
     min_confidence: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Flag results with heatmap peaks below this.")
-    ] = DEFAULT_MIN_CONFIDENCE,
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, show_default=False,
+            help="Flag results with a heatmap peak below this. Default: the anatomy's per-landmark minimums in "
+            "landmark_edge/layouts.json, 0.1 where none is calibrated.",
+        ),
+    ] = None,
     save_heatmaps: Annotated[
         Path | None, typer.Option(help="Write DIR/<relative path>.npy, float32 (C, H, W) on the model grid.")
     ] = None,
@@ -163,6 +170,7 @@ def infer(
     options = key_values(option or [])
     if allow_fallback:  # an ONNX Runtime setting: backends without it reject unknown options
         options["allow_fallback"] = True
+    backend = backend or default_backend(device, precision, artifact)
     with one_line_errors():
         request = BackendRequest(
             resolve_weights(weights) if artifact is None else weights,  # an artefact carries its network
@@ -187,7 +195,7 @@ def infer(
                 if path not in done and isinstance(outcome, ImageResult):
                     outcome = _finish(outcome, target, min_confidence, store, overlay, measurements)
                 elif measurements and isinstance(outcome, ImageResult) and outcome.measurements is None:
-                    outcome.measurements = measure(outcome, min_confidence)  # reused from a run without them
+                    outcome.measurements = measure(outcome, min_confidences(target, min_confidence))  # reused result
                 _report(outcome, counts, emit)
                 advance()
     if counts["flagged"]:
@@ -215,14 +223,14 @@ def _reusable(
 
 
 def _finish(
-    result: ImageResult, anatomy: Anatomy, min_confidence: float, store: ResultStore, overlay: Path | None,
+    result: ImageResult, anatomy: Anatomy, min_confidence: float | None, store: ResultStore, overlay: Path | None,
     measurements: bool = False,
 ) -> Outcome:  # fmt: skip
     """Flag (and measure) a fresh result and write its per-image files; the JSON comes last, as the mark that all
     are done. An image that changed or vanished before its overlay was drawn becomes that input's failure."""
     result.flags = flag_result(result, anatomy, min_confidence)
     if measurements:
-        result.measurements = measure(result, min_confidence)
+        result.measurements = measure(result, min_confidences(anatomy, min_confidence))
     if overlay is not None:
         decorate = measurement_drawer(result) if measurements else None
         try:

@@ -22,9 +22,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import torch
 from pydantic import BaseModel
 from torch import nn
@@ -39,6 +39,9 @@ from landmark_edge.io.atomic import atomic_path
 from landmark_edge.model.gu2net import GU2Net, SeparableDoubleConv, SingleAnatomy
 from landmark_edge.runtime.backend import zscore_batch
 from landmark_edge.weights import WeightsInfo, load_weights
+
+if TYPE_CHECKING:  # onnx is imported where a graph is checked, read or saved: running a cached graph needs none
+    import onnx
 
 INPUT = "image"
 HEATMAPS, LANDMARKS, CONFIDENCE = "heatmaps", "landmarks", "confidence"
@@ -191,6 +194,8 @@ def attach_metadata(model: onnx.ModelProto, info: OnnxInfo) -> onnx.ModelProto:
 
 def check_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
     """The ONNX checker with shape inference (full check); refuses a graph that still holds a BatchNorm."""
+    import onnx
+
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as error:
@@ -206,6 +211,8 @@ def read_onnx_info(model: onnx.ModelProto | str | Path) -> OnnxInfo:
     if isinstance(model, (str, Path)):
         if not Path(model).is_file():
             raise ExportError(f"{model}: ONNX file not found")
+        import onnx
+
         model = onnx.load(str(model), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
     if "anatomy" not in props:
@@ -300,6 +307,8 @@ def _max_diff(actual: np.ndarray, expected: torch.Tensor) -> float:
 
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
     """Write the graph atomically as one file (the weights are small enough to stay inside it)."""
+    import onnx
+
     with atomic_path(path) as tmp:
         onnx.save_model(model, str(tmp))
     return Path(path)
