@@ -298,6 +298,8 @@ def test_runtime_runs_named_tensors_on_a_stream(fake, chest_onnx, tmp_path, deco
     assert execute[1] == HostMemory.stream and execute[2] == ["confidence", "heatmaps", "image", "landmarks"]
     z = trt.device_memory.inputs[0]  # the engine was fed the z-scored batch
     assert z.shape == (3, 1, 512, 512) and abs(float(z[0].mean())) < 1e-4 and abs(float(z[0].std()) - 1) < 1e-3
+    _, timing = backend.run_timed(_pixels(1))  # bench times every backend this way
+    assert timing.stages_ms == {"compute": timing.latency_ms}
 
 
 def test_runtime_splits_batches_larger_than_the_profile(fake, chest_onnx, tmp_path):

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from landmark_edge.anatomy import ANATOMIES, parse_anatomy_list
-from landmark_edge.commands.options import WeightsOpt, fail, one_line_errors
+from landmark_edge.commands.options import WeightsOpt, fail, one_line_errors, warning_line
 from landmark_edge.weights import read_info, resolve_weights, save_weights
 from landmark_edge.weights.reference import convert_state_dict, load_reference_checkpoint
 
@@ -22,14 +22,27 @@ def import_checkpoint(
         str,
         typer.Option(help="The checkpoint's task order, comma-separated (released best.pt: chest,cephalometric,hand)."),
     ] = "cephalometric,hand,chest",
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            help="Unpickle everything in the file, which runs any code it holds. Only for a checkpoint you trust: "
+            "by default only tensors and the reference's own optimizer object are read."
+        ),
+    ] = False,
 ) -> None:
-    """Convert a reference checkpoint ((W,H) layout, indexed tasks) into a landmark-edge weights file."""
+    """Convert a reference checkpoint ((W,H) layout, indexed tasks) into a landmark-edge weights file.
+
+    The checkpoint is read without running code (tensors and the reference's pickled optimizer only); a file
+    naming anything else is refused, in one line that names it.
+    """
     try:
         anatomies = parse_anatomy_list(order)
     except ValueError as error:
         fail(f"--order: {error}")
+    if trust_pickle:
+        warning_line(f"--trust-pickle: fully unpickling {checkpoint}, which runs any code the file holds")
     with one_line_errors():
-        model = convert_state_dict(load_reference_checkpoint(checkpoint), anatomies)
+        model = convert_state_dict(load_reference_checkpoint(checkpoint, trust_pickle=trust_pickle), anatomies)
         info = save_weights(model, out, source=f"imported from reference checkpoint {checkpoint.name}")
     typer.echo(f"wrote {out} ({', '.join(f'{a.name} {a.num_landmarks}' for a in info.anatomies)})")
 

@@ -31,13 +31,17 @@ from landmark_edge.commands.options import (
     DeviceOpt,
     WeightsOpt,
     anatomy_or_exit,
+    build_status,
     err_console,
+    error_line,
     fail,
     failures_exit_code,
     key_values,
     one_line_errors,
+    warning_line,
 )
 from landmark_edge.decode import DecodeMethod
+from landmark_edge.errors import InputError
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
 from landmark_edge.io.images import read_image
 from landmark_edge.io.inputs import expand_inputs
@@ -138,11 +142,12 @@ def infer(
     if allow_fallback:  # an ONNX Runtime setting: backends without it reject unknown options
         options["allow_fallback"] = True
     with one_line_errors():
-        request = BackendRequest(
-            resolve_weights(weights) if artifact is None else weights,  # an artefact carries its network
-            target, decode, device, precision, batch_size, artifact, options,
-        )
-        runner = create_backend(backend, request)
+        with build_status() as status:
+            request = BackendRequest(
+                resolve_weights(weights) if artifact is None else weights,  # an artefact carries its network
+                target, decode, device, precision, batch_size, artifact, options, progress=status,
+            )
+            runner = create_backend(backend, request)
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
         fresh = run_inference(todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink)
         with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
@@ -151,7 +156,7 @@ def infer(
             for path in inputs.files:
                 outcome = done.get(path) or next(fresh)
                 if path not in done and isinstance(outcome, ImageResult):
-                    _finish(outcome, target, min_confidence, store, overlay, measurements)
+                    outcome = _finish(outcome, target, min_confidence, store, overlay, measurements)
                 elif measurements and isinstance(outcome, ImageResult) and outcome.measurements is None:
                     outcome.measurements = measure(outcome, min_confidence)  # reused from a run without them
                 _report(outcome, counts, emit)
@@ -183,28 +188,32 @@ def _reusable(
 def _finish(
     result: ImageResult, anatomy: Anatomy, min_confidence: float, store: ResultStore, overlay: Path | None,
     measurements: bool = False,
-):  # fmt: skip
+) -> Outcome:  # fmt: skip
     """Flag (and measure) a fresh result and write its per-image files; the JSON comes last, as the mark that all
-    are done."""
+    are done. An image that changed or vanished before its overlay was drawn becomes that input's failure."""
     result.flags = flag_result(result, anatomy, min_confidence)
     if measurements:
         result.measurements = measure(result, min_confidence)
     if overlay is not None:
         decorate = measurement_drawer(result) if measurements else None
-        write_overlay(read_image(result.path), result, store.path(result.path, ".png", overlay), decorate)
+        try:
+            write_overlay(read_image(result.path), result, store.path(result.path, ".png", overlay), decorate)
+        except InputError as error:
+            return ImageFailure(result.path, str(error))
     if store.out_dir is not None:
         store.save(result)
+    return result
 
 
 def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], None]) -> None:
     counts["total"] += 1
     if isinstance(outcome, ImageFailure):
         counts["failed"] += 1
-        err_console.print(f"[red]error:[/] {outcome.error}", markup=True, highlight=False)
+        error_line(outcome.error)
     elif outcome.flags:
         counts["flagged"] += 1
         for flag in outcome.flags:
-            err_console.print(f"[yellow]warning:[/] {outcome.path}: {flag}", markup=True, highlight=False)
+            warning_line(f"{outcome.path}: {flag}")
     emit(outcome)
 
 

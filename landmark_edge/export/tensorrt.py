@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from landmark_edge.anatomy import Anatomy, get_anatomy
 from landmark_edge.errors import LandmarkEdgeError
@@ -38,6 +38,9 @@ from landmark_edge.export.quantize import QuantTarget, calibration_batches, quan
 from landmark_edge.io.atomic import atomic_open
 from landmark_edge.runtime.tensorrt import GpuInfo, TensorRTUnavailable, gpu_info, import_tensorrt, tensorrt_major
 from landmark_edge.weights import file_sha256
+
+if TYPE_CHECKING:  # the 10.x type stubs (tensorrt-stubs): tests/test_tensorrt_api.py runs mypy against them
+    import tensorrt
 
 
 class BuildError(LandmarkEdgeError):
@@ -59,7 +62,7 @@ def precision_plan(precision: str, major: int) -> PrecisionPlan:
     if major < 10:
         raise TensorRTUnavailable(f"TensorRT {major}.x is not supported: landmark-edge builds with TensorRT 10 or 11")
     quantize = precision in QUANTIZED
-    step = "quantize" if quantize else "autocast" if precision in ("fp16", "bf16") and major >= 11 else "none"
+    step: Literal["none", "autocast", "quantize"] = "quantize" if quantize else "autocast" if precision in ("fp16", "bf16") and major >= 11 else "none"
     if major >= 11:
         return PrecisionPlan(strongly_typed=True, flags=(), onnx_step=step)
     flags = {"fp32": (), "fp16": ("FP16",), "bf16": ("BF16",), "int8": ("INT8", "FP16"), "fp8": ("FP8", "FP16")}
@@ -116,13 +119,15 @@ def prepare_onnx(
 # --- step 2: network and config ---------------------------------------------------------------------------------
 
 
-def create_network(trt, builder, plan: PrecisionPlan, major: int):
+def create_network(trt, builder: tensorrt.Builder, plan: PrecisionPlan, major: int) -> tensorrt.INetworkDefinition:
     """Strongly typed on request for 10.x; 11.x networks are always strongly typed (its flag is deprecated)."""
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed and major < 11 else 0
     return builder.create_network(flags)
 
 
-def parse_onnx(trt, network, logger, data: bytes, source: Path):
+def parse_onnx(
+    trt, network: tensorrt.INetworkDefinition, logger: tensorrt.ILogger, data: bytes, source: Path
+) -> tensorrt.OnnxParser:
     """Fill ``network``; the returned parser owns the weights and must live until the build is done."""
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(data):
@@ -162,9 +167,9 @@ def progress_monitor(trt, progress: BuildProgress | None):
 
 
 def create_config(
-    trt, builder, profile: DeploymentProfile, plan: PrecisionPlan, grid_hw: tuple[int, int], timing_cache: bytes,
-    monitor=None,
-):  # fmt: skip
+    trt, builder: tensorrt.Builder, profile: DeploymentProfile, plan: PrecisionPlan, grid_hw: tuple[int, int],
+    timing_cache: bytes, monitor: tensorrt.IProgressMonitor | None = None,
+) -> tensorrt.IBuilderConfig:  # fmt: skip
     """The builder config for ``profile``: flags, optimization profile, memory, timing cache, DLA, compatibility."""
     config = builder.create_builder_config()
     for flag in plan.flags:
@@ -172,7 +177,7 @@ def create_config(
     height, width = grid_hw
     shapes = [(batch, 1, height, width) for batch in (profile.batch.min, profile.batch.opt, profile.batch.max)]
     optimization = builder.create_optimization_profile()
-    optimization.set_shape(INPUT, *shapes)
+    optimization.set_shape(INPUT, *shapes)  # type: ignore[arg-type]  # pybind11 converts tuples to Dims
     config.add_optimization_profile(optimization)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, profile.workspace_mib << 20)
     config.builder_optimization_level = profile.optimization_level
@@ -191,7 +196,8 @@ def create_config(
     return config
 
 
-def _use_dla(trt, builder, config, profile: DeploymentProfile) -> None:
+def _use_dla(trt, builder: tensorrt.Builder, config: tensorrt.IBuilderConfig, profile: DeploymentProfile) -> None:
+    assert profile.dla_core is not None  # create_config calls this only for a profile with a DLA core
     if profile.precision not in ("fp16", "int8"):
         raise BuildError(f"DLA core {profile.dla_core} runs fp16 or int8 only, not {profile.precision}")
     if profile.dla_core >= builder.num_DLA_cores:
@@ -234,8 +240,8 @@ def build_engine(
     check_precision_supported(profile.precision, gpu)
     step(f"preparing the ONNX graph ({plan.onnx_step})" if plan.onnx_step != "none" else "reading the ONNX graph")
     data = prepare_onnx(onnx_path, plan, profile, anatomy, out.parent)
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    logger: tensorrt.Logger = trt.Logger(trt.Logger.WARNING)
+    builder: tensorrt.Builder = trt.Builder(logger)
     network = create_network(trt, builder, plan, major)
     step("parsing")
     parser = parse_onnx(trt, network, logger, data, onnx_path)

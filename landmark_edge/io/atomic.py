@@ -46,5 +46,7 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_open(path, "w", encoding="utf-8") as handle:
+    """Write UTF-8 text atomically; a file name's undecodable bytes (surrogate escapes) are written back as the
+    bytes they were, so a CSV or table names a non-UTF-8 file exactly as the file system does."""
+    with atomic_open(path, "w", encoding="utf-8", errors="surrogateescape") as handle:
         handle.write(text)

@@ -35,6 +35,7 @@ class BackendRequest:
     artifact: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
     require_fit: bool = True  # refuse an anatomy the weights mark unfit; evaluate measures it anyway
+    progress: Callable[[str], None] | None = None  # one line per step of a long build (the compiled backend's)
 
 
 Factory = Callable[[BackendRequest], Backend]
@@ -128,7 +129,8 @@ def _compiled_backend(request: BackendRequest) -> Backend:
         _weights("compiled", request), request.anatomy.name, require_fit=request.require_fit
     )
     return CompiledBackend(
-        model, request.anatomy, request.decode, request.device, dtype, options, request.max_batch_size
+        model, request.anatomy, request.decode, request.device, dtype, options, request.max_batch_size,
+        request.progress,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from landmark_edge.export.engine import check_header, read_engine
 from landmark_edge.export.onnx import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS
 from landmark_edge.runtime.backend import Backend, Prediction, zscore_batch
 from landmark_edge.runtime.registry import BackendUnavailable
+
+if TYPE_CHECKING:  # the 10.x type stubs (tensorrt-stubs): tests/test_tensorrt_api.py runs mypy against them
+    import tensorrt
 
 
 class TensorRTUnavailable(BackendUnavailable):
@@ -167,7 +170,7 @@ class CudaPython:
         return buffer.pointer
 
     def to_host(self, buffer: _Allocation) -> np.ndarray:
-        host = np.empty(buffer.shape, dtype=np.float32)
+        host: np.ndarray = np.empty(buffer.shape, dtype=np.float32)
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         (error,) = self.cudart.cudaMemcpyAsync(host.ctypes.data, buffer.pointer, host.nbytes, kind, self.stream)
         _check(self.cudart, error, "cudaMemcpyAsync")
@@ -217,15 +220,17 @@ class TensorRTBackend(Backend):
         trt = import_tensorrt()
         gpu = gpu_info(device_index)
         check_header(engine_path, self.header, str(trt.__version__), gpu.name, gpu.compute_capability)
-        self.device = device or default_device(device_index)
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        self.memory = device or default_device(device_index)
+        # Backend.run_timed times with CUDA events on torch's stream, where the engine runs when torch has CUDA
+        self.device = torch.device("cuda", device_index) if isinstance(self.memory, TorchCuda) else torch.device("cpu")
+        self._logger: tensorrt.Logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime: tensorrt.Runtime = trt.Runtime(self._logger)
         if self.header.version_compatible:  # the engine carries its own lean runtime, which must be allowed to run
             self._runtime.engine_host_code_allowed = True
-        self.engine = self._runtime.deserialize_cuda_engine(blob)
+        self.engine: tensorrt.ICudaEngine | None = self._runtime.deserialize_cuda_engine(blob)
         if self.engine is None:
             raise TensorRTUnavailable(f"{engine_path}: TensorRT could not deserialize the engine (see its log)")
-        self.context = self.engine.create_execution_context()
+        self.context: tensorrt.IExecutionContext = self.engine.create_execution_context()
         self.outputs = [
             name
             for name in (self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors))
@@ -240,16 +245,17 @@ class TensorRTBackend(Backend):
                      for i in range(0, len(pixels), self.max_batch)]  # fmt: skip
             return _concatenate(parts)
         batch, (height, width) = len(pixels), self.anatomy.grid_hw
-        image = self.device.prepare_input(pixels)
+        image = self.memory.prepare_input(pixels)
         self.context.set_input_shape(INPUT, (batch, 1, height, width))
-        self.context.set_tensor_address(INPUT, self.device.address(image))
-        buffers = {name: self.device.empty(tuple(self.context.get_tensor_shape(name))) for name in self.outputs}
+        self.context.set_tensor_address(INPUT, self.memory.address(image))
+        shapes = {name: self.context.get_tensor_shape(name) for name in self.outputs}
+        buffers = {name: self.memory.empty(tuple(dims[i] for i in range(len(dims)))) for name, dims in shapes.items()}
         for name, buffer in buffers.items():
-            self.context.set_tensor_address(name, self.device.address(buffer))
-        if not self.context.execute_async_v3(self.device.stream):
+            self.context.set_tensor_address(name, self.memory.address(buffer))
+        if not self.context.execute_async_v3(self.memory.stream):
             raise TensorRTUnavailable("TensorRT execute_async_v3 failed (see the TensorRT log)")
         prediction = self._decode(buffers, return_heatmaps)
-        release = getattr(self.device, "release", None)
+        release = getattr(self.memory, "release", None)
         if release is not None:
             release()
         return prediction
@@ -257,17 +263,17 @@ class TensorRTBackend(Backend):
     def _decode(self, buffers: dict[str, Any], return_heatmaps: bool) -> Prediction:
         heatmaps = buffers[HEATMAPS]
         if self.graph_decodes:
-            xy, confidence = self.device.to_host(buffers[LANDMARKS]), self.device.to_host(buffers[CONFIDENCE])
+            xy, confidence = self.memory.to_host(buffers[LANDMARKS]), self.memory.to_host(buffers[CONFIDENCE])
         elif isinstance(heatmaps, torch.Tensor):  # decode on the GPU, copy back C x 3 numbers per image
             decoded = decode_heatmaps(heatmaps, self.decode)
-            xy, confidence = (self.device.to_host(t.contiguous()) for t in decoded)
+            xy, confidence = (self.memory.to_host(t.contiguous()) for t in decoded)
         else:
-            decoded = decode_heatmaps(torch.from_numpy(self.device.to_host(heatmaps)), self.decode)
+            decoded = decode_heatmaps(torch.from_numpy(self.memory.to_host(heatmaps)), self.decode)
             xy, confidence = (t.numpy() for t in decoded)
         return Prediction(
             xy=np.asarray(xy, dtype=np.float32),
             confidence=np.asarray(confidence, dtype=np.float32),
-            heatmaps=self.device.to_host(heatmaps) if return_heatmaps else None,
+            heatmaps=self.memory.to_host(heatmaps) if return_heatmaps else None,
         )
 
 
