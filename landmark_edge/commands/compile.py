@@ -18,8 +18,9 @@ from landmark_edge.commands.options import (
     err_console,
     one_line_errors,
 )
+from landmark_edge.export.pt2 import export_pt2
 from landmark_edge.optimize import Kernels, rewrite_for_inference, select_anatomy, summarize
-from landmark_edge.runtime.compiled import export_pt2, load_pt2
+from landmark_edge.runtime.compiled import load_pt2
 from landmark_edge.runtime.registry import torch_dtype
 from landmark_edge.weights import load_weights, resolve_weights
 
@@ -67,7 +68,7 @@ def compile_package(
         with _progress() as progress:
             progress.add_task("export + AOTInductor compile", total=None)
             export_pt2(net, target, out, device=device, max_batch_size=max_batch_size,
-                       metadata={"weights_sha256": info.sha256})
+                       info={"weights_sha256": info.sha256, "preprocessing": info.preprocessing})
         if verify:
             report["max_abs_heatmap_diff_vs_eager_fp32"] = _verify(out, model, target.name, device)
     if json_output:

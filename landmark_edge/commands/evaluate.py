@@ -26,8 +26,9 @@ from landmark_edge.commands.options import (
 from landmark_edge.data import SPLITS, load_split
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.evaluation import PROTOCOLS, evaluate_split, write_overlays
+from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_write_text
-from landmark_edge.runtime.registry import BackendRequest, backend_names, create_backend
+from landmark_edge.runtime.registry import backend_names, create_backend
 from landmark_edge.weights import read_info, resolve_weights
 
 
@@ -79,11 +80,12 @@ def evaluate(
                   "precision": precision, "protocols": PROTOCOLS, "anatomies": {}}
         failed = 0
         for anatomy in chosen:
-            request = BackendRequest(
-                weights_path, anatomy, DecodeMethod.SUBPIXEL, device, precision, batch_size, artifact,
+            runner = create_backend(
+                backend, weights=weights_path, anatomy=anatomy, decode=DecodeMethod.SUBPIXEL, device=device,
+                precision=precision, max_batch_size=batch_size, artifact=artifact,
                 require_fit=False,  # measuring a head is how it is found fit or unfit
+                onnx_loader=OnnxFromWeights(weights_path, anatomy, DecodeMethod.SUBPIXEL, require_fit=False),
             )
-            runner = create_backend(backend, request)
             try:
                 evaluation = evaluate_split(runner, load_split(data, anatomy, split), anatomy, batch_size, workers)
             finally:

@@ -37,6 +37,7 @@ from landmark_edge.commands.options import (
     one_line_errors,
 )
 from landmark_edge.decode import DecodeMethod
+from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
 from landmark_edge.io.images import read_image
 from landmark_edge.io.inputs import expand_inputs
@@ -52,7 +53,7 @@ from landmark_edge.results import (
     write_overlay,
 )
 from landmark_edge.runtime.pipeline import run_inference
-from landmark_edge.runtime.registry import BackendRequest, backend_names, create_backend
+from landmark_edge.runtime.registry import backend_names, create_backend
 from landmark_edge.weights import resolve_weights
 
 FORMATS = ("table", "json", "csv", "jsonl")
@@ -128,11 +129,12 @@ def infer(
     if allow_fallback:  # an ONNX Runtime setting: backends without it reject unknown options
         options["allow_fallback"] = True
     with one_line_errors():
-        request = BackendRequest(
-            resolve_weights(weights) if artifact is None else weights,  # an artefact carries its network
-            target, decode, device, precision, batch_size, artifact, options,
-        )
-        runner = create_backend(backend, request)
+        weights = resolve_weights(weights) if artifact is None else weights  # an artefact carries its network
+        runner = create_backend(
+            backend, weights=weights, anatomy=target, decode=decode, device=device, precision=precision,
+            max_batch_size=batch_size, artifact=artifact, options=options,
+            onnx_loader=None if weights is None else OnnxFromWeights(weights, target, decode),
+        )  # fmt: skip
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
         fresh = run_inference(todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink)
         with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:

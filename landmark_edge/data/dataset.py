@@ -14,8 +14,7 @@ import torch
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.data.sources import Sample
 from landmark_edge.errors import InputError
-from landmark_edge.io.images import read_image
-from landmark_edge.transforms import grid_pixels, reference_grid_label
+from landmark_edge.transforms import read_grid_pixels, reference_grid_label
 
 
 def grid_label(sample: Sample, anatomy: Anatomy) -> np.ndarray:
@@ -44,7 +43,7 @@ class GridDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         sample = self.samples[index]
-        return grid_pixels(read_image(sample.image).image, self.anatomy.grid), grid_label(sample, self.anatomy)
+        return read_grid_pixels(sample.image, self.anatomy.grid), grid_label(sample, self.anatomy)
 
     def batch(self, indices: list[int]) -> Batch:
         pixels, labels, ids, failures = [], [], [], []

@@ -25,6 +25,7 @@ import torch
 
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
+from landmark_edge.transforms import zscore_batch
 
 
 @dataclass
@@ -127,14 +128,6 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release device resources (nothing to do for most backends)."""
-
-
-def zscore_batch(x: torch.Tensor) -> torch.Tensor:
-    """Per-image z-score of a (B, H, W) batch into (B, 1, H, W) float32, on the batch's device."""
-    x = x.float()
-    mean = x.mean(dim=(-2, -1), keepdim=True)
-    std = x.std(dim=(-2, -1), keepdim=True, correction=0)
-    return ((x - mean) / (std + 1e-20)).unsqueeze(1)
 
 
 class HostToDevice:

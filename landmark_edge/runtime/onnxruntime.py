@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from landmark_edge.anatomy import Anatomy
+from landmark_edge.contracts import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS, OnnxInfo
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
-from landmark_edge.export.onnx import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS, OnnxInfo
-from landmark_edge.runtime.backend import Backend, Prediction, zscore_batch
-from landmark_edge.runtime.registry import BackendUnavailable
+from landmark_edge.errors import BackendUnavailable, first_line
+from landmark_edge.runtime.backend import Backend, Prediction
+from landmark_edge.transforms import zscore_batch
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
@@ -122,7 +123,7 @@ def create_session(model: bytes | str | Path, settings: OrtSettings, grid_hw: tu
             warnings.simplefilter("ignore", UserWarning)
             session = ort.InferenceSession(source, sess_options=options, providers=providers)
     except Exception as error:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
-        raise BackendUnavailable(f"onnxruntime: cannot load the model ({str(error).splitlines()[0]})") from None
+        raise BackendUnavailable(f"onnxruntime: cannot load the model ({first_line(error)})") from None
     verify_providers([name for name, _ in providers], session.get_providers(), settings.allow_fallback)
     return session
 

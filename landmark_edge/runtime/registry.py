@@ -14,12 +14,10 @@ from typing import Any
 
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.decode import DecodeMethod
-from landmark_edge.errors import LandmarkEdgeError
+from landmark_edge.errors import BackendUnavailable
 from landmark_edge.runtime.backend import Backend
 
-
-class BackendUnavailable(LandmarkEdgeError):
-    """This backend cannot run here (library, device or artefact missing); the message says which."""
+__all__ = ["BackendRequest", "BackendUnavailable", "backend_names", "create_backend", "register"]
 
 
 @dataclass
@@ -35,6 +33,9 @@ class BackendRequest:
     artifact: Path | None = None
     options: dict[str, Any] = field(default_factory=dict)
     require_fit: bool = True  # refuse an anatomy the weights mark unfit; evaluate measures it anyway
+    # Makes the ONNX graph of ``weights`` when no artifact is given (export's job, passed in Polygraphy-style:
+    # ``landmark_edge.export.loaders.OnnxFromWeights``): called with int8 calibration fields, or None for float.
+    onnx_loader: Callable[[dict[str, Any] | None], Any] | None = None
 
 
 Factory = Callable[[BackendRequest], Backend]
@@ -66,10 +67,18 @@ def describe() -> dict[str, str]:
     return {name: spec.description for name, spec in _REGISTRY.items()}
 
 
-def create_backend(name: str, request: BackendRequest) -> Backend:
-    """Build backend ``name``; :class:`BackendUnavailable` says why one cannot run here."""
+def create_backend(name: str, request: BackendRequest | None = None, /, **keywords: Any) -> Backend:
+    """Build backend ``name`` from a request or its keywords; :class:`BackendUnavailable` says why one cannot run.
+
+    ``create_backend("onnxruntime", weights=path, anatomy=chest, precision="fp32", onnx_loader=...)`` is the
+    one way every command makes a backend.
+    """
     if name not in _REGISTRY:
         raise BackendUnavailable(f"unknown backend '{name}': choose from {', '.join(_REGISTRY)}")
+    if request is None:
+        request = BackendRequest(**keywords)
+    elif keywords:
+        raise TypeError("create_backend: give a BackendRequest or its keywords, not both")
     return _REGISTRY[name].factory(request)
 
 
@@ -145,13 +154,12 @@ def _aoti_backend(request: BackendRequest) -> Backend:
 @register(
     "onnxruntime",
     "ONNX Runtime on --device cpu, cuda[:N] (CUDA EP) or tensorrt[:N] (TensorRT EP, fp32/fp16); runs an exported "
-    ".onnx given as the artifact, else exports the weights in memory",
+    ".onnx given as the artifact, else the weights exported in memory",
 )
 def _onnxruntime_backend(request: BackendRequest) -> Backend:
     if importlib.util.find_spec("onnxruntime") is None:
         raise BackendUnavailable("onnxruntime backend: onnxruntime is not installed (pip install onnxruntime)")
-    from landmark_edge.export.onnx import onnx_graph, read_onnx_info
-    from landmark_edge.export.quantize import quantize_for_cpu
+    from landmark_edge.contracts import read_onnx_info
     from landmark_edge.runtime.onnxruntime import OnnxRuntimeBackend, OrtSettings, create_session
 
     settings = OrtSettings.from_options(request.device, request.precision, request.max_batch_size, request.options)
@@ -163,25 +171,26 @@ def _onnxruntime_backend(request: BackendRequest) -> Backend:
                 f"onnxruntime: {request.artifact} is an {info.precision} graph; run it with --precision {info.precision}"
             )
     else:
-        graph, _ = onnx_graph(request.weights, request.anatomy, decode=request.decode, require_fit=request.require_fit)
-        if int8:
-            graph = quantize_for_cpu(graph, request.anatomy, _calibration(request.options))
+        calibration = _calibration(request.options) if int8 else None
+        if request.onnx_loader is None:
+            raise BackendUnavailable(
+                "onnxruntime backend: give an exported graph (--artifact MODEL.onnx) or an ONNX loader for the "
+                "weights (landmark_edge.export.loaders.OnnxFromWeights)"
+            )
+        graph = request.onnx_loader(calibration)
         model, info = graph.SerializeToString(), read_onnx_info(graph)
     session = create_session(model, settings, request.anatomy.grid_hw)
     return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
 
 
-def _calibration(options: dict):
+def _calibration(options: dict) -> dict[str, Any]:
     """In-memory int8 needs real images to calibrate on: ``calibration=DIR`` (``count=N``, ``method=...``)."""
-    from landmark_edge.export.profiles import Calibration
-
     if "calibration" not in options:
         raise BackendUnavailable(
             "onnxruntime int8: give calibration images (option calibration=DIR) or an int8 graph "
             "(landmark-edge export --onnx-precision int8 --calibration DIR)"
         )
-    fields = {"images": options["calibration"], "count": options.get("count", 32), "method": options.get("method", "minmax")}
-    return Calibration.model_validate(fields)
+    return {"images": options["calibration"], "count": options.get("count", 32), "method": options.get("method", "minmax")}
 
 
 @register("tensorrt", "TensorRT engine from `landmark-edge build`, given as the artifact; --device cuda[:N]")
