@@ -25,7 +25,6 @@ import numpy as np
 import onnx
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from landmark_edge.anatomy import Anatomy, get_anatomy
 from landmark_edge.contracts import (
@@ -42,6 +41,7 @@ from landmark_edge.export.common import attach_metadata, quiet_logger
 from landmark_edge.export.profiles import Calibration
 from landmark_edge.io.atomic import atomic_path
 from landmark_edge.model.gu2net import GU2Net, SeparableDoubleConv, SingleAnatomy
+from landmark_edge.optimize.fuse import fold_conv_bn
 from landmark_edge.transforms import read_grid_pixels, zscore_batch
 from landmark_edge.weights import WeightsInfo, load_weights
 
@@ -68,12 +68,12 @@ def fold_batchnorm(model: GU2Net, anatomy: str) -> GU2Net:
     folded = copy.deepcopy(model).eval()
     for block in folded.local_net.modules():
         if isinstance(block, SeparableDoubleConv):
-            block.pointwise1 = fuse_conv_bn_eval(block.pointwise1, block.norm1[anatomy])
-            block.pointwise2 = fuse_conv_bn_eval(block.pointwise2, block.norm2[anatomy])
+            block.pointwise1 = fold_conv_bn(block.pointwise1, block.norm1[anatomy])
+            block.pointwise2 = fold_conv_bn(block.pointwise2, block.norm2[anatomy])
             block.norm1[anatomy] = nn.Identity()
             block.norm2[anatomy] = nn.Identity()
     for stage in folded.global_net.dilated[anatomy]:
-        stage.conv = fuse_conv_bn_eval(stage.conv, stage.bn)
+        stage.conv = fold_conv_bn(stage.conv, stage.bn)
         stage.bn = nn.Identity()
     return folded
 
