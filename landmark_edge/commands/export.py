@@ -19,10 +19,8 @@ from landmark_edge.export.profiles import DeploymentProfile, load_profile, with_
 from landmark_edge.weights import read_info, resolve_weights
 
 
-class GraphDecode(str, Enum):
-    NONE = "none"
-    ARGMAX = "argmax"
-    SUBPIXEL = "subpixel"
+# --decode choices: the decoders, plus none (heatmaps only). Built from DecodeMethod so a new decoder appears here.
+GraphDecode = Enum("GraphDecode", {"NONE": "none", **{m.name: m.value for m in DecodeMethod}}, type=str)
 
 
 ProfileOpt = Annotated[

@@ -34,7 +34,9 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="Device: cpu, cuda, cud
 ArtifactOpt = Annotated[
     Path | None,
     typer.Option(
-        "--artifact", help="Exported model the backend runs: .onnx (onnxruntime), .engine (tensorrt)."
+        "--artifact",
+        help="Exported model the backend runs: .onnx (onnxruntime), .engine (tensorrt), .pt2 (aoti, from "
+        "`landmark-edge compile`).",
     ),
 ]
 AllowFallbackOpt = Annotated[
@@ -52,10 +54,6 @@ DataOpt = Annotated[
 ]
 AnatomiesOpt = Annotated[str, typer.Option("--anatomies", help="Comma-separated anatomies, in model order.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Image-loading workers.")]
-ArtifactOpt = Annotated[
-    Path | None,
-    typer.Option(help="Exported model the backend runs (e.g. a .pt2 from `landmark-edge compile` for aoti)."),
-]
 
 
 def anatomy_or_exit(name: str) -> Anatomy:

@@ -63,10 +63,6 @@ def backend_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def describe() -> dict[str, str]:
-    return {name: spec.description for name, spec in _REGISTRY.items()}
-
-
 def create_backend(name: str, request: BackendRequest | None = None, /, **keywords: Any) -> Backend:
     """Build backend ``name`` from a request or its keywords; :class:`BackendUnavailable` says why one cannot run.
 
