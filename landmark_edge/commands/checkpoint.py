@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from landmark_edge.anatomy import ANATOMIES, parse_anatomy_list
-from landmark_edge.commands.options import WeightsOpt, fail, one_line_errors
+from landmark_edge.anatomy import ANATOMIES
+from landmark_edge.commands.options import WeightsOpt, anatomies_or_exit, one_line_errors
 from landmark_edge.weights import read_info, resolve_weights, save_weights
 from landmark_edge.weights.reference import convert_state_dict, load_reference_checkpoint
 
@@ -24,10 +24,7 @@ def import_checkpoint(
     ] = "cephalometric,hand,chest",
 ) -> None:
     """Convert a reference checkpoint ((W,H) layout, indexed tasks) into a landmark-edge weights file."""
-    try:
-        anatomies = parse_anatomy_list(order)
-    except ValueError as error:
-        fail(f"--order: {error}")
+    anatomies = anatomies_or_exit(order, "--order")
     with one_line_errors():
         model = convert_state_dict(load_reference_checkpoint(checkpoint), anatomies)
         info = save_weights(model, out, source=f"imported from reference checkpoint {checkpoint.name}")

@@ -10,13 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from landmark_edge.anatomy import get_anatomy, parse_anatomy_list
+from landmark_edge.anatomy import get_anatomy
 from landmark_edge.commands.options import (
     BatchSizeOpt,
     DataOpt,
     DeviceOpt,
     WeightsOpt,
     WorkersOpt,
+    anatomies_or_exit,
     err_console,
     fail,
     failures_exit_code,
@@ -67,10 +68,7 @@ def evaluate(
     with one_line_errors():
         weights_path = resolve_weights(weights)
         info = read_info(weights_path)
-        try:
-            chosen = parse_anatomy_list(anatomies) if anatomies else [get_anatomy(n) for n in info.anatomy_names]
-        except ValueError as error:
-            fail(f"--anatomies: {error}")
+        chosen = anatomies_or_exit(anatomies) if anatomies else [get_anatomy(n) for n in info.anatomy_names]
         missing = [a.name for a in chosen if a.name not in info.anatomy_names]
         if missing:
             fail(f"{weights_path}: weights are for {', '.join(info.anatomy_names)}, not {', '.join(missing)}")

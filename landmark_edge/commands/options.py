@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from landmark_edge.anatomy import Anatomy, get_anatomy
+from landmark_edge.anatomy import Anatomy, get_anatomy, parse_anatomy_list
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import LandmarkEdgeError
 
@@ -62,6 +62,14 @@ def anatomy_or_exit(name: str) -> Anatomy:
         return get_anatomy(name)
     except ValueError as error:
         fail(str(error))
+
+
+def anatomies_or_exit(text: str, flag: str = "--anatomies") -> list[Anatomy]:
+    """Resolve a comma-separated anatomy list or stop with one line naming the option and exit 2."""
+    try:
+        return parse_anatomy_list(text)
+    except ValueError as error:
+        fail(f"{flag}: {error}")
 
 
 def fail(message: str, code: int = EXIT_FATAL) -> NoReturn:

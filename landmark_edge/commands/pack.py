@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from landmark_edge.anatomy import parse_anatomy_list
-from landmark_edge.commands.options import AnatomiesOpt, DataOpt, err_console, fail, one_line_errors
+from landmark_edge.commands.options import AnatomiesOpt, DataOpt, anatomies_or_exit, err_console, one_line_errors
 from landmark_edge.data.packed import DEFAULT_QUALITY
 from landmark_edge.data.packed import pack as pack_data
 
@@ -23,10 +22,7 @@ def pack(
 
     Training and evaluation read the result with --data OUT exactly as they read the raw layout.
     """
-    try:
-        chosen = parse_anatomy_list(anatomies)
-    except ValueError as error:
-        fail(f"--anatomies: {error}")
+    chosen = anatomies_or_exit(anatomies)
     with one_line_errors():
         manifest = pack_data(data, out, chosen, quality)
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
