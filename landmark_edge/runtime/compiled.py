@@ -29,27 +29,23 @@ from landmark_edge.errors import LandmarkEdgeError, WeightsError, first_line
 from landmark_edge.model import GU2Net
 from landmark_edge.optimize import Kernels, rewrite_for_inference
 from landmark_edge.runtime.backend import TorchBackend
+from landmark_edge.runtime.options import BackendOptions
 
 DEFAULT_CUDA_MODE = "max-autotune-no-cudagraphs"
 _MODES_WITH_OWN_GRAPHS = {"reduce-overhead", "max-autotune"}  # torch.compile's cudagraph trees; don't nest ours
 
 
-@dataclass(frozen=True)
-class CompileOptions:
-    """How the ``compiled`` backend builds its model (``BackendRequest.options`` keys of the same names)."""
+class CompileOptions(BackendOptions):
+    """How the ``compiled`` backend builds its model (``--option`` keys of the same names)."""
 
     mode: str | None = None  # torch.compile mode; None: DEFAULT_CUDA_MODE on CUDA, Inductor's default on CPU
     cuda_graphs: bool = True  # capture one CUDA graph per batch bucket (CUDA only)
     channels_last: bool = False
-    kernels: Kernels | str = Kernels.AUTO  # auto | triton | cudnn
+    kernels: Kernels = Kernels.AUTO  # auto | triton | cudnn
 
     @classmethod
     def from_dict(cls, options: dict) -> CompileOptions:
-        unknown = set(options) - set(cls.__dataclass_fields__)
-        if unknown:
-            known = ", ".join(cls.__dataclass_fields__)
-            raise LandmarkEdgeError(f"compiled backend: unknown option(s) {', '.join(sorted(unknown))} ({known})")
-        return cls(**options)
+        return cls.parse("compiled", options)
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:
@@ -119,9 +115,10 @@ class CompiledBackend(TorchBackend):
         decode: DecodeMethod | str = DecodeMethod.SUBPIXEL,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
-        options: CompileOptions = CompileOptions(),
+        options: CompileOptions | None = None,
         max_batch_size: int = 32,
     ) -> None:
+        options = options or CompileOptions()
         net = rewrite_for_inference(
             model, anatomy.name, dtype=dtype, channels_last=options.channels_last, kernels=options.kernels
         )

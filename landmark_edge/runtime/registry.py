@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from landmark_edge.anatomy import Anatomy
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import BackendUnavailable
 from landmark_edge.runtime.backend import Backend
+from landmark_edge.runtime.options import BackendOptions
 
 __all__ = ["BackendRequest", "BackendUnavailable", "backend_names", "create_backend", "register"]
 
@@ -31,7 +32,7 @@ class BackendRequest:
     precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 (where the backend supports it)
     max_batch_size: int = 32
     artifact: Path | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] | BackendOptions = field(default_factory=dict)  # the backend's typed set once created
     require_fit: bool = True  # refuse an anatomy the weights mark unfit; evaluate measures it anyway
     # Makes the ONNX graph of ``weights`` when no artifact is given (export's job, passed in Polygraphy-style:
     # ``landmark_edge.export.loaders.OnnxFromWeights``): called with int8 calibration fields, or None for float.
@@ -46,14 +47,18 @@ class BackendSpec:
     name: str
     description: str
     factory: Factory
+    # The backend's option set, imported when it is first used (None: the factory reads the raw dict itself).
+    options: Callable[[], type[BackendOptions]] | None = None
 
 
 _REGISTRY: dict[str, BackendSpec] = {}
 
 
-def register(name: str, description: str) -> Callable[[Factory], Factory]:
+def register(
+    name: str, description: str, options: Callable[[], type[BackendOptions]] | None = None
+) -> Callable[[Factory], Factory]:
     def decorate(factory: Factory) -> Factory:
-        _REGISTRY[name] = BackendSpec(name, description, factory)
+        _REGISTRY[name] = BackendSpec(name, description, factory, options)
         return factory
 
     return decorate
@@ -75,13 +80,41 @@ def create_backend(name: str, request: BackendRequest | None = None, /, **keywor
         request = BackendRequest(**keywords)
     elif keywords:
         raise TypeError("create_backend: give a BackendRequest or its keywords, not both")
-    return _REGISTRY[name].factory(request)
+    spec = _REGISTRY[name]
+    if spec.options is not None:  # strict: an unknown key is refused before anything is loaded
+        request = replace(request, options=spec.options().parse(name, request.options))
+    return spec.factory(request)
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse options backend ``name`` does not know, before a command loads weights or images."""
+    if name not in _REGISTRY:
+        raise BackendUnavailable(f"unknown backend '{name}': choose from {', '.join(_REGISTRY)}")
+    spec = _REGISTRY[name]
+    if spec.options is not None:
+        spec.options().parse(name, options)
 
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-@register("torch", "eager PyTorch (the reference at fp32); --precision fp16/bf16 casts the model")
+def _no_options() -> type[BackendOptions]:
+    return BackendOptions
+
+
+def _compile_options() -> type[BackendOptions]:
+    from landmark_edge.runtime.compiled import CompileOptions
+
+    return CompileOptions
+
+
+def _ort_options() -> type[BackendOptions]:
+    from landmark_edge.runtime.onnxruntime import OrtOptions
+
+    return OrtOptions
+
+
+@register("torch", "eager PyTorch (the reference at fp32); --precision fp16/bf16 casts the model", _no_options)
 def _torch_backend(request: BackendRequest) -> Backend:
     from landmark_edge.runtime.backend import TorchBackend
     from landmark_edge.weights import load_weights
@@ -122,22 +155,24 @@ def _torch_dtype(backend: str, request: BackendRequest):
     "compiled",
     "the inference rewrite (BN folded, fused separable/dilated stages, Triton kernels on CUDA) under "
     "torch.compile; CUDA graphs per batch bucket on CUDA",
+    _compile_options,
 )
 def _compiled_backend(request: BackendRequest) -> Backend:
-    from landmark_edge.runtime.compiled import CompiledBackend, CompileOptions
+    from landmark_edge.runtime.compiled import CompiledBackend
     from landmark_edge.weights import load_weights
 
     dtype = _torch_dtype("compiled", request)
-    options = CompileOptions.from_dict(request.options)
     model, _ = load_weights(
         _weights("compiled", request), request.anatomy.name, require_fit=request.require_fit
     )
     return CompiledBackend(
-        model, request.anatomy, request.decode, request.device, dtype, options, request.max_batch_size
+        model, request.anatomy, request.decode, request.device, dtype, request.options, request.max_batch_size
     )
 
 
-@register("aoti", "a .pt2 AOTInductor package from `landmark-edge compile` (--artifact); precision baked in")
+@register(
+    "aoti", "a .pt2 AOTInductor package from `landmark-edge compile` (--artifact); precision baked in", _no_options
+)
 def _aoti_backend(request: BackendRequest) -> Backend:
     from landmark_edge.runtime.compiled import AOTIBackend, load_pt2
 
@@ -151,6 +186,7 @@ def _aoti_backend(request: BackendRequest) -> Backend:
     "onnxruntime",
     "ONNX Runtime on --device cpu, cuda[:N] (CUDA EP) or tensorrt[:N] (TensorRT EP, fp32/fp16); runs an exported "
     ".onnx given as the artifact, else the weights exported in memory",
+    _ort_options,
 )
 def _onnxruntime_backend(request: BackendRequest) -> Backend:
     if importlib.util.find_spec("onnxruntime") is None:
@@ -167,7 +203,7 @@ def _onnxruntime_backend(request: BackendRequest) -> Backend:
                 f"onnxruntime: {request.artifact} is an {info.precision} graph; run it with --precision {info.precision}"
             )
     else:
-        calibration = _calibration(request.options) if int8 else None
+        calibration = request.options.calibration_fields() if int8 else None
         if request.onnx_loader is None:
             raise BackendUnavailable(
                 "onnxruntime backend: give an exported graph (--artifact MODEL.onnx) or an ONNX loader for the "
@@ -179,17 +215,9 @@ def _onnxruntime_backend(request: BackendRequest) -> Backend:
     return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
 
 
-def _calibration(options: dict) -> dict[str, Any]:
-    """In-memory int8 needs real images to calibrate on: ``calibration=DIR`` (``count=N``, ``method=...``)."""
-    if "calibration" not in options:
-        raise BackendUnavailable(
-            "onnxruntime int8: give calibration images (option calibration=DIR) or an int8 graph "
-            "(landmark-edge export --onnx-precision int8 --calibration DIR)"
-        )
-    return {"images": options["calibration"], "count": options.get("count", 32), "method": options.get("method", "minmax")}
-
-
-@register("tensorrt", "TensorRT engine from `landmark-edge build`, given as the artifact; --device cuda[:N]")
+@register(
+    "tensorrt", "TensorRT engine from `landmark-edge build`, given as the artifact; --device cuda[:N]", _no_options
+)
 def _tensorrt_backend(request: BackendRequest) -> Backend:
     from landmark_edge.runtime.tensorrt import TensorRTBackend
 
