@@ -113,6 +113,8 @@ def to_result(
     spacing, source = resolve_spacing(image, anatomy, spacing_mm)
     grid_xy = prediction.xy[position]
     original_xy = grid_to_original(grid_xy, image.size, anatomy.grid)
+    if spacing is None:  # no stated spacing: the anatomy's own rule may give one (hand: the wrist width)
+        spacing, source = anatomy.spacing_from_landmarks(original_xy, prediction.confidence[position]) or (None, source)
     landmarks = []
     for index, ((gx, gy), (x, y), conf) in enumerate(
         zip(grid_xy, original_xy, prediction.confidence[position], strict=True)
