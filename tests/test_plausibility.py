@@ -66,3 +66,11 @@ def test_confidence_flags_name_the_weak_landmarks():
     result = ImageResult("x.png", "chest", 10, 10, None, "none", "argmax", landmarks)
     assert confidence_flags(result, 0.1) == ["2 of 4 landmarks below confidence 0.1 (2, 4)"]
     assert confidence_flags(result, 0.01) == []
+
+
+def test_an_anatomy_without_a_typical_layout_says_so():
+    from landmark_edge.anatomy import Anatomy
+
+    knee = Anatomy(name="knee", num_landmarks=4, grid=(64, 64))
+    (flag,) = layout_flags(np.random.default_rng(0).uniform(0, 64, (4, 2)), knee)
+    assert flag.startswith("layout not checked: layouts.json has no typical knee layout")
