@@ -12,6 +12,7 @@ from landmark_edge.commands.compile import compile_package
 from landmark_edge.commands.evaluate import evaluate
 from landmark_edge.commands.export import export
 from landmark_edge.commands.infer import infer
+from landmark_edge.commands.options import Command, Group
 from landmark_edge.commands.pack import pack
 from landmark_edge.commands.train import train
 
@@ -22,17 +23,18 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=Group,
 )
-app.command()(pack)
-app.command()(train)
-app.command()(evaluate)
-app.command("import-checkpoint")(import_checkpoint)
-app.command()(export)
-app.command()(build)
-app.command("compile")(compile_package)
-app.command()(infer)
-app.command()(bench)
-app.command()(info)
+app.command(cls=Command)(pack)
+app.command(cls=Command)(train)
+app.command(cls=Command)(evaluate)
+app.command("import-checkpoint", cls=Command)(import_checkpoint)
+app.command(cls=Command)(export)
+app.command(cls=Command)(build)
+app.command("compile", cls=Command)(compile_package)
+app.command(cls=Command)(infer)
+app.command(cls=Command)(bench)
+app.command(cls=Command)(info)
 
 
 def _version(value: bool) -> None:

@@ -3,8 +3,8 @@
 The model input is built exactly as the reference reader does (reference §6.1): the PIL image is resized to
 the anatomy's grid with PIL's default filter (bicubic with antialias), the first channel is kept, and the
 result is z-scored per image. Training, calibration, export validation and every backend take their pixels and
-their z-score from here, so the network always sees the same input. Coordinates always say their space: *original* pixels of the file, *grid* pixels
-of the model input, or millimetres.
+their z-score from here, so the network always sees the same input. Coordinates always say their space:
+*original* pixels of the file, *grid* pixels of the model input, or millimetres.
 """
 
 from __future__ import annotations

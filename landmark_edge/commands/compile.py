@@ -13,10 +13,14 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from landmark_edge.commands.options import (
     AnatomyOpt,
     DeviceOpt,
+    FormatOpt,
+    JsonAliasOpt,
+    ReportFormat,
     WeightsOpt,
     anatomy_or_exit,
     err_console,
     one_line_errors,
+    wants_json,
 )
 from landmark_edge.export.pt2 import export_pt2
 from landmark_edge.optimize import Kernels, rewrite_for_inference, select_anatomy, summarize
@@ -31,13 +35,17 @@ def compile_package(
     weights: WeightsOpt = None,
     device: DeviceOpt = "cpu",
     precision: Annotated[str, typer.Option(help="Compute precision baked into the package: fp32, fp16, bf16.")] = "fp32",
-    max_batch_size: Annotated[int, typer.Option(min=1, help="Largest batch the package accepts.")] = 32,
+    max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the package accepts.")] = 32,
+    max_batch_alias: Annotated[
+        int | None, typer.Option("--max-batch-size", min=1, hidden=True, help="Old spelling of --max-batch.")
+    ] = None,
     channels_last: Annotated[bool, typer.Option(help="Run the convolutions in channels_last (NHWC).")] = False,
     kernels: Annotated[
         Kernels, typer.Option(help="Fused stages: triton kernels on CUDA when installed (auto), or cuDNN convs.")
     ] = Kernels.AUTO,
     verify: Annotated[bool, typer.Option(help="Load the package and compare it with the eager model.")] = True,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    output_format: FormatOpt = ReportFormat.TABLE,
+    json_alias: JsonAliasOpt = False,
 ) -> None:
     """Fold BatchNorm, fuse the separable and dilated stages, export and AOT-compile one anatomy's network.
 
@@ -45,6 +53,7 @@ def compile_package(
     nor the model code. It is compiled for --device's type (cpu or cuda); CPU compilation takes minutes.
     """
     target = anatomy_or_exit(anatomy)
+    max_batch_size = max_batch_alias or max_batch
     with one_line_errors():
         dtype = torch_dtype(precision)
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -71,7 +80,7 @@ def compile_package(
                        info={"weights_sha256": info.sha256, "preprocessing": info.preprocessing})
         if verify:
             report["max_abs_heatmap_diff_vs_eager_fp32"] = _verify(out, model, target.name, device)
-    if json_output:
+    if wants_json(output_format, json_alias):
         typer.echo(json.dumps(report, indent=2))
     else:
         _print(report)

@@ -13,11 +13,13 @@ from rich.table import Table
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.commands.options import (
     BatchSizeOpt,
+    PRECISIONS,
     DataOpt,
     DeviceOpt,
     WeightsOpt,
     WorkersOpt,
     anatomies_or_exit,
+    choices,
     err_console,
     fail,
     failures_exit_code,
@@ -29,29 +31,32 @@ from landmark_edge.decode import DecodeMethod
 from landmark_edge.evaluation import PROTOCOLS, evaluate_split, write_overlays
 from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_write_text
-from landmark_edge.runtime.registry import backend_names, create_backend
+from landmark_edge.runtime.registry import backend_names, check_options, create_backend
 from landmark_edge.weights import read_info, resolve_weights
 
 
 def evaluate(
     data: DataOpt,
     weights: WeightsOpt = None,
-    split: Annotated[str, typer.Option(help=f"Reference split: {', '.join(SPLITS)}.")] = "test",
+    split: Annotated[str, typer.Option(metavar=choices(SPLITS), help="Reference split.")] = "test",
     anatomies: Annotated[
         str | None, typer.Option("--anatomies", help="Comma-separated anatomies (default: all the weights have).")
     ] = None,
-    backend: Annotated[str, typer.Option(help=f"Inference backend: {', '.join(backend_names())}.")] = "torch",
+    backend: Annotated[str, typer.Option(metavar=choices(backend_names()), help="Inference backend.")] = "torch",
     artifact: Annotated[
         Path | None,
         typer.Option(help="Exported model for the backend (.onnx, .engine, .pt2); one anatomy, with --anatomies."),
     ] = None,
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
+    precision: Annotated[str, typer.Option(metavar=PRECISIONS, help="Precision (backend permitting).")] = "fp32",
     device: DeviceOpt = "cpu",
     batch_size: BatchSizeOpt = 8,
     workers: WorkersOpt = 2,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the full results as JSON (atomic).")] = None,
-    overlays: Annotated[
+    overlay: Annotated[
         Path | None, typer.Option(help="Write PNG overlays of the worst images per anatomy into this folder.")
+    ] = None,
+    overlays_alias: Annotated[
+        Path | None, typer.Option("--overlays", hidden=True, help="Old spelling of --overlay.")
     ] = None,
     worst: Annotated[int, typer.Option(min=1, help="How many worst images get an overlay.")] = 5,
     per_landmark: Annotated[bool, typer.Option("--per-landmark", help="Also print per-landmark tables.")] = False,
@@ -65,6 +70,8 @@ def evaluate(
     """
     if split not in SPLITS:
         fail(f"--split must be one of {', '.join(SPLITS)}")
+    with one_line_errors():  # a misspelt backend is one line before any weights or data are read
+        check_options(backend, {})
     with one_line_errors():
         weights_path = resolve_weights(weights)
         info = read_info(weights_path)
@@ -95,8 +102,8 @@ def evaluate(
             if not evaluation.samples:
                 err_console.print(f"[yellow]note:[/] {anatomy.name}: the {split} split has no images under {data}",
                                   markup=True, highlight=False)  # fmt: skip
-            if overlays is not None:
-                write_overlays(evaluation, overlays, worst)
+            if (overlay or overlays_alias) is not None:
+                write_overlays(evaluation, overlay or overlays_alias, worst)
     if out is not None:
         atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     console = Console(width=None if stdout_is_terminal() else 120)

@@ -21,6 +21,8 @@ from rich.table import Table
 
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.commands.options import (
+    ANY_BACKEND,
+    PRECISIONS,
     AllowFallbackOpt,
     AnatomyOpt,
     ArtifactOpt,
@@ -30,11 +32,13 @@ from landmark_edge.commands.options import (
     DeviceOpt,
     WeightsOpt,
     anatomy_or_exit,
+    backend_options,
+    choices,
     err_console,
     fail,
     failures_exit_code,
-    key_values,
     one_line_errors,
+    options_for,
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.export.loaders import OnnxFromWeights
@@ -53,7 +57,7 @@ from landmark_edge.results import (
     write_overlay,
 )
 from landmark_edge.runtime.pipeline import run_inference
-from landmark_edge.runtime.registry import backend_names, create_backend
+from landmark_edge.runtime.registry import backend_names, check_options, create_backend
 from landmark_edge.weights import resolve_weights
 
 FORMATS = ("table", "json", "csv", "jsonl")
@@ -75,10 +79,11 @@ def infer(
     backend: Annotated[
         str,
         typer.Option(
-            help=f"Inference backend: {', '.join(backend_names())} (onnxruntime: --device cpu, cuda[:N], tensorrt[:N])."
+            metavar=choices(backend_names()),
+            help="Inference backend (onnxruntime: --device cpu, cuda[:N], tensorrt[:N]).",
         ),
     ] = "torch",
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
+    precision: Annotated[str, typer.Option(metavar=PRECISIONS, help="Precision (backend permitting).")] = "fp32",
     artifact: ArtifactOpt = None,
     allow_fallback: AllowFallbackOpt = False,
     option: BackendOptionOpt = None,
@@ -114,6 +119,7 @@ def infer(
     flagged (a warning line, and "flags" in the output): a wrong --anatomy or a non-X-ray does not pass silently.
     """
     target = anatomy_or_exit(anatomy)
+    options = _options_of(backend, option or [], allow_fallback)  # before any input or weights are touched
     if output_format not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}", param_hint="--format")
     if skip_existing and out_dir is None:
@@ -125,9 +131,6 @@ def infer(
     done = _reusable(store, inputs.files, target, decode, overlay) if skip_existing else {}
     todo = [path for path in inputs.files if path not in done]
     counts = {"failed": 0, "flagged": 0, "total": 0}
-    options = key_values(option or [])
-    if allow_fallback:  # an ONNX Runtime setting: backends without it reject unknown options
-        options["allow_fallback"] = True
     with one_line_errors():
         weights = resolve_weights(weights) if artifact is None else weights  # an artefact carries its network
         runner = create_backend(
@@ -137,6 +140,7 @@ def infer(
         )  # fmt: skip
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
         fresh = run_inference(todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink)
+        shows_flags = not (output_format == "table" and out is None)  # the table on screen prints them itself
         with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
             for failure in inputs.failures:
                 _report(failure, counts, emit)
@@ -144,13 +148,27 @@ def infer(
                 outcome = done.get(path) or next(fresh)
                 if path not in done and isinstance(outcome, ImageResult):
                     _finish(outcome, target, min_confidence, store, overlay)
-                _report(outcome, counts, emit)
+                _report(outcome, counts, emit, warn=shows_flags)
                 advance()
     if counts["flagged"]:
         err_console.print(f"{counts['flagged']} of {counts['total']} results flagged (weak heatmap peaks or an implausible layout)")
     if counts["failed"]:
         err_console.print(f"{counts['failed']} of {counts['total']} inputs failed")
     raise typer.Exit(failures_exit_code(counts["failed"]))
+
+
+def _options_of(backend: str, items: list[str], allow_fallback: bool) -> dict[str, object]:
+    """The backend's ``--option`` values, checked against its option set (and its name against the registry)."""
+    given = backend_options(items)
+    foreign = sorted(set(given) - {ANY_BACKEND, backend})
+    if foreign:
+        fail(f"--option {foreign[0]}:...: this run uses the {backend} backend")
+    options = options_for(given, backend)
+    if allow_fallback:  # an ONNX Runtime setting: backends without it reject unknown options
+        options["allow_fallback"] = True
+    with one_line_errors():
+        check_options(backend, options)
+    return options
 
 
 def _reusable(
@@ -179,14 +197,15 @@ def _finish(result: ImageResult, anatomy: Anatomy, min_confidence: float, store:
         store.save(result)
 
 
-def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], None]) -> None:
+def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], None], warn: bool = True) -> None:
+    """Count an outcome and emit it; a flag is printed once: as a warning line unless the output shows it."""
     counts["total"] += 1
     if isinstance(outcome, ImageFailure):
         counts["failed"] += 1
         err_console.print(f"[red]error:[/] {outcome.error}", markup=True, highlight=False)
     elif outcome.flags:
         counts["flagged"] += 1
-        for flag in outcome.flags:
+        for flag in outcome.flags if warn else ():
             err_console.print(f"[yellow]warning:[/] {outcome.path}: {flag}", markup=True, highlight=False)
     emit(outcome)
 

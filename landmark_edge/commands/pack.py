@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from landmark_edge.commands.options import AnatomiesOpt, DataOpt, anatomies_or_exit, err_console, one_line_errors
+from landmark_edge.commands.options import (
+    ALL_ANATOMIES,
+    AnatomiesOpt,
+    DataOpt,
+    anatomies_or_exit,
+    err_console,
+    one_line_errors,
+)
 from landmark_edge.data.packed import DEFAULT_QUALITY
 from landmark_edge.data.packed import pack as pack_data
 
@@ -15,7 +22,7 @@ from landmark_edge.data.packed import pack as pack_data
 def pack(
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (manifest.json + <anatomy>/<id>.jpg).")],
-    anatomies: AnatomiesOpt = "head,hand,chest",
+    anatomies: AnatomiesOpt = ALL_ANATOMIES,
     quality: Annotated[int, typer.Option(min=50, max=100, help="JPEG quality of the grid images.")] = DEFAULT_QUALITY,
 ) -> None:
     """Resize every image of the reference splits to its anatomy's grid and write it with its labels.

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from landmark_edge.commands.options import (
+    ALL_ANATOMIES,
     AnatomiesOpt,
     BatchSizeOpt,
     DeviceOpt,
@@ -63,7 +64,7 @@ def train(
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint, with its config.json.")
     ] = None,
-    anatomies: AnatomiesOpt = "head,hand,chest",
+    anatomies: AnatomiesOpt = ALL_ANATOMIES,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (reference: 100).")] = 100,
     batch_size: BatchSizeOpt = 4,
     lr: Annotated[float, typer.Option(help="Base learning rate (CyclicLR lower bound, Adam lr).")] = 1e-4,
