@@ -43,9 +43,9 @@ from landmark_edge.commands.options import (
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
-from landmark_edge.io.images import read_image
+from landmark_edge.io.images import XrayImage
 from landmark_edge.io.inputs import expand_inputs
-from landmark_edge.plausibility import DEFAULT_MIN_CONFIDENCE, flag_result
+from landmark_edge.plausibility import DEFAULT_MIN_CONFIDENCE
 from landmark_edge.results import (
     ImageFailure,
     ImageResult,
@@ -139,15 +139,18 @@ def infer(
             onnx_loader=None if weights is None else OnnxFromWeights(weights, target, decode),
         )  # fmt: skip
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
-        fresh = run_inference(todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink)
+        fresh = run_inference(
+            todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink,
+            overlay_sink=None if overlay is None else _overlay_writer(store, overlay), min_confidence=min_confidence,
+        )  # fmt: skip
         shows_flags = not (output_format == "table" and out is None)  # the table on screen prints them itself
         with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
             for failure in inputs.failures:
                 _report(failure, counts, emit)
             for path in inputs.files:
                 outcome = done.get(path) or next(fresh)
-                if path not in done and isinstance(outcome, ImageResult):
-                    _finish(outcome, target, min_confidence, store, overlay)
+                if path not in done and isinstance(outcome, ImageResult) and store.out_dir is not None:
+                    store.save(outcome)  # last, after its overlay and heatmaps: the mark that all are done
                 _report(outcome, counts, emit, warn=shows_flags)
                 advance()
     if counts["flagged"]:
@@ -188,13 +191,11 @@ def _reusable(
     return done
 
 
-def _finish(result: ImageResult, anatomy: Anatomy, min_confidence: float, store: ResultStore, overlay: Path | None):
-    """Flag a fresh result and write its per-image files; the JSON comes last, as the mark that all are done."""
-    result.flags = flag_result(result, anatomy, min_confidence)
-    if overlay is not None:
-        write_overlay(read_image(result.path), result, store.path(result.path, ".png", overlay))
-    if store.out_dir is not None:
-        store.save(result)
+def _overlay_writer(store: ResultStore, directory: Path):
+    def write(xray: XrayImage, result: ImageResult) -> None:
+        write_overlay(xray, result, store.path(result.path, ".png", directory))
+
+    return write
 
 
 def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], None], warn: bool = True) -> None:
