@@ -46,7 +46,8 @@ from landmark_edge.runtime.compiled import DEFAULT_CUDA_MODE, CompiledBackend, C
 from landmark_edge.runtime.compiled import export_pt2, load_pt2
 from landmark_edge.weights import load_weights
 
-BATCHES = (1, 32)
+BATCHES = [1, 32]  # --batches replaces it
+SECTIONS = ("network", "kernels", "extras", "end_to_end")
 TINY = {"local_widths": (4, 4, 8, 8, 8), "global_width": 8}  # --tiny: a CPU smoke run of this script
 
 
@@ -380,7 +381,14 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=540.0, help="stop starting new steps after this")
     parser.add_argument("--compile-mode", default=DEFAULT_CUDA_MODE)
     parser.add_argument("--tiny", action="store_true", help="narrow model: a CPU smoke run of this script")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {', '.join(SECTIONS)} (gpu_check.sh runs kernels only)")
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="batch sizes (default 1,32)")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    if unknown := sections - set(SECTIONS):
+        parser.error(f"--sections: unknown {', '.join(sorted(unknown))} (choose from {', '.join(SECTIONS)})")
+    BATCHES[:] = [int(b) for b in args.batches.split(",")]
     deadline = time.monotonic() + args.budget_s
     device = torch.device(args.device)
     anatomy = get_anatomy(args.anatomy).name
@@ -394,10 +402,14 @@ def main() -> None:
     config = model.config
     steps = network_steps(model, anatomy, device, args.compile_mode)
     baseline: dict = {}
-    run_network(rec, steps[:7], hw, device, args, deadline, baseline)  # the chain first
-    run_kernels(rec, kernel_shapes(config["local_widths"], config["global_width"], hw), device, args, deadline)
-    run_network(rec, steps[7:], hw, device, args, deadline, baseline)
-    run_end_to_end(rec, model, anatomy, device, args, deadline)
+    if "network" in sections:
+        run_network(rec, steps[:7], hw, device, args, deadline, baseline)  # the chain first
+    if "kernels" in sections:
+        run_kernels(rec, kernel_shapes(config["local_widths"], config["global_width"], hw), device, args, deadline)
+    if "extras" in sections:
+        run_network(rec, ([] if baseline else steps[:1]) + steps[7:], hw, device, args, deadline, baseline)
+    if "end_to_end" in sections:
+        run_end_to_end(rec, model, anatomy, device, args, deadline)
     print(f"wrote {rec.stem}.json and .md", file=sys.stderr)
 
 

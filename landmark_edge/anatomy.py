@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 
+# How far outside the training images' geometry an input may be before it is flagged (Anatomy.geometry_problem).
+ASPECT_MARGIN = 1.5
+SHORT_SIDE_MARGIN = 4.0
+
+
 class SpacingRule(str, Enum):
     """How an anatomy's pixel distances become millimetres."""
 
@@ -46,6 +51,11 @@ class Anatomy:
     # GU2Net's test MRE (in ``unit``) as reported in the paper (Zhu et al. 2021, Table 1; not checked against
     # the table itself, which was out of reach): what shipped weights are judged against.
     paper_mre: float | None = None
+    # The images the anatomy's weights were trained and checked on (``scripts/image_geometry.py`` over the shared
+    # data): width / height range and smallest short side. An input far outside them (see
+    # :meth:`geometry_problem`) is not an image of this anatomy, or not a whole one.
+    training_aspect: tuple[float, float] | None = None
+    training_short_side: int | None = None
 
     @property
     def grid_hw(self) -> tuple[int, int]:
@@ -66,6 +76,29 @@ class Anatomy:
             return None
         mm = self.wrist_width_mm / width_px
         return (mm, mm), f"wrist width ({self.wrist_width_mm:g} mm, landmarks {first + 1} and {second + 1})"
+
+    def geometry_problem(self, width: int, height: int) -> str | None:
+        """Why a ``width`` x ``height`` image is implausible for this anatomy, or None.
+
+        Far outside means an aspect ratio more than :data:`ASPECT_MARGIN` times beyond the training range (a
+        strip, a crop of one corner, a panorama), or a short side under 1 / :data:`SHORT_SIDE_MARGIN` of the
+        smallest training image's (a thumbnail: the network would see upsampled blur).
+        """
+        aspect = width / height
+        if self.training_aspect is not None:
+            low, high = self.training_aspect[0] / ASPECT_MARGIN, self.training_aspect[1] * ASPECT_MARGIN
+            if not low <= aspect <= high:
+                return (
+                    f"aspect ratio {aspect:.2f} (width / height) is far outside the {self.name} training images' "
+                    f"{self.training_aspect[0]:.2f}-{self.training_aspect[1]:.2f} (accepted {low:.2f}-{high:.2f})"
+                )
+        if self.training_short_side is not None and min(width, height) * SHORT_SIDE_MARGIN < self.training_short_side:
+            return (
+                f"{width}x{height} px is far smaller than the {self.name} training images (short side "
+                f"{min(width, height)} px, under 1/{SHORT_SIDE_MARGIN:g} of their smallest, "
+                f"{self.training_short_side} px)"
+            )
+        return None
 
     def landmark_name(self, index: int) -> str:
         """A readable name for landmark ``index`` (0-based); numbered when the source gives no names."""
@@ -91,6 +124,8 @@ HEAD = Anatomy(
     # 0.1 mm x 2400 / 512: the reference applies the row factor to both axes.
     reference_mm_per_grid_px=0.46875,
     paper_mre=1.54,
+    training_aspect=(0.806, 0.806),  # every ISBI 2015 image is 1935 x 2400
+    training_short_side=1935,
 )
 HAND = Anatomy(
     name="hand",
@@ -100,6 +135,8 @@ HAND = Anatomy(
     wrist_landmarks=(0, 4),
     wrist_width_mm=50.0,
     paper_mre=0.84,
+    training_aspect=(0.500, 0.919),
+    training_short_side=1050,
 )
 CHEST = Anatomy(
     name="chest",
@@ -108,6 +145,9 @@ CHEST = Anatomy(
     spacing_rule=SpacingRule.PIXELS,
     unit="px",
     paper_mre=5.57,
+    # The 512 x 512 training squares and the same Shenzhen frames at their original aspect (originals_aspect/).
+    training_aspect=(0.855, 1.027),
+    training_short_side=512,
 )
 
 ANATOMIES: dict[str, Anatomy] = {a.name: a for a in (HEAD, HAND, CHEST)}

@@ -105,7 +105,14 @@ def confidence_flags(result: ImageResult, min_confidence: float) -> list[str]:
     return [f"{len(weak)} of {len(result.landmarks)} landmarks below confidence {min_confidence:g} ({listed})"]
 
 
+def geometry_flags(result: ImageResult, anatomy: Anatomy) -> list[str]:
+    """A flag for an image whose shape or size is far outside the anatomy's training images (the registry's
+    rule, :meth:`~landmark_edge.anatomy.Anatomy.geometry_problem`): a 2048 x 64 strip is no chest X-ray."""
+    problem = anatomy.geometry_problem(result.width, result.height)
+    return [] if problem is None else [f"implausible image for {anatomy.name}: {problem}"]
+
+
 def flag_result(result: ImageResult, anatomy: Anatomy, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> list[str]:
     """Everything suspicious about one result, one readable line each (empty when nothing is)."""
     points = np.array([(lm.x, lm.y) for lm in result.landmarks])
-    return confidence_flags(result, min_confidence) + layout_flags(points, anatomy)
+    return geometry_flags(result, anatomy) + confidence_flags(result, min_confidence) + layout_flags(points, anatomy)

@@ -176,6 +176,7 @@ def test_bench_bad_options_fail_in_one_line(tiny_weights, tmp_path):
         assert result.exit_code == 2 and "CUDA is not available" in result.stderr
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_bench_on_cuda(tiny_weights, head_images, tmp_path):
     """On a GPU: CUDA-event stage split, peak device memory and the GPU's name in the header."""

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch._dynamo.utils import counters
 from typer.testing import CliRunner
 
 from landmark_edge.anatomy import get_anatomy
@@ -25,7 +26,15 @@ from landmark_edge.errors import LandmarkEdgeError, WeightsError
 from landmark_edge.model import gu2net
 from landmark_edge.optimize import rewrite_for_inference, select_anatomy, summarize
 from landmark_edge.optimize import triton_kernels
-from landmark_edge.runtime.compiled import CompileOptions, batch_buckets, bucket_for, load_pt2, pad_batch
+from landmark_edge.runtime.compiled import (
+    DEFAULT_CUDA_MODE,
+    CompileOptions,
+    batch_buckets,
+    bucket_for,
+    compile_options,
+    load_pt2,
+    pad_batch,
+)
 from landmark_edge.runtime.registry import BackendRequest, BackendUnavailable, create_backend
 
 from tests.conftest import TINY
@@ -151,10 +160,15 @@ def test_triton_kernels_under_the_interpreter_match_eager():
     assert max(errors.values()) < 1e-5, errors
 
 
-@needs_triton_gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("shape", [(1, 3, 5, 7, 9), (1, 64, 64, 512, 512), (2, 128, 64, 67, 45), (32, 1024, 256, 33, 32)])
-def test_triton_kernels_on_gpu_match_cudnn(shape, dtype):
+@pytest.fixture()
+def one_triton_config(monkeypatch):
+    """Each kernel launched with its first autotune configuration only: the result does not depend on the tile
+    sizes, and autotuning all 8 for every shape, dtype and layout is what made the GPU tests take minutes."""
+    for tuned in (triton_kernels._separable_tuned, triton_kernels._dilated_tuned):
+        monkeypatch.setattr(tuned, "configs", tuned.configs[:1])
+
+
+def _check_kernels_against_cudnn(shape, dtype, layouts=(torch.contiguous_format, torch.channels_last)):
     """fp32 within 1e-4 relative (TF32 off), fp16 within 1e-2 and bf16 within 4e-2 of the largest output."""
     n, c_in, c_out, h, w = shape
     tolerance = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}[dtype]
@@ -168,7 +182,7 @@ def test_triton_kernels_on_gpu_match_cudnn(shape, dtype):
         ref_sep = F.leaky_relu(F.conv2d(F.conv2d(x, dw, None, padding=1, groups=c_in), pw, bias), 0.01)
         ref_dil = [F.relu(F.conv2d(x, weight, bias, padding=d, dilation=d)) for d in (1, 2, 5)]
         cast = [t.to(dtype) for t in (x, dw, pw, bias, weight)]
-        for memory_format in (torch.contiguous_format, torch.channels_last):
+        for memory_format in layouts:
             xin = cast[0].contiguous(memory_format=memory_format)
             out = triton_kernels.fused_separable(xin, cast[1], cast[2], cast[3], 0.01).float()
             assert (out - ref_sep).abs().max() <= tolerance * ref_sep.abs().max()
@@ -177,6 +191,25 @@ def test_triton_kernels_on_gpu_match_cudnn(shape, dtype):
                 assert (out - ref).abs().max() <= tolerance * ref.abs().max()
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
+
+
+@pytest.mark.gpu
+@needs_triton_gpu
+@pytest.mark.parametrize(
+    "shape, dtype",
+    [((1, 3, 5, 7, 9), torch.float32), ((2, 64, 48, 67, 45), torch.float16), ((2, 64, 48, 67, 45), torch.bfloat16),
+     ((1, 32, 64, 128, 96), torch.float32)],
+)  # fmt: skip
+def test_triton_kernels_on_gpu_match_cudnn(shape, dtype, one_triton_config):
+    """Odd sizes, channel counts off the tile sizes, every dtype, both layouts, one launch configuration."""
+    _check_kernels_against_cudnn(shape, dtype)
+
+
+@pytest.mark.gpu
+@needs_triton_gpu
+def test_autotuned_triton_kernels_on_gpu_match_cudnn():
+    """The autotuned launch (all 8 configurations benchmarked) at a full-resolution GU2Net stage shape, fp16."""
+    _check_kernels_against_cudnn((1, 64, 64, 256, 256), torch.float16, layouts=(torch.channels_last,))
 
 
 def test_batch_buckets_and_padding():
@@ -205,13 +238,39 @@ def test_backend_options_and_artefact_errors(tmp_path, chest_only_weights):
     assert result.exit_code == 2 and "must be named *.pt2" in result.stderr
 
 
+def test_compile_options_keep_the_mode_and_silence_autotuning():
+    """torch.compile takes a mode or options, not both: the mode is expanded, the quiet switches added."""
+    tuned = compile_options("max-autotune-no-cudagraphs")
+    assert tuned["max_autotune"] is True and tuned["coordinate_descent_tuning"] is True
+    for options in (tuned, compile_options(None), compile_options(DEFAULT_CUDA_MODE)):
+        assert options["autotune_num_choices_displayed"] == 0
+        assert options["max_autotune_report_choices_stats"] is False
+    assert "max_autotune" not in compile_options(DEFAULT_CUDA_MODE)  # the start-up default autotunes nothing
+    assert CompileOptions().kernels == "cudnn"  # Triton kernels: opt-in until a GPU run shows them faster
+
+
 @pytest.mark.slow
-def test_compiled_backend_on_cpu_gives_the_torch_backends_landmarks(chest_only_weights):
-    """torch.compile (Inductor, C++ on CPU) of the rewritten model; 3 images padded into the batch-4 bucket."""
-    request = BackendRequest(chest_only_weights, get_anatomy("chest"), decode="argmax", max_batch_size=4)
-    pixels = np.random.default_rng(5).integers(0, 255, (3, 64, 80), dtype=np.uint8)
-    expected = create_backend("torch", request).run(pixels, return_heatmaps=True)
-    got = create_backend("compiled", request).run(pixels, return_heatmaps=True)
+def test_compiled_backend_on_cpu_is_built_for_every_bucket_quietly(chest_only_weights, capfd):
+    """torch.compile (Inductor, C++ on CPU) of the rewritten model: every bucket (1, 2, 4) is compiled while the
+    backend is built, reported as one progress line each and nothing else on stdout/stderr; serving batches of
+    1..4 afterwards compiles nothing more; 3 images padded into the batch-4 bucket give the torch landmarks."""
+    lines = []
+    request = BackendRequest(chest_only_weights, get_anatomy("chest"), decode="argmax", max_batch_size=4,
+                             progress=lines.append)  # fmt: skip
+    pixels = np.random.default_rng(5).integers(0, 255, (4, 512, 512), dtype=np.uint8)  # the chest grid
+    expected = create_backend("torch", request).run(pixels[:3], return_heatmaps=True)
+    capfd.readouterr()
+    before = counters["stats"]["unique_graphs"]
+    backend = create_backend("compiled", request)
+    assert capfd.readouterr() == ("", "")
+    assert [line.split(" (")[0] for line in lines[:3]] == [f"compiling chest: batch {b}" for b in (1, 2, 4)]
+    assert lines[3].startswith("compiled chest for batch 1..4 in ") and len(lines) == 4
+    compilations = counters["stats"]["unique_graphs"]
+    assert compilations - before == 2  # batch 1, and one dynamic-batch graph for 2 and 4 (not one per bucket)
+    got = backend.run(pixels[:3], return_heatmaps=True)
+    for size in (1, 2, 4):
+        backend.run(pixels[:size])
+    assert counters["stats"]["unique_graphs"] == compilations
     np.testing.assert_allclose(got.heatmaps, expected.heatmaps, atol=1e-5)
     np.testing.assert_array_equal(got.xy, expected.xy)
 
@@ -238,18 +297,24 @@ def test_compile_command_package_runs_in_infer_without_weights(tmp_path, chest_o
     assert [(p["x"], p["y"]) for p in landmarks[0]] == [(p["x"], p["y"]) for p in landmarks[1]]
 
 
+@pytest.mark.gpu
 @cuda
-def test_compiled_backend_with_cuda_graphs_matches_torch(chest_only_weights):
-    """Buckets 1, 2, 4 captured as CUDA graphs; 3 images padded to 4; a second call replays the graphs."""
-    request = BackendRequest(chest_only_weights, get_anatomy("chest"), decode="argmax", device="cuda",
-                             max_batch_size=4)  # fmt: skip
+@pytest.mark.parametrize("kernels", ["cudnn", "triton"])
+def test_compiled_backend_with_cuda_graphs_matches_torch(chest_only_weights, kernels, request):
+    """Buckets 1, 2, 4 built and captured as CUDA graphs; 3 images padded to 4; a second call replays the graphs."""
+    if kernels == "triton":
+        if not triton_kernels.IMPORTED:
+            pytest.skip("needs Triton")
+        request.getfixturevalue("one_triton_config")
+    backend_request = BackendRequest(chest_only_weights, get_anatomy("chest"), decode="argmax", device="cuda",
+                                     max_batch_size=4, options={"kernels": kernels})  # fmt: skip
     pixels = np.random.default_rng(7).integers(0, 255, (3, 512, 512), dtype=np.uint8)
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        expected = create_backend("torch", request).run(pixels, return_heatmaps=True)
-        backend = create_backend("compiled", request)
-        assert backend.graphs is not None
+        expected = create_backend("torch", backend_request).run(pixels, return_heatmaps=True)
+        backend = create_backend("compiled", backend_request)
+        assert backend.graphs is not None and len(backend.graphs._graphs) == 3  # all buckets captured when built
         for _ in range(2):
             got = backend.run(pixels, return_heatmaps=True)
             np.testing.assert_allclose(got.heatmaps, expected.heatmaps, atol=1e-4)
@@ -257,4 +322,3 @@ def test_compiled_backend_with_cuda_graphs_matches_torch(chest_only_weights):
         np.testing.assert_allclose(got_one.heatmaps, expected.heatmaps[:1], atol=1e-4)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
-

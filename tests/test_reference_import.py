@@ -1,6 +1,8 @@
 """Parity with the reference layout: import a reference-layout checkpoint and compare forwards."""
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,10 +39,25 @@ def test_reference_mirror_has_the_documented_keys():
     assert list(reference_model().state_dict()) == documented
 
 
+def save_like_the_reference(model: ReferenceGLN, path: Path) -> None:
+    """What the reference's runner.py ``train`` saves: epoch, run name, state dict and the whole Adam object,
+    after a step of its CyclicLR schedule (so the optimizer has state and scheduler fields)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=1e-4, max_lr=1e-2, step_size_up=2000,
+                                                  mode="triangular2", cycle_momentum=False)  # fmt: skip
+    model.train()
+    model(torch.randn(1, 1, 32, 32), 0)["output"].sum().backward()
+    optimizer.step()
+    scheduler.step()
+    model.eval()  # the step moved the weights: the tests compare against the model as saved
+    torch.save({"epoch": 66, "model_name": "gu2net", "model_state_dict": model.state_dict(), "optimizer": optimizer},
+               path)  # fmt: skip
+
+
 def test_import_checkpoint_then_forward_matches_reference(tmp_path):
     reference = reference_model()
     checkpoint = tmp_path / "best.pt"
-    torch.save({"epoch": 66, "model_state_dict": reference.state_dict(), "optimizer": None}, checkpoint)
+    save_like_the_reference(reference, checkpoint)
     out = tmp_path / "imported.safetensors"
     result = CliRunner().invoke(app, ["import-checkpoint", str(checkpoint), "-o", str(out), "--order", ORDER])
     assert result.exit_code == 0, result.output
@@ -76,3 +93,50 @@ def test_cli_reports_bad_checkpoint_in_one_line(tmp_path):
     assert "bad.pt: not a readable PyTorch checkpoint" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "w.safetensors").exists()
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it calls ``function(*args)``, as a malicious checkpoint would."""
+
+    def __init__(self, function, *args) -> None:
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+@pytest.mark.parametrize(
+    ("payload", "named"),
+    [
+        (lambda marker: _RunsCode(os.system, f"touch {marker}"), "posix.system"),
+        (lambda marker: _RunsCode(open, str(marker), "w"), "io.open"),
+        (lambda marker: _RunsCode(exec, f"open({str(marker)!r}, 'w')"), "exec"),
+    ],
+)
+def test_checkpoint_that_runs_code_is_refused_without_running_it(tmp_path, payload, named):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"epoch": 1, "model_state_dict": reference_model().state_dict(), "optimizer": payload(marker)}, evil)
+    out = tmp_path / "w.safetensors"
+    result = CliRunner().invoke(app, ["import-checkpoint", str(evil), "-o", str(out), "--order", ORDER])
+    assert result.exit_code == 2, result.output
+    assert not marker.exists()
+    (line,) = result.stderr.splitlines()
+    assert f"{evil}: refused to unpickle: it names {named}" in line
+    assert "--trust-pickle" in line and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_trust_pickle_unpickles_fully_with_a_warning(tmp_path):
+    """The opt-in is a real full unpickle (the payload runs: that is what the flag and its warning are about)."""
+    marker = tmp_path / "ran"
+    checkpoint = tmp_path / "trusted.pt"
+    state = reference_model().state_dict()
+    torch.save({"model_state_dict": state, "extra": _RunsCode(open, str(marker), "w")}, checkpoint)
+    out = tmp_path / "w.safetensors"
+    args = ["import-checkpoint", str(checkpoint), "-o", str(out), "--order", ORDER, "--trust-pickle"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "warning: --trust-pickle: fully unpickling" in result.stderr
+    assert marker.exists() and out.exists()
+

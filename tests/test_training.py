@@ -131,10 +131,11 @@ def _kill_at(iteration: int):
     return hook
 
 
-def test_kill_and_resume_reaches_the_same_weights_and_schedule(tmp_path):
+@pytest.mark.parametrize("recipe", ["reference", "robust"])  # robust: the augmentation draws replay too
+def test_kill_and_resume_reaches_the_same_weights_and_schedule(tmp_path, recipe):
     data = make_chest_root(tmp_path / "data", 2)
-    config = TrainConfig(data=str(data), anatomies=["chest"], epochs=2, batch_size=1, lr=1e-3, max_lr=5e-3,
-                         step_size=2, checkpoint_every=3, **TINY_CONFIG)  # fmt: skip
+    config = TrainConfig(data=str(data), recipe=recipe, anatomies=["chest"], epochs=2, batch_size=1, lr=1e-3,
+                         max_lr=5e-3, step_size=2, checkpoint_every=3, **TINY_CONFIG)  # fmt: skip
 
     def options(**kw) -> RunOptions:
         return RunOptions(data=data, workers=0, progress=False, report=lambda line: None, **kw)

@@ -81,3 +81,22 @@ def test_batched_torch_zscore_matches_numpy():
     batch = zscore_batch(torch.from_numpy(pixels))
     for i in range(3):
         assert np.abs(batch[i, 0].numpy() - zscore(pixels[i])).max() < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_decoding_is_identical_on_cuda_and_cpu():
+    """The same heatmaps decode to the same landmarks on both devices: Gaussian peaks at sub-pixel positions, a
+    border peak, an exact tie (the first maximum wins on both: torch.max's documented rule) and a flat map."""
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(48.0), indexing="ij")
+    maps = [torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 3.0**2)) for x, y in [(12.3, 20.8), (0.0, 40.6)]]
+    tie = torch.zeros(64, 48)
+    tie[10, 30] = tie[50, 5] = 0.9
+    maps += [tie, torch.full((64, 48), 0.25)]
+    heatmaps = torch.stack(maps)[None].repeat(3, 1, 1, 1)
+    for method in ("argmax", "subpixel"):
+        cpu_xy, cpu_conf = decode_heatmaps(heatmaps, method)
+        gpu_xy, gpu_conf = decode_heatmaps(heatmaps.cuda(), method)
+        torch.testing.assert_close(gpu_xy.cpu(), cpu_xy, atol=1e-5, rtol=0)
+        assert torch.equal(gpu_conf.cpu(), cpu_conf)
+        assert cpu_xy[0, 2].tolist() == [30.0, 10.0] and cpu_xy[0, 3].tolist() == [0.0, 0.0]

@@ -172,7 +172,7 @@ class _Bench:
         self.device = torch.device(config.device)
         self.reference: _Outputs | None = None
 
-    def request(self, spec: BenchSpec) -> BackendRequest:
+    def request(self, spec: BenchSpec, progress: Callable[[str], None] | None = None) -> BackendRequest:
         options = dict(spec.options)
         artifact = options.pop("artifact", None)
         return BackendRequest(
@@ -185,6 +185,7 @@ class _Bench:
             artifact=None if artifact is None else Path(str(artifact)),
             options=options,
             onnx_loader=OnnxFromWeights(self.config.weights, self.config.anatomy, self.config.decode),
+            progress=progress,
         )
 
     def rows(self, spec: BenchSpec, is_reference: bool = False) -> list[BenchRow]:
@@ -193,7 +194,8 @@ class _Bench:
                 "precision": spec.precision, "options": spec.options, "is_reference": is_reference}
         memory = _GpuMemory(self.device)
         try:
-            backend = create_backend(spec.backend, self.request(spec))
+            with self._build_task(base["label"]) as progress:
+                backend = create_backend(spec.backend, self.request(spec, progress))
         except (BackendUnavailable, ImportError) as error:
             if is_reference:
                 raise
@@ -261,6 +263,18 @@ class _Bench:
         grid_xy = np.concatenate(xy)[:count]
         maps = None if any(h is None for h in heatmaps) else np.concatenate(heatmaps)[:count]
         return _Outputs(self.images.to_original(grid_xy, self.config.anatomy.grid), maps)
+
+    @contextmanager
+    def _build_task(self, label: str) -> Iterator[Callable[[str], None] | None]:
+        """A progress line for a backend's build (the compiled backend reports each bucket it compiles)."""
+        if self.progress is None:
+            yield None
+            return
+        task = self.progress.add_task(f"{label}: building", total=None)
+        try:
+            yield lambda line: self.progress.update(task, description=f"{label}: {line}")
+        finally:
+            self.progress.remove_task(task)
 
     def _advance(self, task) -> None:
         if task is not None:

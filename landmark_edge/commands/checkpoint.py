@@ -19,6 +19,7 @@ from landmark_edge.commands.options import (
     anatomies_or_exit,
     err_console,
     one_line_errors,
+    warning_line,
 )
 from landmark_edge.errors import NoDefaultWeightsError
 from landmark_edge.weights import WeightsInfo, file_sha256, read_info, resolve_weights, save_weights
@@ -32,11 +33,24 @@ def import_checkpoint(
         str,
         typer.Option(help="The checkpoint's task order, comma-separated (released best.pt: chest,cephalometric,hand)."),
     ] = "cephalometric,hand,chest",
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            help="Unpickle everything in the file, which runs any code it holds. Only for a checkpoint you trust: "
+            "by default only tensors and the reference's own optimizer object are read."
+        ),
+    ] = False,
 ) -> None:
-    """Convert a reference checkpoint ((W,H) layout, indexed tasks) into a landmark-edge weights file."""
+    """Convert a reference checkpoint ((W,H) layout, indexed tasks) into a landmark-edge weights file.
+
+    The checkpoint is read without running code (tensors and the reference's pickled optimizer only); a file
+    naming anything else is refused, in one line that names it.
+    """
     anatomies = anatomies_or_exit(order, "--order")
+    if trust_pickle:
+        warning_line(f"--trust-pickle: fully unpickling {checkpoint}, which runs any code the file holds")
     with one_line_errors():
-        model = convert_state_dict(load_reference_checkpoint(checkpoint), anatomies)
+        model = convert_state_dict(load_reference_checkpoint(checkpoint, trust_pickle=trust_pickle), anatomies)
         info = save_weights(model, out, source=f"imported from reference checkpoint {checkpoint.name}")
     typer.echo(f"wrote {out} ({', '.join(f'{a.name} {a.num_landmarks}' for a in info.anatomies)})")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -43,6 +45,11 @@ def compile_package(
     kernels: Annotated[
         Kernels, typer.Option(help="Fused stages: triton kernels on CUDA when installed (auto), or cuDNN convs.")
     ] = Kernels.AUTO,
+    autotune: Annotated[
+        bool,
+        typer.Option(help="CUDA: benchmark Inductor's kernel choices for every convolution shape (minutes, paid "
+                          "once here instead of at every start). Ignored on CPU."),
+    ] = True,
     verify: Annotated[bool, typer.Option(help="Load the package and compare it with the eager model.")] = True,
     output_format: FormatOpt = ReportFormat.TABLE,
     json_alias: JsonAliasOpt = False,
@@ -50,7 +57,8 @@ def compile_package(
     """Fold BatchNorm, fuse the separable and dilated stages, export and AOT-compile one anatomy's network.
 
     The package runs with `landmark-edge infer --backend aoti --artifact FILE` and needs neither the weights file
-    nor the model code. It is compiled for --device's type (cpu or cuda); CPU compilation takes minutes.
+    nor the model code. It is compiled for --device's type (cpu or cuda); compilation takes minutes (on CUDA
+    mostly --autotune), loading it takes seconds.
     """
     target = anatomy_or_exit(anatomy)
     max_batch_size = max_batch_alias or max_batch
@@ -70,14 +78,20 @@ def compile_package(
             "max_batch_size": max_batch_size,
             "channels_last": channels_last,
             "kernels": kernels.value,
+            "autotune": autotune and device.startswith("cuda"),
             "weights_sha256": info.sha256,
             "eager": summarize(select_anatomy(model, target.name), example, target.name).__dict__,
             "rewritten": summarize(net, example).__dict__,
         }
-        with _progress() as progress:
-            progress.add_task("export + AOTInductor compile", total=None)
+        with _progress() as progress, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # compiler warnings; errors still raise, in one line
+            step = "export + AOTInductor compile" + (" (autotuning every convolution)" if report["autotune"] else "")
+            progress.add_task(step, total=None)
+            started = time.perf_counter()
             export_pt2(net, target, out, device=device, max_batch_size=max_batch_size,
-                       info={"weights_sha256": info.sha256, "preprocessing": info.preprocessing})
+                       info={"weights_sha256": info.sha256, "preprocessing": info.preprocessing},
+                       autotune=report["autotune"])
+            report["compile_seconds"] = round(time.perf_counter() - started, 1)
         if verify:
             report["max_abs_heatmap_diff_vs_eager_fp32"] = _verify(out, model, target.name, device)
     if wants_json(output_format, json_alias):
@@ -104,7 +118,7 @@ def _print(report: dict) -> None:
     eager, rewritten = report["eager"], report["rewritten"]
     err_console.print(
         f"wrote {report['package']}  [{report['anatomy']}, {report['device']}, {report['precision']}, "
-        f"batch 1..{report['max_batch_size']}, kernels {report['kernels']}]"
+        f"batch 1..{report['max_batch_size']}, kernels {report['kernels']}] in {report['compile_seconds']} s"
     )
     err_console.print(
         f"parameters {eager['parameters']:,} -> {rewritten['parameters']:,}; "

@@ -20,15 +20,15 @@ from landmark_edge.commands.options import (
     WorkersOpt,
     anatomies_or_exit,
     choices,
-    err_console,
     fail,
     failures_exit_code,
     one_line_errors,
+    print_line,
     stdout_is_terminal,
 )
 from landmark_edge.data import SPLITS, load_split
 from landmark_edge.decode import DecodeMethod
-from landmark_edge.evaluation import PROTOCOLS, evaluate_split, write_overlays
+from landmark_edge.evaluation import PROTOCOLS, SHIFTS, evaluate_shift, evaluate_split, write_overlays
 from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_write_text
 from landmark_edge.runtime.registry import backend_names, check_options, create_backend
@@ -60,6 +60,12 @@ def evaluate(
     ] = None,
     worst: Annotated[int, typer.Option(min=1, help="How many worst images get an overlay.")] = 5,
     per_landmark: Annotated[bool, typer.Option("--per-landmark", help="Also print per-landmark tables.")] = False,
+    shift: Annotated[
+        str,
+        typer.Option(help="Evaluate under controlled framing changes instead: 'zoom' (scale 0.8-1.25, crops that "
+                     "cut the top, rotations up to 10 deg; original protocol, in the shifted image's geometry)."),
+    ] = "none",
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N images of the split.")] = None,
 ) -> None:
     """Evaluate weights on a split: the paper's protocol and the original-resolution one, side by side.
 
@@ -67,11 +73,20 @@ def evaluate(
     hand 50 mm wrist width between landmarks 1 and 5 on the grid, chest grid pixels), as the reference's
     evaluation.py. original: sub-pixel landmarks in original pixels against the float annotations (head
     0.1 mm/px per axis, hand the 50 mm wrist width in original pixels, chest pixels).
+
+    --shift zoom evaluates the split under fixed framing changes instead (one row per condition): each image
+    and its annotations go through one affine map; errors in the shifted image's geometry (its spacing is the
+    original's over the magnification; chest in pixels of the unshifted image).
     """
     if split not in SPLITS:
         fail(f"--split must be one of {', '.join(SPLITS)}")
+    overlays = overlay or overlays_alias
     with one_line_errors():  # a misspelt backend is one line before any weights or data are read
         check_options(backend, {})
+    if shift != "none" and shift not in SHIFTS:
+        fail(f"--shift must be none or one of {', '.join(SHIFTS)}")
+    if shift != "none" and overlays is not None:
+        fail("--overlay draws the unshifted images: leave it out with --shift")
     with one_line_errors():
         weights_path = resolve_weights(weights)
         info = read_info(weights_path)
@@ -82,7 +97,11 @@ def evaluate(
         if artifact is not None and len(chosen) != 1:
             fail(f"--artifact {artifact} holds one anatomy's network: name it with --anatomies")
         report = {"weights": str(weights_path), "split": split, "data": str(data), "backend": backend,
-                  "precision": precision, "protocols": PROTOCOLS, "anatomies": {}}
+                  "precision": precision, "limit": limit, "anatomies": {}}
+        if shift == "none":
+            report["protocols"] = PROTOCOLS
+        else:
+            report["shift"] = {"family": shift, "conditions": {c.name: c.description for c in SHIFTS[shift]}}
         failed = 0
         for anatomy in chosen:
             runner = create_backend(
@@ -92,26 +111,40 @@ def evaluate(
                 onnx_loader=OnnxFromWeights(weights_path, anatomy, DecodeMethod.SUBPIXEL, require_fit=False),
             )
             try:
-                evaluation = evaluate_split(runner, load_split(data, anatomy, split), anatomy, batch_size, workers)
+                loaded = load_split(data, anatomy, split)
+                loaded.samples = loaded.samples[:limit]
+                if shift != "none":
+                    conditions = {c.name: evaluate_shift(runner, loaded, anatomy, c, batch_size, workers)
+                                  for c in SHIFTS[shift]}  # fmt: skip
+                    report["anatomies"][anatomy.name] = conditions
+                    failed += _print_failures(next(iter(conditions.values()))["failures"])
+                    continue
+                evaluation = evaluate_split(runner, loaded, anatomy, batch_size, workers)
             finally:
                 runner.close()
-            for line in evaluation.failures:
-                err_console.print(f"[yellow]skipped:[/] {line}", markup=True, highlight=False)
-            failed += len(evaluation.failures)
+            failed += _print_failures(evaluation.failures)
             report["anatomies"][anatomy.name] = evaluation.report()
             if not evaluation.samples:
-                err_console.print(f"[yellow]note:[/] {anatomy.name}: the {split} split has no images under {data}",
-                                  markup=True, highlight=False)  # fmt: skip
-            if (overlay or overlays_alias) is not None:
-                write_overlays(evaluation, overlay or overlays_alias, worst)
+                print_line("note:", f"{anatomy.name}: the {split} split has no images under {data}", "yellow")
+            if overlays is not None:
+                write_overlays(evaluation, overlays, worst)
     if out is not None:
         atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     console = Console(width=None if stdout_is_terminal() else 120)
-    console.print(summary_table(report))
-    if per_landmark:
-        for name, result in report["anatomies"].items():
-            console.print(landmark_table(name, result))
+    if shift != "none":
+        console.print(shift_table(report))
+    else:
+        console.print(summary_table(report))
+        if per_landmark:
+            for name, result in report["anatomies"].items():
+                console.print(landmark_table(name, result))
     raise typer.Exit(failures_exit_code(failed))
+
+
+def _print_failures(lines: list[str]) -> int:
+    for line in lines:
+        print_line("skipped:", line, "yellow")
+    return len(lines)
 
 
 def summary_table(report: dict) -> Table:
@@ -125,6 +158,22 @@ def summary_table(report: dict) -> Table:
             entry = result[protocol]
             table.add_row(name, protocol, str(result["images"]), entry["unit"], _num(entry["MRE"]),
                           _num(entry["STD"]), *(_pct(entry["SDR"].get(t)) for t in thresholds))
+    return table
+
+
+def shift_table(report: dict) -> Table:
+    """One row per anatomy and framing condition (original protocol, shifted image's geometry)."""
+    results = [r for conditions in report["anatomies"].values() for r in conditions.values()]
+    thresholds = sorted({t for r in results for t in r["SDR"]}, key=float)
+    title = (f"{report['split']} split under --shift {report['shift']['family']}, {Path(report['weights']).name}: "
+             "MRE, STD and SDR (% within each threshold); landmarks moved out of the frame are left out")
+    table = Table(title=title, title_justify="left")
+    for column in ("anatomy", "condition", "n", "out", "unit", "MRE", "STD", *(f"≤{float(t):g}" for t in thresholds)):
+        table.add_column(column, justify="left" if column in ("anatomy", "condition") else "right")
+    for name, conditions in report["anatomies"].items():
+        for condition, entry in conditions.items():
+            table.add_row(name, condition, str(entry["images"]), str(entry["landmarks_out_of_frame"]), entry["unit"],
+                          _num(entry["MRE"]), _num(entry["STD"]), *(_pct(entry["SDR"].get(t)) for t in thresholds))
     return table
 
 

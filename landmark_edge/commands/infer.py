@@ -33,17 +33,21 @@ from landmark_edge.commands.options import (
     WeightsOpt,
     anatomy_or_exit,
     backend_options,
+    build_status,
     choices,
     err_console,
+    error_line,
     fail,
     failures_exit_code,
     one_line_errors,
     options_for,
+    warning_line,
 )
 from landmark_edge.decode import DecodeMethod
+from landmark_edge.errors import InputError
 from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
-from landmark_edge.io.images import XrayImage
+from landmark_edge.io.images import read_image
 from landmark_edge.io.inputs import expand_inputs
 from landmark_edge.plausibility import DEFAULT_MIN_CONFIDENCE
 from landmark_edge.results import (
@@ -133,15 +137,16 @@ def infer(
     counts = {"failed": 0, "flagged": 0, "total": 0}
     with one_line_errors():
         weights = resolve_weights(weights) if artifact is None else weights  # an artefact carries its network
-        runner = create_backend(
-            backend, weights=weights, anatomy=target, decode=decode, device=device, precision=precision,
-            max_batch_size=batch_size, artifact=artifact, options=options,
-            onnx_loader=None if weights is None else OnnxFromWeights(weights, target, decode),
-        )  # fmt: skip
+        with build_status() as status:
+            runner = create_backend(
+                backend, weights=weights, anatomy=target, decode=decode, device=device, precision=precision,
+                max_batch_size=batch_size, artifact=artifact, options=options, progress=status,
+                onnx_loader=None if weights is None else OnnxFromWeights(weights, target, decode),
+            )  # fmt: skip
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
         fresh = run_inference(
             todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink,
-            overlay_sink=None if overlay is None else _overlay_writer(store, overlay), min_confidence=min_confidence,
+            min_confidence=min_confidence,
         )  # fmt: skip
         shows_flags = not (output_format == "table" and out is None)  # the table on screen prints them itself
         with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
@@ -149,8 +154,8 @@ def infer(
                 _report(failure, counts, emit)
             for path in inputs.files:
                 outcome = done.get(path) or next(fresh)
-                if path not in done and isinstance(outcome, ImageResult) and store.out_dir is not None:
-                    store.save(outcome)  # last, after its overlay and heatmaps: the mark that all are done
+                if path not in done and isinstance(outcome, ImageResult):
+                    outcome = _finish(outcome, store, overlay)
                 _report(outcome, counts, emit, warn=shows_flags)
                 advance()
     if counts["flagged"]:
@@ -191,11 +196,17 @@ def _reusable(
     return done
 
 
-def _overlay_writer(store: ResultStore, directory: Path):
-    def write(xray: XrayImage, result: ImageResult) -> None:
-        write_overlay(xray, result, store.path(result.path, ".png", directory))
-
-    return write
+def _finish(result: ImageResult, store: ResultStore, overlay: Path | None) -> Outcome:
+    """Write a finished result's per-image files; the JSON comes last, as the mark that all are done.
+    An image that changed or vanished before its overlay was drawn becomes that input's failure."""
+    if overlay is not None:
+        try:
+            write_overlay(read_image(result.path), result, store.path(result.path, ".png", overlay))
+        except InputError as error:
+            return ImageFailure(result.path, str(error))
+    if store.out_dir is not None:
+        store.save(result)
+    return result
 
 
 def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], None], warn: bool = True) -> None:
@@ -203,11 +214,11 @@ def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], 
     counts["total"] += 1
     if isinstance(outcome, ImageFailure):
         counts["failed"] += 1
-        err_console.print(f"[red]error:[/] {outcome.error}", markup=True, highlight=False)
+        error_line(outcome.error)
     elif outcome.flags:
         counts["flagged"] += 1
         for flag in outcome.flags if warn else ():
-            err_console.print(f"[yellow]warning:[/] {outcome.path}: {flag}", markup=True, highlight=False)
+            warning_line(f"{outcome.path}: {flag}")
     emit(outcome)
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Annotated, NoReturn
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from landmark_edge.anatomy import ANATOMIES, Anatomy, get_anatomy, parse_anatomy_list
 from landmark_edge.decode import DecodeMethod
@@ -22,7 +23,10 @@ from landmark_edge.errors import LandmarkEdgeError
 EXIT_FATAL = 2  # nothing was processed: bad options, missing weights, ...
 EXIT_FAILED_BASE = 10  # 10 + N: N inputs failed (N capped at 100), the others were processed
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Messages carry paths, library text and user input: ``[dicom]`` or ``scan[1].png`` must print as written, so
+# this console never interprets markup; styled labels go through :func:`print_line` as rich ``Text``.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class ReportFormat(str, Enum):
@@ -148,10 +152,32 @@ def anatomies_or_exit(text: str, flag: str = "--anatomies") -> list[Anatomy]:
         return parse_anatomy_list(text)
     except ValueError as error:
         fail(f"{flag}: {error}")
+def printable(text: str) -> str:
+    """``text`` as one printable line: a file name's undecodable bytes as ``\\xff``, control characters (a
+    newline, a terminal escape in a hostile name) as escapes, so a message stays one line and cannot restyle the
+    terminal."""
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _CONTROL_CHARACTERS.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def print_line(label: str, message: str, style: str = "") -> None:
+    """One stderr line, ``label message``: only the label is styled; the message is printed exactly as written."""
+    err_console.print(Text.assemble((label, style), " ", printable(message)))
+
+
+def error_line(message: str) -> None:
+    print_line("error:", message, "bold red")
+
+
+def warning_line(message: str) -> None:
+    print_line("warning:", message, "yellow")
 
 
 def fail(message: str, code: int = EXIT_FATAL) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+    error_line(message)
     raise typer.Exit(code)
 
 
@@ -169,6 +195,14 @@ def one_line_errors() -> Iterator[None]:
 
 def failures_exit_code(failed: int) -> int:
     return 0 if failed == 0 else EXIT_FAILED_BASE + min(failed, 100)
+
+
+@contextmanager
+def build_status() -> Iterator[Callable[[str], None]]:
+    """One self-updating line on stderr while a backend builds (``BackendRequest.progress``): the compiled
+    backend's compilation reports each batch bucket here instead of filling the terminal with compiler output."""
+    with err_console.status("building the backend") as status:
+        yield status.update
 
 
 def stdout_is_terminal() -> bool:

@@ -12,8 +12,8 @@ from landmark_edge.commands.options import (
     AnatomiesOpt,
     DataOpt,
     anatomies_or_exit,
-    err_console,
     one_line_errors,
+    print_line,
 )
 from landmark_edge.data.packed import DEFAULT_QUALITY
 from landmark_edge.data.packed import pack as pack_data
@@ -35,7 +35,7 @@ def pack(
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
     for name, entry in manifest.anatomies.items():
         for line in entry.skipped:
-            err_console.print(f"[yellow]skipped:[/] {line}", markup=True, highlight=False)
+            print_line("skipped:", line, "yellow")
         counts = ", ".join(f"{split} {len(ids)}" for split, ids in entry.splits.items())
         typer.echo(f"{name}: {counts}" + (f" ({len(entry.skipped)} skipped)" if entry.skipped else ""))
     typer.echo(f"wrote {out} ({size / 2**20:.1f} MiB)")

@@ -20,9 +20,14 @@ from landmark_edge.commands.options import (
     one_line_errors,
 )
 from landmark_edge.training import RunOptions, TrainConfig, resume_run, start_run
-from landmark_edge.training.trainer import BEST
+from landmark_edge.training.trainer import BEST, RECIPES
 
 EXIT_STOPPED = 75  # stopped by --max-minutes with a checkpoint: run `train --resume RUN_DIR` again (EX_TEMPFAIL)
+
+
+class Recipe(str, Enum):
+    reference = "reference"
+    robust = "robust"
 
 
 class Amp(str, Enum):
@@ -65,6 +70,9 @@ def train(
         Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint, with its config.json.")
     ] = None,
     anatomies: AnatomiesOpt = ALL_ANATOMIES,
+    recipe: Annotated[
+        Recipe, typer.Option(help="; ".join(f"{name}: {text}" for name, text in RECIPES.items()) + ".")
+    ] = Recipe.reference,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (reference: 100).")] = 100,
     batch_size: BatchSizeOpt = 4,
     lr: Annotated[float, typer.Option(help="Base learning rate (CyclicLR lower bound, Adam lr).")] = 1e-4,
@@ -95,6 +103,9 @@ def train(
 ) -> None:
     """Train GU2Net on mixed single-anatomy batches with the reference schedule (Adam, CyclicLR triangular2).
 
+    --recipe reference reproduces the paper; --recipe robust adds augmentation that keeps the landmarks exact and
+    sub-pixel targets (recorded in config.json and the weights header; --resume keeps it).
+
     The run directory gets config.json, metrics.jsonl, loss.png, lr.png, the checkpoint (checkpoint.json and
     parts no larger than the part size) and best.safetensors (the best-validation model as a weights file).
     Exit 0 when the run is complete, 75 when the time limit or SIGTERM stopped it (resumable), 2 on errors.
@@ -118,8 +129,8 @@ def train(
                 fail("--data is needed for a new run")
             names = [a.name for a in anatomies_or_exit(anatomies)]
             config = TrainConfig(
-                data=str(data), anatomies=names, epochs=epochs, batch_size=batch_size, lr=lr, max_lr=max_lr,
-                step_size=step_size, weight_decay=weight_decay, val_every=val_every, amp=amp.value,
+                data=str(data), recipe=recipe.value, anatomies=names, epochs=epochs, batch_size=batch_size, lr=lr,
+                max_lr=max_lr, step_size=step_size, weight_decay=weight_decay, val_every=val_every, amp=amp.value,
                 channels_last=channels_last, seed=seed, local_widths=_widths(local_widths),
                 global_width=global_width, limit=limit, checkpoint_every=checkpoint_every, part_mib=part_mib,
             )

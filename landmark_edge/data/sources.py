@@ -45,7 +45,12 @@ class LabelError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image. ``landmarks`` are (C, 2) float (x, y) in the original image's pixels."""
+    """One labelled image. ``landmarks`` are (C, 2) float (x, y) in the original image's pixels.
+
+    ``view`` (3x3, original pixels) makes the sample a moved copy of its file: the image is the file's through
+    that map (:func:`landmark_edge.affine.warp`), and ``landmarks`` and ``spacing_mm`` are already the moved
+    image's (an evaluation shift).
+    """
 
     anatomy: str
     id: str
@@ -53,6 +58,7 @@ class Sample:
     original_size: tuple[int, int]  # (W, H) of the original image (the packed copy is stored at grid size)
     landmarks: np.ndarray
     spacing_mm: tuple[float, float] | None = None
+    view: np.ndarray | None = None
 
 
 @dataclass

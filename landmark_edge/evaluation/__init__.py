@@ -2,8 +2,9 @@
 
 from landmark_edge.evaluation.evaluate import PROTOCOLS, AnatomyEvaluation, evaluate_split, write_overlays
 from landmark_edge.evaluation.metrics import original_errors, per_landmark, reference_errors, summarize
+from landmark_edge.evaluation.shifts import SHIFTS, Shift, evaluate_shift, shifted
 
 __all__ = [
-    "PROTOCOLS", "AnatomyEvaluation", "evaluate_split", "original_errors", "per_landmark", "reference_errors",
-    "summarize", "write_overlays",
+    "PROTOCOLS", "SHIFTS", "AnatomyEvaluation", "Shift", "evaluate_shift", "evaluate_split", "original_errors",
+    "per_landmark", "reference_errors", "shifted", "summarize", "write_overlays",
 ]  # fmt: skip

@@ -14,7 +14,7 @@ from landmark_edge.anatomy import Anatomy
 from landmark_edge.contracts import artifact_info, pt2_metadata
 from landmark_edge.errors import LandmarkEdgeError
 from landmark_edge.io.atomic import atomic_open
-from landmark_edge.optimize import InferenceGU2Net
+from landmark_edge.optimize import QUIET_INDUCTOR, InferenceGU2Net
 
 PRECISIONS = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}  # torch dtype name -> precision
 
@@ -28,12 +28,15 @@ def export_pt2(
     max_batch_size: int = 32,
     size_hw: tuple[int, int] | None = None,
     info: dict | None = None,
+    autotune: bool = False,
 ) -> Path:
     """Export a rewritten network with a dynamic batch (1..``max_batch_size``) and AOT-compile it to a ``.pt2``.
 
     ``size_hw`` defaults to the anatomy's grid (the size ``infer`` feeds); the package is for ``device``'s type
     and takes float32 in and gives float32 heatmaps out whatever dtype it computes in. ``info`` adds to the
     metadata every artifact carries (:func:`~landmark_edge.contracts.artifact_info`: weights hash, preprocessing).
+    ``autotune`` is Inductor's ``max_autotune``: every convolution and GEMM shape benchmarks its candidate kernels
+    (at the example batch of 2), which takes minutes once here so that loading the package costs none of it.
     """
     path = Path(path)
     if path.suffix != ".pt2":
@@ -50,6 +53,7 @@ def export_pt2(
                             torch_version=torch.__version__)  # fmt: skip
     with atomic_open(path, "wb") as handle:
         torch._inductor.aoti_compile_and_package(
-            program, package_path=handle, inductor_configs={"aot_inductor.metadata": metadata}
-        )
+            program, package_path=handle,
+            inductor_configs={"aot_inductor.metadata": metadata, "max_autotune": autotune, **QUIET_INDUCTOR},
+        )  # fmt: skip
     return path

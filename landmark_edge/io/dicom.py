@@ -13,6 +13,7 @@ JPEG 2000 through Pillow, JPEG-LS / lossless JPEG through the optional ``dicom``
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from PIL import Image
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
 from landmark_edge.errors import InputError, first_line
+from landmark_edge.io.files import read_head
 from landmark_edge.io.xray import XrayImage, check_pixel_count
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
@@ -30,22 +32,22 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _SPACING_KEYWORDS = ("PixelSpacing", "ImagerPixelSpacing")
 
 
-def has_dicom_magic(path: Path) -> bool:
-    """True when the file has the DICOM Part 10 preamble ("DICM" at byte 128)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
+def is_dicom_preamble(head: bytes) -> bool:
+    """True when bytes start with the DICOM Part 10 preamble ("DICM" at byte 128)."""
     return head[128:132] == b"DICM"
 
 
-def read_dicom(path: Path) -> XrayImage:
-    """Read a single-frame DICOM image; :class:`InputError` names the file and what is wrong with it."""
+def has_dicom_magic(path: Path) -> bool:
+    """True when the file is a regular file with the DICOM preamble (a FIFO or device is never opened)."""
+    return is_dicom_preamble(read_head(path, 132))
+
+
+def read_dicom(path: Path, data: bytes) -> XrayImage:
+    """Read a single-frame DICOM image from the file's bytes; :class:`InputError` names the file and the problem."""
     try:
-        ds = pydicom.dcmread(path, force=not has_dicom_magic(path))
+        ds = pydicom.dcmread(io.BytesIO(data), force=not is_dicom_preamble(data))
     except Exception as error:  # noqa: BLE001 - pydicom raises many types on garbage read with force=True
-        raise InputError(f"{path}: not a readable DICOM file ({type(error).__name__}: {error})") from None
+        raise InputError(f"{path}: not a readable DICOM file ({type(error).__name__}: {_reason(error)})") from None
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise InputError(f"{path}: DICOM file has no pixel data (a report or structured document?)")
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)

@@ -21,7 +21,7 @@ one line and goes on.
 
 from __future__ import annotations
 
-import os
+import io
 import warnings
 from pathlib import Path
 
@@ -29,8 +29,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from landmark_edge.anatomy import Anatomy
-from landmark_edge.errors import InputError
-from landmark_edge.io.dicom import DICOM_SUFFIXES, has_dicom_magic, read_dicom
+from landmark_edge.errors import InputError, first_line
+from landmark_edge.io.dicom import DICOM_SUFFIXES, is_dicom_preamble, read_dicom
+from landmark_edge.io.files import read_snapshot
 from landmark_edge.io.xray import MAX_PIXELS, XrayImage, check_pixel_count
 
 __all__ = ["MAX_PIXELS", "XrayImage", "check_pixel_count", "read_image", "resolve_spacing"]
@@ -49,16 +50,20 @@ _EXIF_ORIENTATION = 0x0112
 
 
 def read_image(path: str | Path) -> XrayImage:
-    """Open and fully decode an image or DICOM file; :class:`InputError` with a one-line reason on any problem."""
+    """Open and fully decode an image or DICOM file; :class:`InputError` with a one-line reason on any problem.
+
+    The file is read once into memory (:func:`~landmark_edge.io.files.read_snapshot`: regular files only, never
+    a FIFO or device, refused if it changes meanwhile) and the decoders parse that snapshot.
+    """
     path = Path(path)
-    check_readable_file(path)
+    data = read_snapshot(path)
     try:
-        xray = _read_any(path)
+        xray = _read_any(path, data)
         check_pixels(xray)
     except InputError:
         raise
     except Exception as error:  # noqa: BLE001 - untrusted bytes reach two parsers; no input may stop the run
-        raise InputError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
+        raise InputError(f"{path}: cannot decode ({type(error).__name__}: {first_line(error)})") from None
     return xray
 
 
@@ -66,42 +71,30 @@ class _NotAnImage(InputError):
     """PIL does not recognise the bytes (the file may still be DICOM without its preamble)."""
 
 
-def _read_any(path: Path) -> XrayImage:
+def _read_any(path: Path, data: bytes) -> XrayImage:
     """DICOM when the file has the DICOM preamble; otherwise an image PIL recognises; otherwise, for a DICOM
     suffix, DICOM without a preamble. Content wins over names: a PNG called ``x.dcm`` is read as the PNG."""
-    if has_dicom_magic(path):
-        return read_dicom(path)
+    if is_dicom_preamble(data):
+        return read_dicom(path, data)
     try:
-        return XrayImage(path=path, image=_read_pil(path))
+        return XrayImage(path=path, image=_read_pil(path, data))
     except _NotAnImage:
         if path.suffix.lower() in DICOM_SUFFIXES:
-            return read_dicom(path)
+            return read_dicom(path, data)
         raise
 
 
-def check_readable_file(path: Path) -> None:
-    """Refuse a path that is missing, not a regular file, empty or not readable, naming which."""
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file (0 bytes)")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"{path}: cannot read file (permission denied)")
-
-
-def _read_pil(path: Path) -> Image.Image:
+def _read_pil(path: Path, data: bytes) -> Image.Image:
     try:
-        image = Image.open(path)
+        image = Image.open(io.BytesIO(data))
         check_pixel_count(path, *image.size)
         image.load()
     except UnidentifiedImageError:
         raise _NotAnImage(f"{path}: not a readable image (PNG, JPEG, BMP, TIFF) or DICOM file") from None
     except Image.DecompressionBombError as error:
-        raise InputError(f"{path}: refused by the decompression-bomb guard ({error})") from None
+        raise InputError(f"{path}: refused by the decompression-bomb guard ({first_line(error)})") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise InputError(f"{path}: truncated or corrupt image ({error})") from None
+        raise InputError(f"{path}: truncated or corrupt image ({first_line(error)})") from None
     if getattr(image, "n_frames", 1) > 1:  # multi-frame TIFF/GIF keep their file open: keep frame 0 only
         frame = image.copy()
         image.close()

@@ -1,21 +1,42 @@
 """The ``compiled`` and ``aoti`` backends: the rewritten GU2Net under ``torch.compile``, and its AOTInductor package.
 
 ``compiled`` runs :func:`~landmark_edge.optimize.rewrite_for_inference`'s model (BN folded, fused separable and
-dilated stages, Triton kernels on CUDA when installed) under ``torch.compile`` with static shapes. Batches are
-padded up to a *bucket* (powers of two up to ``max_batch_size``, and ``max_batch_size`` itself), which bounds the
-number of compilations and lets each bucket be captured once as a CUDA graph and replayed: at batch 1 the network
-is ~100 small kernels, so launch overhead, not arithmetic, is what graphs remove. The default CUDA mode is
-``max-autotune-no-cudagraphs`` (Inductor autotunes its GEMM/conv choices) with our own graphs on top, because our
-graphs pad short batches into a few fixed buckets, where ``reduce-overhead`` would record one graph per distinct
-batch size; ``mode`` is an option so the benchmark can compare them.
+dilated stages) under ``torch.compile`` and is ready to serve every batch size 1..``max_batch_size`` when built:
+construction compiles and warms every *bucket* (powers of two up to ``max_batch_size``, and ``max_batch_size``
+itself; short batches are padded up to theirs) and, on CUDA, captures each as a CUDA graph to replay: at batch 1
+the network is ~100 small kernels, so launch overhead, not arithmetic, is what graphs remove.
+
+Build time is the constraint behind the defaults (issue 14: on an H100, ``max-autotune-no-cudagraphs`` was still
+autotuning after 130 s, 6-10 s per convolution shape, per bucket, per precision):
+
+* mode ``default``: Inductor benchmarks no convolution or GEMM choices (only ``max-autotune*`` modes do); the
+  convolutions are cuDNN's and Inductor generates the kernels around them (casts, bias, activations, padding,
+  up-sampling, the heatmap product). Expensive autotuning is paid once, in ``landmark-edge compile`` (a ``.pt2``).
+* a dynamic batch dimension (``maybe_mark_dynamic``): one compilation serves every bucket above 1 instead of one
+  compilation per bucket (batch 1 is always specialised by Dynamo, and Inductor may split a range where its
+  lowering changes: 3 compilations for buckets 1..32 on CPU, against 6); the CUDA graphs are still per bucket.
+* the fused Triton kernels are off (``kernels=cudnn``) until a GPU run shows them ahead of cuDNN under Inductor:
+  each of their shapes autotunes 8 launch configurations when first called.
+* Inductor's autotuning tables and choice statistics never reach the terminal (``QUIET_INDUCTOR``); a progress
+  callback reports each bucket as it is ready.
+
+Our own graphs are kept rather than ``reduce-overhead``'s because they pad short batches into a few buckets, where
+``reduce-overhead`` would record one graph per distinct batch size; ``mode`` is an option so the benchmark can
+compare them.
 
 ``aoti`` loads a ``.pt2`` written by :func:`landmark_edge.export.pt2.export_pt2` (``torch.export`` with a dynamic
-batch dimension + ``torch._inductor.aoti_compile_and_package``): a compiled shared library plus weights that needs neither the
-model code nor the weights file, with the anatomy, grid and precision in the package's metadata.
+batch dimension + ``torch._inductor.aoti_compile_and_package``, autotuned on CUDA): a compiled shared library plus
+weights that needs neither the model code nor the weights file, with the anatomy, grid and precision in the
+package's metadata.
 """
 
 from __future__ import annotations
 
+import json
+import time
+import warnings
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +48,11 @@ from landmark_edge.contracts import PT2_FORMAT
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import LandmarkEdgeError, WeightsError, first_line
 from landmark_edge.model import GU2Net
-from landmark_edge.optimize import Kernels, rewrite_for_inference
+from landmark_edge.optimize import QUIET_INDUCTOR, Kernels, rewrite_for_inference
 from landmark_edge.runtime.backend import TorchBackend
 from landmark_edge.runtime.options import BackendOptions
 
-DEFAULT_CUDA_MODE = "max-autotune-no-cudagraphs"
+DEFAULT_CUDA_MODE = "default"  # no autotuning at start-up: see the module docstring
 _MODES_WITH_OWN_GRAPHS = {"reduce-overhead", "max-autotune"}  # torch.compile's cudagraph trees; don't nest ours
 
 
@@ -41,7 +62,7 @@ class CompileOptions(BackendOptions):
     mode: str | None = None  # torch.compile mode; None: DEFAULT_CUDA_MODE on CUDA, Inductor's default on CPU
     cuda_graphs: bool = True  # capture one CUDA graph per batch bucket (CUDA only)
     channels_last: bool = False
-    kernels: Kernels = Kernels.AUTO  # auto | triton | cudnn
+    kernels: Kernels = Kernels.CUDNN  # cudnn | triton | auto (triton on CUDA when installed)
 
     @classmethod
     def from_dict(cls, options: dict) -> CompileOptions:
@@ -103,8 +124,21 @@ class CudaGraphs:
         return graph, static_in, static_out
 
 
+Progress = Callable[[str], None]  # receives one line per build step ("batch 8 ready (4/6, 21 s)")
+
+
+def compile_options(mode: str | None) -> dict:
+    """``torch.compile`` options for ``mode`` with Inductor's autotune output turned off (mode and options are
+    exclusive arguments of ``torch.compile``, so the mode is expanded into its options)."""
+    return {**(torch._inductor.list_mode_options(mode) if mode else {}), **QUIET_INDUCTOR}
+
+
 class CompiledBackend(TorchBackend):
-    """The rewritten single-anatomy GU2Net under ``torch.compile``, CUDA graphs per batch bucket on CUDA."""
+    """The rewritten single-anatomy GU2Net under ``torch.compile``, CUDA graphs per batch bucket on CUDA.
+
+    Every bucket is compiled (and captured) in the constructor, so serving never stops to compile; ``progress``
+    sees a line per bucket and ``build_seconds`` keeps the total.
+    """
 
     name = "compiled"
 
@@ -117,6 +151,7 @@ class CompiledBackend(TorchBackend):
         dtype: torch.dtype = torch.float32,
         options: CompileOptions | None = None,
         max_batch_size: int = 32,
+        progress: Progress | None = None,
     ) -> None:
         options = options or CompileOptions()
         net = rewrite_for_inference(
@@ -126,15 +161,38 @@ class CompiledBackend(TorchBackend):
         is_cuda = self.device.type == "cuda"
         self.mode = options.mode or (DEFAULT_CUDA_MODE if is_cuda else None)
         self.max_batch_size = max_batch_size
-        self.compiled = torch.compile(self.model, mode=self.mode, fullgraph=True, dynamic=False)
+        self.compiled = torch.compile(self.model, fullgraph=True, dynamic=None, options=compile_options(self.mode))
         use_graphs = is_cuda and options.cuda_graphs and self.mode not in _MODES_WITH_OWN_GRAPHS
-        self.graphs = CudaGraphs(self.compiled, self.device) if use_graphs else None
+        self.graphs = CudaGraphs(self._network, self.device) if use_graphs else None
+        self.build_seconds = self._build(progress or (lambda line: None))
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        """The compiled network; batches above 1 are marked dynamic so one compilation serves those buckets."""
+        if x.shape[0] > 1:
+            torch._dynamo.maybe_mark_dynamic(x, 0)
+        return self.compiled(x)
+
+    @torch.inference_mode()
+    def _build(self, progress: Progress) -> float:
+        """Compile (and capture) every bucket now, with Python warnings from the compiler kept off the terminal."""
+        start = time.perf_counter()
+        buckets = batch_buckets(self.max_batch_size)
+        height, width = self.anatomy.grid_hw
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for done, size in enumerate(buckets, 1):
+                progress(f"compiling {self.anatomy.name}: batch {size} ({done}/{len(buckets)}, "
+                         f"{time.perf_counter() - start:.0f} s)")  # fmt: skip
+                self.forward(torch.zeros(size, 1, height, width, device=self.device))
+        elapsed = time.perf_counter() - start
+        progress(f"compiled {self.anatomy.name} for batch 1..{self.max_batch_size} in {elapsed:.0f} s")
+        return elapsed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = bucket_for(x.shape[0], self.max_batch_size)
         if self.graphs is not None:
             return self.graphs(x, size)
-        return self.compiled(pad_batch(x, size))[: x.shape[0]]
+        return self._network(pad_batch(x, size))[: x.shape[0]]
 
 
 @dataclass
@@ -156,6 +214,8 @@ def load_pt2(path: str | Path, device: str = "cpu") -> Pt2Package:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: AOTInductor package not found")
+    if stored_pt2_metadata(path).get("format") != PT2_FORMAT:  # before loading: loading runs the package's code
+        raise WeightsError(f"{path}: not a landmark-edge package (no '{PT2_FORMAT}' metadata); not loaded")
     target = torch.device(device)
     try:
         runner = torch._inductor.aoti_load_package(str(path), device_index=-1 if target.index is None else target.index)
@@ -180,6 +240,21 @@ def load_pt2(path: str | Path, device: str = "cpu") -> Pt2Package:
         device_type=compiled_for,
         metadata=meta,
     )
+
+
+def stored_pt2_metadata(path: Path) -> dict[str, str]:
+    """The metadata a ``.pt2`` keeps as JSON beside its shared library, read from the zip *without* loading it.
+
+    Loading a package ``dlopen``s native code, which runs as it loads; reading the JSON first keeps a ``.pt2``
+    that is not one of ours (or not a package at all) from ever being loaded.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if "data/aotinductor/" in n and n.endswith("_metadata.json")]
+            metadata = json.loads(archive.read(names[0])) if names else {}
+    except Exception as error:  # noqa: BLE001 - zip and JSON errors of a foreign file, in whatever form
+        raise WeightsError(f"{path}: not a loadable AOTInductor package ({first_line(error)})") from None
+    return metadata if isinstance(metadata, dict) else {}
 
 
 class _Packaged(nn.Module):

@@ -37,6 +37,7 @@ class BackendRequest:
     # Makes the ONNX graph of ``weights`` when no artifact is given (export's job, passed in Polygraphy-style:
     # ``landmark_edge.export.loaders.OnnxFromWeights``): called with int8 calibration fields, or None for float.
     onnx_loader: Callable[[dict[str, Any] | None], Any] | None = None
+    progress: Callable[[str], None] | None = None  # one line per step of a long build (the compiled backend's)
 
 
 Factory = Callable[[BackendRequest], Backend]
@@ -166,7 +167,8 @@ def _compiled_backend(request: BackendRequest) -> Backend:
         _weights("compiled", request), request.anatomy.name, require_fit=request.require_fit
     )
     return CompiledBackend(
-        model, request.anatomy, request.decode, request.device, dtype, request.options, request.max_batch_size
+        model, request.anatomy, request.decode, request.device, dtype, request.options, request.max_batch_size,
+        request.progress,
     )
 
 

@@ -1,5 +1,10 @@
 """GU2Net training with the reference schedule, resumable at any iteration.
 
+Two recipes share the schedule: *reference* (the paper's reproduction: no augmentation, the reference's rounded
+integer labels) and *robust* (every training image reframed and re-exposed in the data-loader workers by
+:class:`~landmark_edge.data.Augmentation`, targets centred on the exact sub-pixel labels, validation on the
+unaugmented images with the same sub-pixel targets).
+
 One iteration = one single-anatomy batch (reference §7): z-score on the device, forward (optionally under
 bf16/fp16 autocast, optionally channels_last), BCE summed over batch x landmarks x pixels on the *product*
 output in float32, Adam step, CyclicLR step. Validation every ``val_every`` epochs and at the last one: per
@@ -29,7 +34,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from landmark_edge.anatomy import PAPER_ORDER, get_anatomy
-from landmark_edge.data import Batch, GridDataset, load_split, render_heatmaps
+from landmark_edge.data import Augmentation, Batch, GridDataset, load_split, render_heatmaps
 from landmark_edge.errors import LandmarkEdgeError, first_line
 from landmark_edge.io.atomic import atomic_write_text
 from landmark_edge.model import gu2net
@@ -42,12 +47,18 @@ from landmark_edge.weights import save_weights
 CONFIG = "config.json"
 BEST = "best.safetensors"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+RECIPES = {
+    "reference": "the paper's: no augmentation, targets on the reference's rounded grid labels",
+    "robust": "random scale/aspect/rotation/translation and top-cutting crops (no flip), gamma, blur and noise; "
+    "targets on the exact sub-pixel labels",
+}
 
 
 class TrainConfig(BaseModel):
     """What defines a run (fixed for its whole life; ``config.json`` in the run directory)."""
 
     data: str = ""  # where the data was when the run started (a resumed chunk may pass another --data)
+    recipe: Literal["reference", "robust"] = "reference"
     anatomies: list[str] = Field(default_factory=lambda: list(PAPER_ORDER))
     epochs: int = 100
     batch_size: int = 4
@@ -108,15 +119,17 @@ def _identity(batch: Batch) -> Batch:
 class _PlanItems(torch.utils.data.Dataset):
     """The remaining iterations of an epoch as loadable batches (so DataLoader workers read ahead)."""
 
-    def __init__(self, datasets: dict[str, GridDataset], plan: list[tuple[str, list[int]]]) -> None:
-        self.datasets, self.plan = datasets, plan
+    def __init__(self, datasets: dict[str, GridDataset], plan: list[tuple[str, list[int]]], key: tuple[int, ...],
+                 start: int) -> None:  # fmt: skip
+        self.datasets, self.plan, self.key, self.start = datasets, plan, key, start
 
     def __len__(self) -> int:
         return len(self.plan)
 
     def __getitem__(self, index: int) -> Batch:
+        """Batch ``index`` of the remaining plan; augmentation draws are keyed by its position in the epoch."""
         anatomy, indices = self.plan[index]
-        return self.datasets[anatomy].batch(indices)
+        return self.datasets[anatomy].batch(indices, key=(*self.key, self.start + index))
 
 
 class Trainer:
@@ -156,7 +169,9 @@ class Trainer:
             if loaded.skipped:
                 self.options.report(f"{anatomy.name} {split}: {len(loaded.skipped)} samples skipped")
             samples = loaded.samples[: self.config.limit] if self.config.limit else loaded.samples
-            sets[anatomy.name] = GridDataset(samples, anatomy)
+            robust = self.config.recipe == "robust"
+            augmentation = Augmentation() if robust and split == "train" else None
+            sets[anatomy.name] = GridDataset(samples, anatomy, "subpixel" if robust else "reference", augmentation)
         return sets
 
     def plan(self, epoch: int) -> list[tuple[str, list[int]]]:
@@ -217,7 +232,7 @@ class Trainer:
         try:
             with _progress(self.options.progress, total, self.iteration) as progress:
                 while self.epoch < self.config.epochs:
-                    for batch in self._loader(self.plan(self.epoch)[self.position :]):
+                    for batch in self._loader(self.plan(self.epoch)[self.position :], self.position):
                         self._note_failures(batch)
                         loss, lr = self.train_step(batch) if batch.ids else (math.nan, self.scheduler.get_last_lr()[0])
                         self.position += 1
@@ -244,10 +259,10 @@ class Trainer:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
-    def _loader(self, plan):
+    def _loader(self, plan, start: int):
         return torch.utils.data.DataLoader(
-            _PlanItems(self.train_sets, plan), batch_size=None, shuffle=False, num_workers=self.options.workers,
-            collate_fn=_identity,
+            _PlanItems(self.train_sets, plan, (self.config.seed, self.epoch), start), batch_size=None, shuffle=False,
+            num_workers=self.options.workers, collate_fn=_identity,
         )  # fmt: skip
 
     def _accumulate(self, batch: Batch, loss: float) -> None:
@@ -298,7 +313,7 @@ class Trainer:
     def export(self, path: Path) -> None:
         metrics = {"best_epoch": self.best_epoch, "val_loss": None if math.isinf(self.best_val) else self.best_val,
                    "iteration": self.iteration, "train_config": self.config.model_dump()}
-        source = f"landmark-edge train, run {self.run_dir.name}, epoch {self.best_epoch}"
+        source = f"landmark-edge train --recipe {self.config.recipe}, run {self.run_dir.name}, epoch {self.best_epoch}"
         save_weights(self.model, path, source=source, metrics=metrics)
 
     def _note_failures(self, batch: Batch) -> None:

@@ -8,6 +8,7 @@ transposed in its last two dims (1x1 kernels, BN, pooling, bilinear and nearest 
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 
 from landmark_edge.anatomy import Anatomy
-from landmark_edge.errors import WeightsError
+from landmark_edge.errors import WeightsError, first_line
 from landmark_edge.model import GU2Net
 
 _LOCAL_BLOCKS = {"conv": "in_block", **{f"{d}{i}.conv": f"{d}{i}" for d in ("down", "up") for i in range(1, 5)}}
@@ -89,23 +90,66 @@ def convert_state_dict(reference: dict[str, torch.Tensor], anatomies: Sequence[A
     return model.eval()
 
 
-def load_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The ``model_state_dict`` of a reference checkpoint (or a bare state dict).
+class _UnusedOptimizer:
+    """Takes the place of the reference's pickled ``torch.optim.Adam``: its state is kept as plain data and none
+    of torch.optim's code runs (the import needs the weights only)."""
 
-    The reference pickles its optimizer object beside the weights, so a weights-only load is tried first and a
-    full unpickle only for such files: import checkpoints you trust.
+    def __setstate__(self, state: dict) -> None:
+        self.state = state
+
+
+def _plain_dict(default_factory: object = None) -> dict:
+    """Takes the place of ``collections.defaultdict`` (the optimizer's ``state``), which a weights-only load
+    cannot fill; the factory is never called."""
+    return {}
+
+
+# Exactly what the reference's training loop pickles beside the tensors (ULD/model/runner.py ``train``:
+# ``{'epoch': int, 'model_name': str, 'model_state_dict': OrderedDict, 'optimizer': self.optim}``, the whole
+# ``torch.optim.Adam`` object, whose ``state`` is a ``defaultdict(dict)``), each mapped to an inert stand-in.
+# ``torch.load(weights_only=True)`` accepts tensors, OrderedDict and primitives already; any other global a
+# checkpoint names is refused before it is called.
+REFERENCE_PICKLE_GLOBALS: list[tuple[object, str]] = [
+    (_UnusedOptimizer, "torch.optim.adam.Adam"),
+    (_plain_dict, "collections.defaultdict"),
+    (dict, "builtins.dict"),
+]
+_GLOBAL = re.compile(r"GLOBAL (\S+)")  # torch's refusal names the global
+_UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*([^\n]+)")
+
+
+def load_reference_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The ``model_state_dict`` of a reference checkpoint (or a bare state dict), loaded without running code.
+
+    The load is ``weights_only`` with :data:`REFERENCE_PICKLE_GLOBALS` allowed, so a pickle that names any other
+    class or function (``os.system``, ``builtins.exec``, ...) is refused before it is called: checkpoints come
+    from file hosts. ``trust_pickle`` unpickles everything (it runs whatever code the file holds): only for a
+    file the user vouches for, never as a fallback.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - any unpickling refusal: retry as the reference's full pickle
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # noqa: BLE001
-            raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__})") from None
+        with torch.serialization.safe_globals(REFERENCE_PICKLE_GLOBALS):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as error:
+        refused = _GLOBAL.search(str(error))
+        if refused is None:
+            reason = _UNPICKLER_REASON.search(str(error))
+            text = reason.group(1) if reason else first_line(error)
+            raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({text})") from None
+        raise WeightsError(
+            f"{path}: refused to unpickle: it names {refused.group(1)}, which a reference checkpoint does not hold "
+            f"and loading could run code (allowed: tensors, {_allowed_names()}); pass --trust-pickle only "
+            "for a file you trust"
+        ) from None
+    except Exception as error:  # noqa: BLE001 - zip, pickle and storage errors of foreign files
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({type(error).__name__})") from None
     state = checkpoint.get("model_state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path}: no model_state_dict of tensors in this checkpoint")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _allowed_names() -> str:
+    return ", ".join(name for _, name in REFERENCE_PICKLE_GLOBALS)
