@@ -9,6 +9,7 @@ down), 0-based, in a stated space (original pixels, model-grid pixels, or millim
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -60,6 +61,21 @@ class Anatomy:
     def grid_hw(self) -> tuple[int, int]:
         """The input grid as (height, width): the tensor layout the model uses."""
         return self.grid[1], self.grid[0]
+
+    def spacing_from_landmarks(self, xy, confidence) -> tuple[tuple[float, float], str] | None:
+        """(x, y) mm per original pixel implied by the image's own landmarks, with its source, or None.
+
+        The wrist-width rule: the two wrist landmarks (found: a positive heatmap peak each, at distinct points)
+        are taken to be ``wrist_width_mm`` apart, as the reference hand protocol does. Other rules give None.
+        """
+        if self.spacing_rule is not SpacingRule.WRIST_WIDTH or self.wrist_landmarks is None:
+            return None
+        first, second = self.wrist_landmarks
+        width_px = math.dist(xy[first], xy[second])
+        if width_px <= 0 or min(confidence[first], confidence[second]) <= 0:
+            return None
+        mm = self.wrist_width_mm / width_px
+        return (mm, mm), f"wrist width ({self.wrist_width_mm:g} mm, landmarks {first + 1} and {second + 1})"
 
     def geometry_problem(self, width: int, height: int) -> str | None:
         """Why a ``width`` x ``height`` image is implausible for this anatomy, or None.

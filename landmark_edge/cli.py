@@ -8,6 +8,7 @@ from importlib import import_module
 import typer
 
 from landmark_edge import __version__
+from landmark_edge.commands.options import Command, Group
 
 # command name -> (module in landmark_edge.commands, function). A command's module is imported only when that
 # command runs, so a one-image `infer` does not pay for the imports of `train`, `bench` or `export`.
@@ -28,6 +29,7 @@ COMMANDS = {
 def make_app(names: list[str] | None = None) -> typer.Typer:
     """The Typer app with the named commands (default: all of them)."""
     application = typer.Typer(
+        cls=Group,
         name="landmark-edge",
         help="GU2Net universal anatomical landmark detection (head, hand, chest X-rays): train, evaluate, export, "
         "build engines, infer and benchmark.",
@@ -37,7 +39,7 @@ def make_app(names: list[str] | None = None) -> typer.Typer:
     )
     for name in names or COMMANDS:
         module, function = COMMANDS[name]
-        application.command(name)(getattr(import_module(f"landmark_edge.commands.{module}"), function))
+        application.command(name, cls=Command)(getattr(import_module(f"landmark_edge.commands.{module}"), function))
     application.callback()(main)
     return application
 

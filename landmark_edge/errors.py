@@ -19,6 +19,10 @@ class NoDefaultWeightsError(WeightsError):
     """No weights were given and the installed package ships none."""
 
 
+class BackendUnavailable(LandmarkEdgeError):
+    """A backend cannot run here (library, device or artefact missing); the message says which."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of a library's error message (or its type name): what a one-line report can quote."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()  # some libraries colour their messages

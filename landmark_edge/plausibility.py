@@ -94,8 +94,9 @@ def _tuple_or_none(values: list[float] | None) -> tuple[float, ...] | None:
 def layout_flags(points: np.ndarray, anatomy: Anatomy) -> list[str]:
     """Flags for a (C, 2) arrangement of detected points, in original pixels."""
     layout = typical_layouts().get(anatomy.name)
-    if layout is None:
-        return []
+    if layout is None:  # say so: an unchecked layout must not read as a plausible one
+        return [f"layout not checked: {LAYOUTS_FILE.name} has no typical {anatomy.name} layout "
+                "(scripts/make_layouts.py writes it from the labels)"]
     ratio, determinant = affine_residual(np.asarray(points, dtype=np.float64), layout.mean)
     flags = []
     if ratio > layout.threshold:

@@ -2,14 +2,17 @@
 
 The model input is built exactly as the reference reader does (reference §6.1): the PIL image is resized to
 the anatomy's grid with PIL's default filter (bicubic with antialias), the first channel is kept, and the
-result is z-scored per image. Coordinates always say their space: *original* pixels of the file, *grid* pixels
-of the model input, or millimetres.
+result is z-scored per image. Training, calibration, export validation and every backend take their pixels and
+their z-score from here, so the network always sees the same input. Coordinates always say their space:
+*original* pixels of the file, *grid* pixels of the model input, or millimetres.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+
+from landmark_edge.io.images import read_image
 
 Size = tuple[int, int]  # (width, height), PIL's order
 
@@ -41,6 +44,23 @@ def grid_pixels(image: Image.Image, grid: Size) -> np.ndarray:
     This is what backends receive: a GPU backend uploads these few bytes and z-scores on the device.
     """
     return np.ascontiguousarray(first_channel(np.asarray(resize_to_grid(image, grid))))
+
+
+def read_grid_pixels(path, grid: Size) -> np.ndarray:
+    """Read a file and return its :func:`grid_pixels` (an unreadable file is an ``InputError`` naming it)."""
+    return grid_pixels(read_image(path).image, grid)
+
+
+def zscore_batch(x):
+    """Per-image z-score of a (B, H, W) torch batch into (B, 1, H, W) float32, on the batch's device.
+
+    The batch form of :func:`zscore` in fp32: backends run it on their own device before the network, the
+    trainer on each batch, export and calibration on the images they feed a graph.
+    """
+    x = x.float()
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True, correction=0)
+    return ((x - mean) / (std + 1e-20)).unsqueeze(1)
 
 
 def grid_to_original(xy: np.ndarray, original: Size, grid: Size) -> np.ndarray:

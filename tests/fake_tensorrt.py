@@ -232,7 +232,7 @@ class HostMemory:
         self.inputs: list[np.ndarray] = []
 
     def prepare_input(self, pixels: np.ndarray) -> np.ndarray:
-        from landmark_edge.runtime.backend import zscore_batch
+        from landmark_edge.transforms import zscore_batch
         import torch
 
         image = zscore_batch(torch.from_numpy(pixels)).numpy()

@@ -19,9 +19,9 @@ from landmark_edge.data.augment import Exposure, Framing
 from landmark_edge.decode import decode_heatmaps
 from landmark_edge.evaluation import SHIFTS, shifted
 from landmark_edge.model import gu2net
-from landmark_edge.runtime.backend import zscore_batch
 from landmark_edge.training.schedule import build_optimizer
 from landmark_edge.training.trainer import batch_loss
+from landmark_edge.transforms import zscore_batch
 from landmark_edge.weights import read_info
 from tests.conftest import TINY
 from tests.test_data import make_chest_root

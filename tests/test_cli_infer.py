@@ -73,7 +73,10 @@ def test_csv_out_file_spacing_override_and_heatmaps(images, tiny_weights, tmp_pa
 def test_table_output_is_readable(images, tiny_weights):
     result = invoke("infer", images[1], "-a", "hand", "-w", tiny_weights)
     assert result.exit_code == 0, result.output
-    assert "scan1.png" in result.stdout and "L37" in result.stdout and "spacing unknown" in result.stdout
+    # hand: the wrist-width rule gives the spacing (issue 16); chest has no physical spacing at all
+    assert "scan1.png" in result.stdout and "L37" in result.stdout and "(wrist width (50 mm" in result.stdout
+    chest = invoke("infer", images[1], "-a", "chest", "-w", tiny_weights)
+    assert chest.exit_code == 0 and "spacing unknown" in chest.stdout
 
 
 def test_bad_inputs_fail_one_line_each_and_the_rest_still_run(images, tiny_weights, tmp_path):

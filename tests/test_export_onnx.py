@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from landmark_edge.anatomy import ANATOMIES, get_anatomy
+from landmark_edge.contracts import ArtifactError, read_onnx_info
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
 from landmark_edge.export.onnx import (
     FP32_TOLERANCE,
     LANDMARK_TOLERANCE_PX,
     ExportError,
     fold_batchnorm,
-    read_onnx_info,
     validate_onnx,
     validation_batch,
 )
@@ -125,5 +125,5 @@ def test_fold_batchnorm_keeps_outputs_and_leaves_the_original_alone():
 def test_metadata_less_onnx_is_one_line(tmp_path):
     path = tmp_path / "plain.onnx"
     onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])), str(path))
-    with pytest.raises(ExportError, match="no landmark-edge metadata"):
+    with pytest.raises(ArtifactError, match="no landmark-edge metadata"):
         read_onnx_info(path)

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.cli import app
 from landmark_edge.decode import DecodeMethod
-from landmark_edge.export.onnx import HEATMAPS, onnx_graph, read_onnx_info
+from landmark_edge.contracts import HEATMAPS, read_onnx_info
+from landmark_edge.export.onnx import onnx_graph
 from landmark_edge.export.quantize import float_tail_nodes
 from landmark_edge.runtime.registry import BackendRequest, BackendUnavailable, create_backend
 from tests.conftest import DATA, require

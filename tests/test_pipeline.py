@@ -164,3 +164,24 @@ def test_cuda_backend_matches_cpu():
         np.testing.assert_allclose(gpu.run(batch).xy, cpu.run(batch).xy, atol=0.05)
     _, timing = gpu.run_timed(real)
     assert set(timing.stages_ms) == {"h2d", "compute", "decode", "d2h"}
+
+
+def test_results_come_finished_and_an_overlay_reuses_the_decoded_image(tmp_path, chest_only_weights, monkeypatch):
+    """Flags are set by the pipeline for every caller; the overlay sink gets the image the pipeline decoded."""
+    from PIL import Image
+
+    from landmark_edge.runtime import pipeline
+
+    paths = []
+    for index in range(3):
+        paths.append(tmp_path / f"scan{index}.png")
+        Image.fromarray(np.random.default_rng(index).integers(0, 255, (80, 96), dtype=np.uint8), "L").save(paths[-1])
+    reads, overlays = [], []
+    monkeypatch.setattr(pipeline, "read_image", lambda path: reads.append(path) or read_image(path))
+    model, _ = load_weights(chest_only_weights, "chest")
+    outcomes = list(run_inference(paths, CHEST, TorchBackend(model, CHEST), batch_size=2, workers=1,
+                                  min_confidence=1.0, overlay_sink=lambda xray, result: overlays.append((xray, result))))
+    assert sorted(reads) == paths  # each file decoded once, overlay included
+    assert [result.path for _, result in overlays] == [str(p) for p in paths]
+    assert all(xray.path == Path(result.path) for xray, result in overlays)
+    assert all(any("6 of 6 landmarks below confidence 1" in flag for flag in outcome.flags) for outcome in outcomes)

@@ -84,3 +84,11 @@ def test_calibrated_thresholds_are_used_unless_overridden():
         assert len(expected) == anatomy.num_landmarks
         assert min_confidences(anatomy, 0.5) == (0.5,) * anatomy.num_landmarks
     assert "min_confidence" not in shipped["hand"]  # unfit weights: nothing to calibrate on
+
+
+def test_an_anatomy_without_a_typical_layout_says_so():
+    from landmark_edge.anatomy import Anatomy
+
+    knee = Anatomy(name="knee", num_landmarks=4, grid=(64, 64))
+    (flag,) = layout_flags(np.random.default_rng(0).uniform(0, 64, (4, 2)), knee)
+    assert flag.startswith("layout not checked: layouts.json has no typical knee layout")

@@ -15,14 +15,16 @@ from typer.testing import CliRunner
 
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.cli import app
+from landmark_edge.contracts import EngineFileError, EngineHeader, read_engine
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.export import tensorrt as builder_module
-from landmark_edge.export.engine import EngineFileError, EngineHeader, check_header, read_engine, write_engine
+from landmark_edge.export.engine import write_engine
 from landmark_edge.export.onnx import EXAMPLE_IMAGE
 from landmark_edge.export.profiles import BatchRange, Calibration, DeploymentProfile
 from landmark_edge.export.tensorrt import BuildError, build_engine, precision_plan
+from landmark_edge.gpu import GpuInfo, TensorRTUnavailable
 from landmark_edge.runtime import tensorrt as runtime_module
-from landmark_edge.runtime.tensorrt import GpuInfo, TensorRTBackend, TensorRTUnavailable
+from landmark_edge.runtime.tensorrt import TensorRTBackend, check_header
 from tests.fake_tensorrt import HostMemory, make_tensorrt, peak
 
 ORIN = GpuInfo(0, "Orin", "8.7")

@@ -17,7 +17,7 @@ from landmark_edge.cli import app
 from landmark_edge.data import Batch
 from landmark_edge.decode import decode_heatmaps
 from landmark_edge.model import gu2net
-from landmark_edge.runtime.backend import zscore_batch
+from landmark_edge.transforms import zscore_batch
 from landmark_edge.training import RunOptions, TrainConfig, load_checkpoint, resume_run, save_checkpoint, start_run
 from landmark_edge.training.checkpoint import CheckpointError
 from landmark_edge.training.logs import read_metrics

@@ -7,7 +7,6 @@ from PIL import Image
 
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.decode import decode_heatmaps
-from landmark_edge.runtime.backend import zscore_batch
 from landmark_edge.transforms import (
     grid_pixels,
     grid_to_original,
@@ -15,6 +14,7 @@ from landmark_edge.transforms import (
     reference_grid_label,
     to_model_input,
     zscore,
+    zscore_batch,
 )
 
 

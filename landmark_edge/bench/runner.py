@@ -26,6 +26,7 @@ from landmark_edge.bench.results import BenchReport, BenchRow
 from landmark_edge.bench.stats import landmark_drift, latency_stats, throughput
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import InputError
+from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.images import resolve_spacing
 from landmark_edge.results import ImageFailure
 from landmark_edge.runtime.backend import STAGES, Backend
@@ -183,6 +184,7 @@ class _Bench:
             max_batch_size=max(self.config.batch_sizes),
             artifact=None if artifact is None else Path(str(artifact)),
             options=options,
+            onnx_loader=OnnxFromWeights(self.config.weights, self.config.anatomy, self.config.decode),
             progress=progress,
         )
 

@@ -25,20 +25,26 @@ from landmark_edge.bench.results import BenchReport
 from landmark_edge.bench.runner import BenchConfig, parse_specs, run_bench
 from landmark_edge.commands.options import (
     AnatomyOpt,
+    BackendOptionOpt,
     DecodeOpt,
     DeviceOpt,
+    FormatOpt,
+    JsonAliasOpt,
+    ReportFormat,
     WeightsOpt,
     anatomy_or_exit,
+    backend_options,
     err_console,
     fail,
     failures_exit_code,
-    key_values,
     one_line_errors,
+    options_for,
     stdout_is_terminal,
+    wants_json,
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.io.inputs import expand_inputs
-from landmark_edge.runtime.registry import backend_names
+from landmark_edge.runtime.registry import backend_names, check_options
 from landmark_edge.weights import resolve_weights
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -61,28 +67,30 @@ def bench(
     iters: Annotated[int, typer.Option(min=1, help="Timed batches per backend and batch size.")] = 50,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed batches after the drift pass.")] = 5,
     weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = "cpu",
     decode: DecodeOpt = DecodeMethod.SUBPIXEL,
-    option: Annotated[
-        list[str] | None,
-        typer.Option(help="Backend option NAME:KEY=VALUE (repeatable), e.g. onnxruntime:artifact=m.onnx."),
-    ] = None,
+    option: BackendOptionOpt = None,
     out_dir: Annotated[
         Path | None, typer.Option(help="Where bench.json/.md/.png go. Default: benchmarks/results/<device>-<anatomy>.")
     ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the JSON report instead of the table.")] = False,
+    output_format: FormatOpt = ReportFormat.TABLE,
+    json_alias: JsonAliasOpt = False,
 ) -> None:
     """Time every backend (latency percentiles, images/s, stage split, peak GPU memory) against the eager fp32
     torch reference, which always runs first in the same process, and measure each one's landmark drift from it on
-    real images. A backend that cannot run here is reported as skipped, with the reason. Device 'auto': cuda when
-    available, else cpu."""
+    real images. A backend that cannot run here is reported as skipped, with the reason. --device auto: cuda
+    when available, else cpu (the default is cpu, as for every command)."""
     target = anatomy_or_exit(anatomy)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     if device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {device}: CUDA is not available here (torch {torch.__version__})")
     sizes = _int_list(batch_sizes, "--batch-sizes")
     names = backend_names() if backends.strip() == "all" else _text_list(backends)
-    options = _backend_options(option or [])
+    given = backend_options(option or [])
+    options = {name: options_for(given, name) for name in names}
+    with one_line_errors():  # a misspelt option or backend is one line before anything is measured
+        for name in names:
+            check_options(name, {k: v for k, v in options[name].items() if k != "artifact"})
     out_dir = out_dir or Path("benchmarks/results") / f"{_device_slug(device)}-{target.name}"
     with one_line_errors():
         weights_path = resolve_weights(weights)
@@ -106,7 +114,7 @@ def bench(
         )
         report = _run_keeping_partial(config, out_dir)
         paths = write_outputs(report, out_dir)
-    if json_output:
+    if wants_json(output_format, json_alias):
         typer.echo(report.model_dump_json(indent=2))
     else:
         Console(width=None if stdout_is_terminal() else 200).print(rich_table(report))
@@ -147,17 +155,6 @@ def _int_list(text: str, flag: str) -> list[int]:
     if not values or min(values) < 1:
         fail(f"{flag}: expected positive integers, got '{text}'")
     return values
-
-
-def _backend_options(items: list[str]) -> dict[str, dict[str, object]]:
-    """``NAME:KEY=VALUE`` items into {name: {key: value}}."""
-    options: dict[str, dict[str, object]] = {}
-    for item in items:
-        name, _, rest = item.partition(":")
-        if not name or not rest:
-            fail(f"--option: expected NAME:KEY=VALUE, got '{item}'")
-        options.setdefault(name, {}).update(key_values([rest], "--option NAME:"))
-    return options
 
 
 def _image_files(folder: Path | None, limit: int) -> list[Path]:

@@ -10,7 +10,14 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from landmark_edge.commands.export import ProfileOpt
-from landmark_edge.commands.options import err_console, one_line_errors
+from landmark_edge.commands.options import (
+    FormatOpt,
+    JsonAliasOpt,
+    ReportFormat,
+    err_console,
+    one_line_errors,
+    wants_json,
+)
 from landmark_edge.export.profiles import DeploymentProfile, load_profile, with_overrides
 from landmark_edge.export.tensorrt import BuildReport, build_engine
 
@@ -50,7 +57,8 @@ def build(
     timing_cache: Annotated[Path | None, typer.Option(help="Timing cache file, read and updated (speeds rebuilds).")] = None,
     calibration: Annotated[Path | None, typer.Option(help="Calibration images (folder or glob) for int8/fp8.")] = None,
     dla_core: Annotated[int | None, typer.Option(help="Run on this DLA core (Jetson), GPU fallback per profile.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the engine header as JSON.")] = False,
+    output_format: FormatOpt = ReportFormat.TABLE,
+    json_alias: JsonAliasOpt = False,
 ) -> None:
     """Build a TensorRT 10.x/11.x engine for this machine's GPU from an exported ONNX graph and a deployment
     profile; the engine file starts with a JSON header that the runtime checks before loading."""
@@ -69,7 +77,7 @@ def build(
                 onnx_file, target, settings, progress=RichBuildProgress(progress),
                 step=lambda text: progress.update(status, description=text),
             )  # fmt: skip
-    _print(report, as_json)
+    _print(report, wants_json(output_format, json_alias))
 
 
 def _print(report: BuildReport, as_json: bool) -> None:

@@ -15,13 +15,18 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from landmark_edge.commands.options import (
     AnatomyOpt,
     DeviceOpt,
+    FormatOpt,
+    JsonAliasOpt,
+    ReportFormat,
     WeightsOpt,
     anatomy_or_exit,
     err_console,
     one_line_errors,
+    wants_json,
 )
+from landmark_edge.export.pt2 import export_pt2
 from landmark_edge.optimize import Kernels, rewrite_for_inference, select_anatomy, summarize
-from landmark_edge.runtime.compiled import export_pt2, load_pt2
+from landmark_edge.runtime.compiled import load_pt2
 from landmark_edge.runtime.registry import torch_dtype
 from landmark_edge.weights import load_weights, resolve_weights
 
@@ -32,7 +37,10 @@ def compile_package(
     weights: WeightsOpt = None,
     device: DeviceOpt = "cpu",
     precision: Annotated[str, typer.Option(help="Compute precision baked into the package: fp32, fp16, bf16.")] = "fp32",
-    max_batch_size: Annotated[int, typer.Option(min=1, help="Largest batch the package accepts.")] = 32,
+    max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the package accepts.")] = 32,
+    max_batch_alias: Annotated[
+        int | None, typer.Option("--max-batch-size", min=1, hidden=True, help="Old spelling of --max-batch.")
+    ] = None,
     channels_last: Annotated[bool, typer.Option(help="Run the convolutions in channels_last (NHWC).")] = False,
     kernels: Annotated[
         Kernels, typer.Option(help="Fused stages: triton kernels on CUDA when installed (auto), or cuDNN convs.")
@@ -43,7 +51,8 @@ def compile_package(
                           "once here instead of at every start). Ignored on CPU."),
     ] = True,
     verify: Annotated[bool, typer.Option(help="Load the package and compare it with the eager model.")] = True,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    output_format: FormatOpt = ReportFormat.TABLE,
+    json_alias: JsonAliasOpt = False,
 ) -> None:
     """Fold BatchNorm, fuse the separable and dilated stages, export and AOT-compile one anatomy's network.
 
@@ -52,6 +61,7 @@ def compile_package(
     mostly --autotune), loading it takes seconds.
     """
     target = anatomy_or_exit(anatomy)
+    max_batch_size = max_batch_alias or max_batch
     with one_line_errors():
         dtype = torch_dtype(precision)
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -79,11 +89,12 @@ def compile_package(
             progress.add_task(step, total=None)
             started = time.perf_counter()
             export_pt2(net, target, out, device=device, max_batch_size=max_batch_size,
-                       metadata={"weights_sha256": info.sha256}, autotune=report["autotune"])
+                       info={"weights_sha256": info.sha256, "preprocessing": info.preprocessing},
+                       autotune=report["autotune"])
             report["compile_seconds"] = round(time.perf_counter() - started, 1)
         if verify:
             report["max_abs_heatmap_diff_vs_eager_fp32"] = _verify(out, model, target.name, device)
-    if json_output:
+    if wants_json(output_format, json_alias):
         typer.echo(json.dumps(report, indent=2))
     else:
         _print(report)

@@ -10,13 +10,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from landmark_edge.anatomy import get_anatomy, parse_anatomy_list
+from landmark_edge.anatomy import get_anatomy
 from landmark_edge.commands.options import (
     BatchSizeOpt,
+    PRECISIONS,
     DataOpt,
     DeviceOpt,
     WeightsOpt,
     WorkersOpt,
+    anatomies_or_exit,
+    choices,
     fail,
     failures_exit_code,
     one_line_errors,
@@ -26,30 +29,34 @@ from landmark_edge.commands.options import (
 from landmark_edge.data import SPLITS, load_split
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.evaluation import PROTOCOLS, SHIFTS, evaluate_shift, evaluate_split, write_overlays
+from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_write_text
-from landmark_edge.runtime.registry import BackendRequest, backend_names, create_backend
+from landmark_edge.runtime.registry import backend_names, check_options, create_backend
 from landmark_edge.weights import read_info, resolve_weights
 
 
 def evaluate(
     data: DataOpt,
     weights: WeightsOpt = None,
-    split: Annotated[str, typer.Option(help=f"Reference split: {', '.join(SPLITS)}.")] = "test",
+    split: Annotated[str, typer.Option(metavar=choices(SPLITS), help="Reference split.")] = "test",
     anatomies: Annotated[
         str | None, typer.Option("--anatomies", help="Comma-separated anatomies (default: all the weights have).")
     ] = None,
-    backend: Annotated[str, typer.Option(help=f"Inference backend: {', '.join(backend_names())}.")] = "torch",
+    backend: Annotated[str, typer.Option(metavar=choices(backend_names()), help="Inference backend.")] = "torch",
     artifact: Annotated[
         Path | None,
         typer.Option(help="Exported model for the backend (.onnx, .engine, .pt2); one anatomy, with --anatomies."),
     ] = None,
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
+    precision: Annotated[str, typer.Option(metavar=PRECISIONS, help="Precision (backend permitting).")] = "fp32",
     device: DeviceOpt = "cpu",
     batch_size: BatchSizeOpt = 8,
     workers: WorkersOpt = 2,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the full results as JSON (atomic).")] = None,
-    overlays: Annotated[
+    overlay: Annotated[
         Path | None, typer.Option(help="Write PNG overlays of the worst images per anatomy into this folder.")
+    ] = None,
+    overlays_alias: Annotated[
+        Path | None, typer.Option("--overlays", hidden=True, help="Old spelling of --overlay.")
     ] = None,
     worst: Annotated[int, typer.Option(min=1, help="How many worst images get an overlay.")] = 5,
     per_landmark: Annotated[bool, typer.Option("--per-landmark", help="Also print per-landmark tables.")] = False,
@@ -73,17 +80,17 @@ def evaluate(
     """
     if split not in SPLITS:
         fail(f"--split must be one of {', '.join(SPLITS)}")
+    overlays = overlay or overlays_alias
+    with one_line_errors():  # a misspelt backend is one line before any weights or data are read
+        check_options(backend, {})
     if shift != "none" and shift not in SHIFTS:
         fail(f"--shift must be none or one of {', '.join(SHIFTS)}")
     if shift != "none" and overlays is not None:
-        fail("--overlays draws the unshifted images: leave it out with --shift")
+        fail("--overlay draws the unshifted images: leave it out with --shift")
     with one_line_errors():
         weights_path = resolve_weights(weights)
         info = read_info(weights_path)
-        try:
-            chosen = parse_anatomy_list(anatomies) if anatomies else [get_anatomy(n) for n in info.anatomy_names]
-        except ValueError as error:
-            fail(f"--anatomies: {error}")
+        chosen = anatomies_or_exit(anatomies) if anatomies else [get_anatomy(n) for n in info.anatomy_names]
         missing = [a.name for a in chosen if a.name not in info.anatomy_names]
         if missing:
             fail(f"{weights_path}: weights are for {', '.join(info.anatomy_names)}, not {', '.join(missing)}")
@@ -97,11 +104,12 @@ def evaluate(
             report["shift"] = {"family": shift, "conditions": {c.name: c.description for c in SHIFTS[shift]}}
         failed = 0
         for anatomy in chosen:
-            request = BackendRequest(
-                weights_path, anatomy, DecodeMethod.SUBPIXEL, device, precision, batch_size, artifact,
+            runner = create_backend(
+                backend, weights=weights_path, anatomy=anatomy, decode=DecodeMethod.SUBPIXEL, device=device,
+                precision=precision, max_batch_size=batch_size, artifact=artifact,
                 require_fit=False,  # measuring a head is how it is found fit or unfit
+                onnx_loader=OnnxFromWeights(weights_path, anatomy, DecodeMethod.SUBPIXEL, require_fit=False),
             )
-            runner = create_backend(backend, request)
             try:
                 loaded = load_split(data, anatomy, split)
                 loaded.samples = loaded.samples[:limit]

@@ -12,17 +12,25 @@ from rich.console import Console
 from rich.table import Table
 
 from landmark_edge.anatomy import ANATOMIES
-from landmark_edge.commands.options import AnatomyOpt, WeightsOpt, anatomy_or_exit, err_console, one_line_errors
+from landmark_edge.commands.options import (
+    AnatomyOpt,
+    FormatOpt,
+    JsonAliasOpt,
+    ReportFormat,
+    WeightsOpt,
+    anatomy_or_exit,
+    err_console,
+    one_line_errors,
+    wants_json,
+)
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.export.onnx import ExportReport, export_anatomy
 from landmark_edge.export.profiles import DeploymentProfile, load_profile, with_overrides
 from landmark_edge.weights import read_info, resolve_weights
 
 
-class GraphDecode(str, Enum):
-    NONE = "none"
-    ARGMAX = "argmax"
-    SUBPIXEL = "subpixel"
+# --decode choices: the decoders, plus none (heatmaps only). Built from DecodeMethod so a new decoder appears here.
+GraphDecode = Enum("GraphDecode", {"NONE": "none", **{m.name: m.value for m in DecodeMethod}}, type=str)
 
 
 ProfileOpt = Annotated[
@@ -55,9 +63,13 @@ def export(
     ] = None,
     images: Annotated[
         list[Path] | None,
-        typer.Option("--image", "-i", help="Real X-rays to validate on (repeat). Default: the bundled example."),
+        typer.Option("--images", "-i", help="Real X-rays to validate on (repeat). Default: the bundled example."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report instead of a table.")] = False,
+    image_alias: Annotated[
+        list[Path] | None, typer.Option("--image", hidden=True, help="Old spelling of --images.")
+    ] = None,
+    output_format: FormatOpt = ReportFormat.TABLE,
+    json_alias: JsonAliasOpt = False,
 ) -> None:
     """Export GU2Net to ONNX per anatomy: BatchNorm folded, dynamic batch, simplified, checked, and validated
     against PyTorch in ONNX Runtime on real images (fails if any heatmap differs by more than 1e-4)."""
@@ -81,10 +93,10 @@ def export(
                 reports.append(
                     export_anatomy(
                         weights_path, name, target, opset=settings.opset, decode=method, simplify=settings.simplify,
-                        images=images or (), calibration=quantize, step=lambda text, n=name: status.update(f"{n}: {text}"),
+                        images=[*(images or ()), *(image_alias or ())], calibration=quantize, step=lambda text, n=name: status.update(f"{n}: {text}"),
                     )
                 )  # fmt: skip
-    _print(reports, as_json)
+    _print(reports, wants_json(output_format, json_alias))
 
 
 def _fit_anatomies(weights: Path) -> list[str]:

@@ -24,6 +24,8 @@ from rich.table import Table
 from landmark_edge.analysis import measure, measurement_drawer, measurement_table, supports
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.commands.options import (
+    ANY_BACKEND,
+    PRECISIONS,
     AllowFallbackOpt,
     AnatomyOpt,
     ArtifactOpt,
@@ -33,18 +35,21 @@ from landmark_edge.commands.options import (
     DeviceOpt,
     WeightsOpt,
     anatomy_or_exit,
+    backend_options,
     build_status,
+    choices,
     err_console,
     error_line,
     fail,
     failures_exit_code,
-    key_values,
     one_line_errors,
+    options_for,
     warning_line,
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.engines.ray import RaySettings, ray_inference  # imports Ray only when it runs
 from landmark_edge.errors import InputError
+from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
 from landmark_edge.io.images import read_image
 from landmark_edge.io.inputs import expand_inputs
@@ -61,7 +66,7 @@ from landmark_edge.results import (
     write_parquet,
 )
 from landmark_edge.runtime.pipeline import run_inference
-from landmark_edge.runtime.registry import BackendRequest, backend_names, create_backend, default_backend
+from landmark_edge.runtime.registry import BackendRequest, backend_names, check_options, create_backend, default_backend
 from landmark_edge.weights import resolve_weights
 
 FORMATS = ("table", "json", "csv", "jsonl", "parquet")
@@ -84,12 +89,13 @@ def infer(
     backend: Annotated[
         str | None,
         typer.Option(
-            help=f"Inference backend: {', '.join(backend_names())} (onnxruntime: --device cpu, cuda[:N], tensorrt[:N]). "
-            "Default: onnxruntime for fp32 on the CPU (its graph cached per weights), else torch.",
+            metavar=choices(backend_names()),
+            help="Inference backend (onnxruntime: --device cpu, cuda[:N], tensorrt[:N]). Default: onnxruntime for "
+            "fp32 on the CPU (its graph cached per weights), else torch.",
             show_default=False,
         ),
     ] = None,
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or bf16 (backend permitting).")] = "fp32",
+    precision: Annotated[str, typer.Option(metavar=PRECISIONS, help="Precision (backend permitting).")] = "fp32",
     artifact: ArtifactOpt = None,
     allow_fallback: AllowFallbackOpt = False,
     option: BackendOptionOpt = None,
@@ -150,6 +156,8 @@ def infer(
     flagged (a warning line, and "flags" in the output): a wrong --anatomy or a non-X-ray does not pass silently.
     """
     target = anatomy_or_exit(anatomy)
+    backend = backend or default_backend(device, precision, artifact)
+    options = _options_of(backend, option or [], allow_fallback)  # before any input or weights are touched
     if output_format not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}", param_hint="--format")
     if engine not in ENGINES:
@@ -167,15 +175,13 @@ def infer(
     done = _reusable(store, inputs.files, target, decode, overlay) if skip_existing else {}
     todo = [path for path in inputs.files if path not in done]
     counts = {"failed": 0, "flagged": 0, "total": 0}
-    options = key_values(option or [])
-    if allow_fallback:  # an ONNX Runtime setting: backends without it reject unknown options
-        options["allow_fallback"] = True
-    backend = backend or default_backend(device, precision, artifact)
     with one_line_errors():
+        weights = resolve_weights(weights) if artifact is None else weights  # an artefact carries its network
         request = BackendRequest(
-            resolve_weights(weights) if artifact is None else weights,  # an artefact carries its network
-            target, decode, device, precision, batch_size, artifact, options,
-        )
+            weights=weights, anatomy=target, decode=decode, device=device, precision=precision,
+            max_batch_size=batch_size, artifact=artifact, options=options,
+            onnx_loader=None if weights is None else OnnxFromWeights(weights, target, decode),
+        )  # fmt: skip
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
         if engine == "ray":
             cluster = RaySettings(ray_address, ray_actors, gpu=not device.startswith("cpu"))
@@ -186,7 +192,11 @@ def infer(
         else:
             with build_status() as status:  # the progress callback stays here: Ray pickles the request
                 runner = create_backend(backend, replace(request, progress=status))
-            fresh = run_inference(todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink)
+            fresh = run_inference(
+                todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink,
+                min_confidence=min_confidence,
+            )  # fmt: skip
+        shows_flags = not (output_format == "table" and out is None)  # the table on screen prints them itself
         with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
             for failure in inputs.failures:
                 _report(failure, counts, emit)
@@ -196,13 +206,27 @@ def infer(
                     outcome = _finish(outcome, target, min_confidence, store, overlay, measurements)
                 elif measurements and isinstance(outcome, ImageResult) and outcome.measurements is None:
                     outcome.measurements = measure(outcome, min_confidences(target, min_confidence))  # reused result
-                _report(outcome, counts, emit)
+                _report(outcome, counts, emit, warn=shows_flags)
                 advance()
     if counts["flagged"]:
         err_console.print(f"{counts['flagged']} of {counts['total']} results flagged (weak heatmap peaks or an implausible layout)")
     if counts["failed"]:
         err_console.print(f"{counts['failed']} of {counts['total']} inputs failed")
     raise typer.Exit(failures_exit_code(counts["failed"]))
+
+
+def _options_of(backend: str, items: list[str], allow_fallback: bool) -> dict[str, object]:
+    """The backend's ``--option`` values, checked against its option set (and its name against the registry)."""
+    given = backend_options(items)
+    foreign = sorted(set(given) - {ANY_BACKEND, backend})
+    if foreign:
+        fail(f"--option {foreign[0]}:...: this run uses the {backend} backend")
+    options = options_for(given, backend)
+    if allow_fallback:  # an ONNX Runtime setting: backends without it reject unknown options
+        options["allow_fallback"] = True
+    with one_line_errors():
+        check_options(backend, options)
+    return options
 
 
 def _reusable(
@@ -242,14 +266,15 @@ def _finish(
     return result
 
 
-def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], None]) -> None:
+def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], None], warn: bool = True) -> None:
+    """Count an outcome and emit it; a flag is printed once: as a warning line unless the output shows it."""
     counts["total"] += 1
     if isinstance(outcome, ImageFailure):
         counts["failed"] += 1
         error_line(outcome.error)
     elif outcome.flags:
         counts["flagged"] += 1
-        for flag in outcome.flags:
+        for flag in outcome.flags if warn else ():
             warning_line(f"{outcome.path}: {flag}")
     emit(outcome)
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 from rich.console import Console
 from rich.text import Text
 
-from landmark_edge.anatomy import Anatomy, get_anatomy
+from landmark_edge.anatomy import ANATOMIES, Anatomy, get_anatomy, parse_anatomy_list
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import LandmarkEdgeError
 
@@ -26,19 +29,42 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+class ReportFormat(str, Enum):
+    """``--format`` of the commands that print a report (``infer`` adds csv and jsonl)."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
+FormatOpt = Annotated[ReportFormat, typer.Option("--format", "-f", help="table for people, json for tools.")]
+JsonAliasOpt = Annotated[bool, typer.Option("--json", hidden=True, help="The old spelling of --format json.")]
+
+
+def wants_json(output_format: ReportFormat, json_alias: bool) -> bool:
+    return output_format is ReportFormat.JSON or json_alias
+
+
 WeightsOpt = Annotated[
     Path | None,
     typer.Option("--weights", "-w", help="Weights file (.safetensors). Default: the weights shipped in the package."),
 ]
+def choices(values) -> str:
+    """A placeholder listing the accepted values, ``[a|b|c]``, as Click shows a choice."""
+    return "[" + "|".join(values) + "]"
+
+
+PRECISIONS = choices(("fp32", "fp16", "bf16", "int8"))  # what the backends take (each says which it supports)
+ANATOMY_NAMES = ", ".join(f"{a.name} ({'/'.join(a.aliases)})" if a.aliases else a.name for a in ANATOMIES.values())
 AnatomyOpt = Annotated[
-    str,
-    typer.Option("--anatomy", "-a", help="Anatomy: head (cephalometric), hand or chest."),
+    str, typer.Option("--anatomy", "-a", metavar=choices(ANATOMIES), help=f"Anatomy: {ANATOMY_NAMES}.")
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="Device: cpu, cuda, cuda:1, ...")]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="[cpu|cuda[:N]]", help="Device: cpu, cuda, cuda:1, ...")]
 ArtifactOpt = Annotated[
     Path | None,
     typer.Option(
-        "--artifact", help="Exported model the backend runs: .onnx (onnxruntime), .engine (tensorrt)."
+        "--artifact",
+        help="Exported model the backend runs: .onnx (onnxruntime), .engine (tensorrt), .pt2 (aoti, from "
+        "`landmark-edge compile`).",
     ),
 ]
 AllowFallbackOpt = Annotated[
@@ -54,12 +80,62 @@ DataOpt = Annotated[
     Path,
     typer.Option("--data", "-d", help="Dataset root: raw layout (ISBI2015_ceph/, hand/, chest/) or a `pack` folder."),
 ]
-AnatomiesOpt = Annotated[str, typer.Option("--anatomies", help="Comma-separated anatomies, in model order.")]
-WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Image-loading workers.")]
-ArtifactOpt = Annotated[
-    Path | None,
-    typer.Option(help="Exported model the backend runs (e.g. a .pt2 from `landmark-edge compile` for aoti)."),
+AnatomiesOpt = Annotated[
+    str, typer.Option("--anatomies", help=f"Comma-separated anatomies, in model order ({', '.join(ANATOMIES)}).")
 ]
+ALL_ANATOMIES = ",".join(ANATOMIES)  # the default of --anatomies: every anatomy of the registry
+WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Image-loading workers.")]
+
+
+def _prose(text: str | None) -> str | None:
+    """A docstring's paragraphs each on one line, so help re-flows them instead of breaking where lines end."""
+    if not text:
+        return text
+    return "\n\n".join(" ".join(part.split()) for part in inspect.cleandoc(text).split("\n\n"))
+
+
+def _name_values(params: list, ctx: typer.Context) -> list:
+    """Placeholders in words (PATH, TEXT, INTEGER, [a|b]), never Python type names, and none for flags."""
+    for param in params:
+        if isinstance(param, TyperArgument):  # its name column is the placeholder: no type column
+            if param.metavar is None:
+                param.metavar = (param.name or "value").upper()
+            param.display_type_rich = lambda ctx: None
+        elif param.metavar is None:
+            param.metavar = placeholder(param, ctx)
+    return params
+
+
+class Command(TyperCommand):
+    """A subcommand whose help reads as prose, with placeholders a newcomer understands."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = _prose(self.help)
+
+    def get_params(self, ctx: typer.Context) -> list:
+        return _name_values(super().get_params(ctx), ctx)
+
+
+class Group(TyperGroup):
+    """The top-level command, with the same help conventions as :class:`Command`."""
+
+    def get_params(self, ctx: typer.Context) -> list:
+        return _name_values(super().get_params(ctx), ctx)
+
+
+_WORDS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "path": "PATH", "file": "FILE", "directory": "DIR"}
+
+
+def placeholder(param, ctx: typer.Context) -> str:
+    """Click's words for an option's value (TEXT, INTEGER, PATH), its choices as [a|b], nothing for a flag."""
+    if getattr(param, "is_flag", False) or not hasattr(param, "display_type"):
+        return ""
+    label = param.display_type(ctx).strip("<>")  # typer's: "str", "int range", "path", "list[str]", "a|b"
+    repeated = label.startswith("list[")
+    label = label.removeprefix("list[").removesuffix("]").removesuffix(" range")
+    word = f"[{label}]" if "|" in label else _WORDS.get(label.lower(), label.upper())
+    return word + ("..." if repeated else "")
 
 
 def anatomy_or_exit(name: str) -> Anatomy:
@@ -70,6 +146,12 @@ def anatomy_or_exit(name: str) -> Anatomy:
         fail(str(error))
 
 
+def anatomies_or_exit(text: str, flag: str = "--anatomies") -> list[Anatomy]:
+    """Resolve a comma-separated anatomy list or stop with one line naming the option and exit 2."""
+    try:
+        return parse_anatomy_list(text)
+    except ValueError as error:
+        fail(f"{flag}: {error}")
 def printable(text: str) -> str:
     """``text`` as one printable line: a file name's undecodable bytes as ``\\xff``, control characters (a
     newline, a terminal escape in a hostile name) as escapes, so a message stays one line and cannot restyle the
@@ -127,24 +209,38 @@ def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
-def key_values(items: list[str], flag: str = "--option ") -> dict[str, object]:
-    """``KEY=VALUE`` items into a dict; values are read as YAML scalars (4, 0.5, true, text)."""
+ANY_BACKEND = ""  # the key of options given without a backend name: they go to every backend of the run
+
+
+def backend_options(items: list[str]) -> dict[str, dict[str, object]]:
+    """``[NAME:]KEY=VALUE`` items into {backend name or ANY_BACKEND: {key: value}}, values as YAML scalars.
+
+    One syntax for every command: ``threads=2`` goes to every backend the command runs, ``onnxruntime:threads=2``
+    only to that one.
+    """
     import yaml
 
-    options: dict[str, object] = {}
+    options: dict[str, dict[str, object]] = {}
     for item in items:
-        key, sep, value = item.partition("=")
+        target, sep, value = item.partition("=")
+        name, _, key = target.rpartition(":")
         if not sep or not key.isidentifier():
-            fail(f"{flag}KEY=VALUE expected, got '{item}'")
-        options[key] = yaml.safe_load(value) if value else ""
+            fail(f"--option: expected KEY=VALUE or NAME:KEY=VALUE (NAME: a backend), got '{item}'")
+        options.setdefault(name, {})[key] = yaml.safe_load(value) if value else ""
     return options
+
+
+def options_for(options: dict[str, dict[str, object]], backend: str) -> dict[str, object]:
+    """The options one backend receives: the unnamed ones, then its own."""
+    return {**options.get(ANY_BACKEND, {}), **options.get(backend, {})}
 
 
 BackendOptionOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--option",
-        help="Backend option KEY=VALUE (repeatable), e.g. threads=2, calibration=DIR (onnxruntime int8), "
-        "mode=reduce-overhead (compiled).",
+        metavar="[NAME:]KEY=VALUE",
+        help="Backend option (repeatable); NAME: limits it to one backend. E.g. threads=2, calibration=DIR "
+        "(onnxruntime int8), compiled:mode=reduce-overhead.",
     ),
 ]

@@ -7,8 +7,14 @@ from typing import Annotated
 
 import typer
 
-from landmark_edge.anatomy import parse_anatomy_list
-from landmark_edge.commands.options import AnatomiesOpt, DataOpt, fail, one_line_errors, print_line
+from landmark_edge.commands.options import (
+    ALL_ANATOMIES,
+    AnatomiesOpt,
+    DataOpt,
+    anatomies_or_exit,
+    one_line_errors,
+    print_line,
+)
 from landmark_edge.data.packed import DEFAULT_QUALITY
 from landmark_edge.data.packed import pack as pack_data
 
@@ -16,17 +22,14 @@ from landmark_edge.data.packed import pack as pack_data
 def pack(
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (manifest.json + <anatomy>/<id>.jpg).")],
-    anatomies: AnatomiesOpt = "head,hand,chest",
+    anatomies: AnatomiesOpt = ALL_ANATOMIES,
     quality: Annotated[int, typer.Option(min=50, max=100, help="JPEG quality of the grid images.")] = DEFAULT_QUALITY,
 ) -> None:
     """Resize every image of the reference splits to its anatomy's grid and write it with its labels.
 
     Training and evaluation read the result with --data OUT exactly as they read the raw layout.
     """
-    try:
-        chosen = parse_anatomy_list(anatomies)
-    except ValueError as error:
-        fail(f"--anatomies: {error}")
+    chosen = anatomies_or_exit(anatomies)
     with one_line_errors():
         manifest = pack_data(data, out, chosen, quality)
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())

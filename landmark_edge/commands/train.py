@@ -8,12 +8,13 @@ from typing import Annotated
 
 import typer
 
-from landmark_edge.anatomy import parse_anatomy_list
 from landmark_edge.commands.options import (
+    ALL_ANATOMIES,
     AnatomiesOpt,
     BatchSizeOpt,
     DeviceOpt,
     WorkersOpt,
+    anatomies_or_exit,
     err_console,
     fail,
     one_line_errors,
@@ -68,7 +69,7 @@ def train(
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint, with its config.json.")
     ] = None,
-    anatomies: AnatomiesOpt = "head,hand,chest",
+    anatomies: AnatomiesOpt = ALL_ANATOMIES,
     recipe: Annotated[
         Recipe, typer.Option(help="; ".join(f"{name}: {text}" for name, text in RECIPES.items()) + ".")
     ] = Recipe.reference,
@@ -126,10 +127,7 @@ def train(
         else:
             if data is None:
                 fail("--data is needed for a new run")
-            try:
-                names = [a.name for a in parse_anatomy_list(anatomies)]
-            except ValueError as error:
-                fail(f"--anatomies: {error}")
+            names = [a.name for a in anatomies_or_exit(anatomies)]
             config = TrainConfig(
                 data=str(data), recipe=recipe.value, anatomies=names, epochs=epochs, batch_size=batch_size, lr=lr,
                 max_lr=max_lr, step_size=step_size, weight_decay=weight_decay, val_every=val_every, amp=amp.value,

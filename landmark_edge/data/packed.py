@@ -20,9 +20,9 @@ from rich.progress import track
 
 from landmark_edge.anatomy import Anatomy, get_anatomy
 from landmark_edge.data.sources import SPLITS, DatasetError, Sample, SplitData, load_raw_split
+from landmark_edge.errors import first_line
 from landmark_edge.io.atomic import atomic_path, atomic_write_text
-from landmark_edge.io.images import read_image
-from landmark_edge.transforms import grid_pixels
+from landmark_edge.transforms import read_grid_pixels
 
 MANIFEST = "manifest.json"
 FORMAT = "landmark-edge-packed"
@@ -60,7 +60,7 @@ def read_manifest(root: Path) -> PackedManifest:
     try:
         manifest = PackedManifest.model_validate_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise DatasetError(f"{path}: not a readable packed-dataset manifest ({str(error).splitlines()[0]})")
+        raise DatasetError(f"{path}: not a readable packed-dataset manifest ({first_line(error)})")
     if manifest.format != FORMAT or manifest.format_version > FORMAT_VERSION:
         raise DatasetError(f"{path}: unsupported packed format {manifest.format} v{manifest.format_version}")
     return manifest
@@ -100,7 +100,7 @@ def pack(data: Path, out: Path, anatomies: list[Anatomy], quality: int = DEFAULT
 
 def _pack_one(sample: Sample, anatomy: Anatomy, out: Path, quality: int) -> PackedSample:
     relative = f"{anatomy.name}/{sample.id}.jpg"
-    pixels = grid_pixels(read_image(sample.image).image, anatomy.grid)
+    pixels = read_grid_pixels(sample.image, anatomy.grid)
     with atomic_path(Path(out) / relative) as tmp:
         Image.fromarray(pixels.astype(np.uint8), mode="L").save(tmp, format="JPEG", quality=quality)
     return PackedSample(

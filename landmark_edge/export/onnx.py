@@ -8,7 +8,7 @@
 The graph input is the **z-scored** (B, 1, H, W) float32 image. The z-score stays outside the graph on purpose:
 it is a reduction over the whole image whose sum overflows fp16 (512 x 512 x 255), so inside an fp16 or int8
 TensorRT engine it would need precision pinning on every backend; outside, every backend runs the same
-:func:`landmark_edge.runtime.backend.zscore_batch` in fp32 on its own device before feeding the graph.
+:func:`landmark_edge.transforms.zscore_batch` in fp32 on its own device before feeding the graph.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
-import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,25 +24,30 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from landmark_edge import __version__
 from landmark_edge.anatomy import Anatomy, get_anatomy
+from landmark_edge.contracts import (
+    CONFIDENCE,
+    HEATMAPS,
+    INPUT,
+    LANDMARKS,
+    OnnxInfo,
+    artifact_info,
+)
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
 from landmark_edge.errors import LandmarkEdgeError, first_line
+from landmark_edge.export.common import attach_metadata, quiet_logger
 from landmark_edge.export.profiles import Calibration
 from landmark_edge.io.atomic import atomic_path
 from landmark_edge.model.gu2net import GU2Net, SeparableDoubleConv, SingleAnatomy
-from landmark_edge.runtime.backend import zscore_batch
+from landmark_edge.optimize.fuse import fold_conv_bn
+from landmark_edge.transforms import read_grid_pixels, zscore_batch
 from landmark_edge.weights import WeightsInfo, load_weights
 
 if TYPE_CHECKING:  # onnx is imported where a graph is checked, read or saved: running a cached graph needs none
     import onnx
 
-INPUT = "image"
-HEATMAPS, LANDMARKS, CONFIDENCE = "heatmaps", "landmarks", "confidence"
 FP32_TOLERANCE = 1e-4  # heatmaps and peak values, fp32
 # In-graph vs Python sub-pixel decoding, in grid pixels. The log-parabola fit divides by the peak's curvature,
 # so on a flat peak (an untrained network) ulp-level differences between ORT's and torch's Log are amplified.
@@ -54,38 +57,6 @@ EXAMPLE_IMAGE = Path(__file__).resolve().parents[1] / "examples" / "chest_CHNCXR
 
 class ExportError(LandmarkEdgeError):
     """Export could not produce a graph that checks and matches PyTorch."""
-
-
-class OnnxInfo(BaseModel):
-    """The contract an exported graph carries in its metadata_props (read by the ORT backend and ``build``)."""
-
-    anatomy: str
-    num_landmarks: int
-    landmark_names: list[str]
-    grid: tuple[int, int]  # (W, H), as the anatomy registry writes it
-    input: str = f"{INPUT}: z-scored (B, 1, H, W) float32 (per-image mean 0, std 1, fp32)"
-    outputs: list[str]
-    decode: DecodeMethod | None = None
-    precision: str = "fp32"  # int8: quantized for ONNX Runtime's CPU provider (landmark_edge.export.quantize)
-    preprocessing: str
-    spacing_rule: str
-    weights_sha256: str
-    landmark_edge_version: str = __version__
-    opset: int
-
-    def to_props(self) -> dict[str, str]:
-        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.model_dump(mode="json").items()}
-
-    @classmethod
-    def from_props(cls, props: dict[str, str]) -> OnnxInfo:
-        def value(key: str):
-            text = props[key]
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError:
-                return text
-
-        return cls.model_validate({key: value(key) for key in cls.model_fields if key in props})
 
 
 # --- step 1: the PyTorch module that is exported -------------------------------------------------------------
@@ -100,12 +71,12 @@ def fold_batchnorm(model: GU2Net, anatomy: str) -> GU2Net:
     folded = copy.deepcopy(model).eval()
     for block in folded.local_net.modules():
         if isinstance(block, SeparableDoubleConv):
-            block.pointwise1 = fuse_conv_bn_eval(block.pointwise1, block.norm1[anatomy])
-            block.pointwise2 = fuse_conv_bn_eval(block.pointwise2, block.norm2[anatomy])
+            block.pointwise1 = fold_conv_bn(block.pointwise1, block.norm1[anatomy])
+            block.pointwise2 = fold_conv_bn(block.pointwise2, block.norm2[anatomy])
             block.norm1[anatomy] = nn.Identity()
             block.norm2[anatomy] = nn.Identity()
     for stage in folded.global_net.dilated[anatomy]:
-        stage.conv = fuse_conv_bn_eval(stage.conv, stage.bn)
+        stage.conv = fold_conv_bn(stage.conv, stage.bn)
         stage.bn = nn.Identity()
     return folded
 
@@ -156,18 +127,6 @@ def torch_to_onnx(module: ExportGraph, anatomy: Anatomy, opset: int = 18) -> onn
     return program.model_proto
 
 
-@contextlib.contextmanager
-def quiet_logger(name: str):
-    """Silence a library logger's warnings (torch.onnx reports optional torchvision ops it skips)."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 # --- step 3: simplify, describe, check ------------------------------------------------------------------------
 
 
@@ -177,19 +136,6 @@ def simplify_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
 
     with contextlib.redirect_stdout(io.StringIO()):
         return onnxslim.slim(model)
-
-
-def attach_metadata(model: onnx.ModelProto, info: OnnxInfo) -> onnx.ModelProto:
-    """Write ``info`` into the graph's metadata_props (replacing keys of the same name)."""
-    props = info.to_props()
-    kept = [p for p in model.metadata_props if p.key not in props]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    model.producer_name, model.producer_version = "landmark-edge", __version__
-    return model
 
 
 def check_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -203,21 +149,6 @@ def check_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
     if any(node.op_type == "BatchNormalization" for node in model.graph.node):
         raise ExportError("exported graph still contains BatchNormalization (folding failed)")
     return model
-
-
-def read_onnx_info(model: onnx.ModelProto | str | Path) -> OnnxInfo:
-    """The metadata of an exported graph; a graph without it is one clear line."""
-    name = str(model) if isinstance(model, (str, Path)) else "ONNX model"
-    if isinstance(model, (str, Path)):
-        if not Path(model).is_file():
-            raise ExportError(f"{model}: ONNX file not found")
-        import onnx
-
-        model = onnx.load(str(model), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    if "anatomy" not in props:
-        raise ExportError(f"{name}: no landmark-edge metadata (export it with `landmark-edge export`)")
-    return OnnxInfo.from_props(props)
 
 
 # --- step 4: validate against PyTorch in ONNX Runtime ---------------------------------------------------------
@@ -243,11 +174,8 @@ def validation_batch(anatomy: Anatomy, images: Sequence[Path] = (), size: int = 
     When fewer images than ``size`` are given, their mirror images fill the batch (still real anatomy, and
     each batch element differs, so a batch-mixing bug cannot hide).
     """
-    from landmark_edge.io.images import read_image
-    from landmark_edge.transforms import grid_pixels
-
     paths = list(images) or [EXAMPLE_IMAGE]
-    pixels = [grid_pixels(read_image(p).image, anatomy.grid) for p in paths[:size]]
+    pixels = [read_grid_pixels(p, anatomy.grid) for p in paths[:size]]
     flips = (np.fliplr, np.flipud, lambda a: np.flipud(np.fliplr(a)))
     for index in range(size - len(pixels)):
         pixels.append(np.ascontiguousarray(flips[index % 3](pixels[index % len(paths)])))
@@ -396,18 +324,8 @@ def describe(
     anatomy: Anatomy, info: WeightsInfo, decode: DecodeMethod | None, opset: int, outputs: list[str]
 ) -> OnnxInfo:
     """The metadata of an anatomy's graph, from the registry and the weights header (one source for each fact)."""
-    return OnnxInfo(
-        anatomy=anatomy.name,
-        num_landmarks=anatomy.num_landmarks,
-        landmark_names=[anatomy.landmark_name(i) for i in range(anatomy.num_landmarks)],
-        grid=anatomy.grid,
-        outputs=outputs,
-        decode=decode,
-        preprocessing=info.preprocessing,
-        spacing_rule=anatomy.spacing_rule.value,
-        weights_sha256=info.sha256,
-        opset=opset,
-    )
+    fields = artifact_info(anatomy, weights_sha256=info.sha256, preprocessing=info.preprocessing, decode=decode)
+    return OnnxInfo(**fields, outputs=outputs, opset=opset)
 
 
 def _opset_of(model: onnx.ModelProto) -> int:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from landmark_edge.decode import DecodeMethod
-from landmark_edge.errors import LandmarkEdgeError
+from landmark_edge.errors import LandmarkEdgeError, first_line
 
 PROFILE_DIR = Path(__file__).resolve().parents[2] / "export"
 
@@ -110,7 +110,7 @@ def load_profile(name_or_path: str | Path) -> DeploymentProfile:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise ProfileError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        raise ProfileError(f"{path}: not valid YAML ({first_line(error)})") from None
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: a profile is a mapping of fields, got {type(data).__name__}")
     return _validated(data, str(path))

@@ -26,11 +26,12 @@ import onnx
 import torch
 
 from landmark_edge.anatomy import Anatomy
+from landmark_edge.contracts import HEATMAPS, INPUT, OnnxInfo, read_onnx_info
 from landmark_edge.errors import InputError, LandmarkEdgeError, first_line
-from landmark_edge.export.onnx import HEATMAPS, INPUT, OnnxInfo, attach_metadata, quiet_logger, read_onnx_info
+from landmark_edge.export.common import attach_metadata, quiet_logger
 from landmark_edge.export.profiles import Calibration
 from landmark_edge.io.inputs import expand_inputs
-from landmark_edge.runtime.backend import zscore_batch
+from landmark_edge.transforms import read_grid_pixels, zscore_batch
 
 
 class QuantTarget(str, Enum):
@@ -52,11 +53,8 @@ def calibration_paths(calibration: Calibration) -> list[Path]:
 
 def calibration_batches(calibration: Calibration, anatomy: Anatomy) -> Iterator[np.ndarray]:
     """Z-scored (1, 1, H, W) float32 inputs from the calibration images, preprocessed exactly as at inference."""
-    from landmark_edge.io.images import read_image
-    from landmark_edge.transforms import grid_pixels
-
     for path in calibration_paths(calibration):
-        pixels = grid_pixels(read_image(path).image, anatomy.grid)
+        pixels = read_grid_pixels(path, anatomy.grid)
         yield zscore_batch(torch.from_numpy(np.array(pixels[None]))).numpy()  # a writable copy
 
 

@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from landmark_edge.anatomy import Anatomy, get_anatomy
+from landmark_edge.contracts import INPUT, ArtifactInfo, EngineHeader, OnnxInfo, read_onnx_info
 from landmark_edge.errors import LandmarkEdgeError
-from landmark_edge.export.engine import EngineHeader, write_engine
-from landmark_edge.export.onnx import INPUT, OnnxInfo, read_onnx_info
+from landmark_edge.export.engine import write_engine
 from landmark_edge.export.profiles import QUANTIZED, DeploymentProfile
 from landmark_edge.export.quantize import QuantTarget, calibration_batches, quantize_onnx
+from landmark_edge.gpu import GpuInfo, TensorRTUnavailable, gpu_info, import_tensorrt, tensorrt_major
 from landmark_edge.io.atomic import atomic_open
-from landmark_edge.runtime.tensorrt import GpuInfo, TensorRTUnavailable, gpu_info, import_tensorrt, tensorrt_major
 from landmark_edge.weights import file_sha256
 
 if TYPE_CHECKING:  # the 10.x type stubs (tensorrt-stubs): tests/test_tensorrt_api.py runs mypy against them
@@ -265,12 +265,9 @@ def build_engine(
 def engine_header(
     info: OnnxInfo, profile: DeploymentProfile, version: str, gpu_name: str, capability: str, onnx_path: Path
 ) -> EngineHeader:
+    shared = info.model_dump(include=set(ArtifactInfo.model_fields) - {"precision", "landmark_edge_version"})
     return EngineHeader(
-        anatomy=info.anatomy,
-        num_landmarks=info.num_landmarks,
-        landmark_names=info.landmark_names,
-        grid=info.grid,
-        decode=info.decode,
+        **shared,  # anatomy, landmarks, grid, decode, preprocessing, spacing rule, weights hash: as the ONNX says
         outputs=info.outputs,
         precision=profile.precision,
         batch=(profile.batch.min, profile.batch.opt, profile.batch.max),
@@ -281,6 +278,4 @@ def engine_header(
         version_compatible=profile.version_compatible,
         hardware_compatibility=profile.hardware_compatibility,
         onnx_sha256=file_sha256(onnx_path),
-        weights_sha256=info.weights_sha256,
     )
-

@@ -22,9 +22,9 @@ import pydicom
 from PIL import Image
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from landmark_edge.errors import InputError
+from landmark_edge.errors import InputError, first_line
 from landmark_edge.io.files import read_head
-from landmark_edge.io.images import XrayImage, check_pixel_count
+from landmark_edge.io.xray import XrayImage, check_pixel_count
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -47,7 +47,7 @@ def read_dicom(path: Path, data: bytes) -> XrayImage:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=not is_dicom_preamble(data))
     except Exception as error:  # noqa: BLE001 - pydicom raises many types on garbage read with force=True
-        raise InputError(f"{path}: not a readable DICOM file ({type(error).__name__}: {_first_line(error)})") from None
+        raise InputError(f"{path}: not a readable DICOM file ({type(error).__name__}: {_reason(error)})") from None
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise InputError(f"{path}: DICOM file has no pixel data (a report or structured document?)")
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
@@ -70,10 +70,10 @@ def _decode(path: Path, ds: pydicom.Dataset) -> np.ndarray:
         name = getattr(transfer_syntax, "name", transfer_syntax) or "unknown"
         raise InputError(
             f"{path}: cannot decode DICOM transfer syntax '{name}' here; install the decoders with "
-            f"pip install 'landmark-edge[dicom]' ({_first_line(error)})"
+            f"pip install 'landmark-edge[dicom]' ({_reason(error)})"
         ) from None
     except Exception as error:  # noqa: BLE001 - truncated or inconsistent pixel data, in whatever form
-        raise InputError(f"{path}: DICOM pixel data truncated or inconsistent with its header ({_first_line(error)})"
+        raise InputError(f"{path}: DICOM pixel data truncated or inconsistent with its header ({_reason(error)})"
                          ) from None
 
 
@@ -106,6 +106,6 @@ def dicom_spacing(ds: pydicom.Dataset) -> tuple[tuple[float, float] | None, str 
     return None, None
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0].rstrip(":") if text else type(error).__name__
+def _reason(error: Exception) -> str:
+    """A decoder's first line without the colon pydicom ends it with before its details."""
+    return first_line(error).rstrip(":")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +30,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.errors import InputError, first_line
+from landmark_edge.io.dicom import DICOM_SUFFIXES, is_dicom_preamble, read_dicom
 from landmark_edge.io.files import read_snapshot
+from landmark_edge.io.xray import MAX_PIXELS, XrayImage, check_pixel_count
 
-# The decompression-bomb guard. Large clinical radiographs are about 4300 x 4300 px (18 Mpx); 80 Mpx leaves room
-# for any real X-ray and refuses a header that asks for gigabytes before a single pixel is decoded.
-MAX_PIXELS = 80_000_000
+__all__ = ["MAX_PIXELS", "XrayImage", "check_pixel_count", "read_image", "resolve_spacing"]
+
 # A side shorter than this cannot hold an anatomy worth 512 grid pixels; upsampling it would only invent detail.
 MIN_SIDE = 32
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -47,25 +47,6 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 _KEPT_MODES = frozenset({"L", "I", "I;16", "F", "RGB"})
 _TO_RGB_MODES = frozenset({"RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"})
 _EXIF_ORIENTATION = 0x0112
-
-
-@dataclass
-class XrayImage:
-    """An image as read from disk, before any resizing.
-
-    ``spacing_mm`` is (x, y) mm per original pixel when the file states it, ``spacing_source`` says where from
-    (e.g. ``DICOM PixelSpacing``).
-    """
-
-    path: Path
-    image: Image.Image
-    spacing_mm: tuple[float, float] | None = None
-    spacing_source: str | None = None
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) in original pixels."""
-        return self.image.size
 
 
 def read_image(path: str | Path) -> XrayImage:
@@ -93,12 +74,6 @@ class _NotAnImage(InputError):
 def _read_any(path: Path, data: bytes) -> XrayImage:
     """DICOM when the file has the DICOM preamble; otherwise an image PIL recognises; otherwise, for a DICOM
     suffix, DICOM without a preamble. Content wins over names: a PNG called ``x.dcm`` is read as the PNG."""
-    from landmark_edge.io.dicom import (  # dicom.py imports this module
-        DICOM_SUFFIXES,
-        is_dicom_preamble,
-        read_dicom,
-    )
-
     if is_dicom_preamble(data):
         return read_dicom(path, data)
     try:
@@ -107,15 +82,6 @@ def _read_any(path: Path, data: bytes) -> XrayImage:
         if path.suffix.lower() in DICOM_SUFFIXES:
             return read_dicom(path, data)
         raise
-
-
-def check_pixel_count(path: Path, width: int, height: int) -> None:
-    """The decompression-bomb guard, applied to the header's size before anything is decoded."""
-    if width * height > MAX_PIXELS:
-        raise InputError(
-            f"{path}: refused, header claims {width}x{height} px ({width * height / 1e6:.0f} Mpx), over the "
-            f"{MAX_PIXELS / 1e6:.0f} Mpx decompression-bomb limit"
-        )
 
 
 def _read_pil(path: Path, data: bytes) -> Image.Image:

@@ -17,6 +17,7 @@ Folding is done in float64 and rounded once, so the fp32 rewrite matches the eag
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
@@ -44,6 +45,22 @@ def _fold_bn(weight: torch.Tensor, bias: torch.Tensor, bn: nn.BatchNorm2d) -> tu
     folded_weight = weight * scale.view(-1, *([1] * (weight.dim() - 1)))
     folded_bias = (bias - bn.running_mean.double()) * scale + bn.bias.double()
     return folded_weight, folded_bias
+
+
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A copy of ``conv`` computing ``bn(conv(x))`` in eval mode, folded in float64 and rounded once.
+
+    The one BatchNorm folding of the package: the ONNX export (:func:`landmark_edge.export.onnx.fold_batchnorm`)
+    and the fused inference modules below share its numerics.
+    """
+    with torch.no_grad():
+        weight = conv.weight.double()
+        bias = conv.bias.double() if conv.bias is not None else weight.new_zeros(weight.shape[0])
+        weight, bias = _fold_bn(weight, bias, bn)
+    folded = copy.deepcopy(conv).eval()
+    folded.weight = nn.Parameter(weight.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+    folded.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+    return folded
 
 
 def _frozen(tensor: torch.Tensor, like: torch.Tensor) -> nn.Parameter:

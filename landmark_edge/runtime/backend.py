@@ -1,4 +1,4 @@
-"""The one interface every inference backend implements (Polygraphy's runner shape: load, warm up, run).
+"""The one interface every inference backend implements (Polygraphy's runner shape: load, run, close).
 
 A backend takes the *resized, un-normalised* first-channel pixels of a batch, (B, H, W) in their stored dtype,
 and does the rest on its own device: z-score, network, decoding. So a GPU backend uploads uint8 and copies back
@@ -25,6 +25,7 @@ import torch
 
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
+from landmark_edge.transforms import zscore_batch
 
 
 @dataclass
@@ -119,22 +120,8 @@ class Backend(ABC):
     def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
         """Predict a (B, H, W) batch of resized pixels."""
 
-    def warmup(self, batch_size: int = 1, iterations: int = 2) -> None:
-        """Run a few zero batches so lazy initialisation and autotuning happen before timing or serving."""
-        height, width = self.anatomy.grid_hw
-        for _ in range(iterations):
-            self.run(np.zeros((batch_size, height, width), dtype=np.uint8))
-
     def close(self) -> None:
         """Release device resources (nothing to do for most backends)."""
-
-
-def zscore_batch(x: torch.Tensor) -> torch.Tensor:
-    """Per-image z-score of a (B, H, W) batch into (B, 1, H, W) float32, on the batch's device."""
-    x = x.float()
-    mean = x.mean(dim=(-2, -1), keepdim=True)
-    std = x.std(dim=(-2, -1), keepdim=True, correction=0)
-    return ((x - mean) / (std + 1e-20)).unsqueeze(1)
 
 
 class HostToDevice:

@@ -24,9 +24,10 @@ Our own graphs are kept rather than ``reduce-overhead``'s because they pad short
 ``reduce-overhead`` would record one graph per distinct batch size; ``mode`` is an option so the benchmark can
 compare them.
 
-``aoti`` loads a ``.pt2`` written by :func:`export_pt2` (``torch.export`` with a dynamic batch dimension +
-``torch._inductor.aoti_compile_and_package``, autotuned on CUDA): a compiled shared library plus weights that needs
-neither the model code nor the weights file, with the anatomy, grid and precision in the package's metadata.
+``aoti`` loads a ``.pt2`` written by :func:`landmark_edge.export.pt2.export_pt2` (``torch.export`` with a dynamic
+batch dimension + ``torch._inductor.aoti_compile_and_package``, autotuned on CUDA): a compiled shared library plus
+weights that needs neither the model code nor the weights file, with the anatomy, grid and precision in the
+package's metadata.
 """
 
 from __future__ import annotations
@@ -42,39 +43,30 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from landmark_edge import __version__
 from landmark_edge.anatomy import Anatomy, get_anatomy
+from landmark_edge.contracts import PT2_FORMAT
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import LandmarkEdgeError, WeightsError, first_line
-from landmark_edge.io.atomic import atomic_open
 from landmark_edge.model import GU2Net
-from landmark_edge.optimize import InferenceGU2Net, Kernels, rewrite_for_inference
+from landmark_edge.optimize import QUIET_INDUCTOR, Kernels, rewrite_for_inference
 from landmark_edge.runtime.backend import TorchBackend
+from landmark_edge.runtime.options import BackendOptions
 
 DEFAULT_CUDA_MODE = "default"  # no autotuning at start-up: see the module docstring
-# Inductor's documented switches for what it prints while autotuning (the AUTOTUNE tables, the choice statistics)
-QUIET_INDUCTOR = {"autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
 _MODES_WITH_OWN_GRAPHS = {"reduce-overhead", "max-autotune"}  # torch.compile's cudagraph trees; don't nest ours
-PT2_FORMAT = "landmark-edge-aoti"
-PT2_FORMAT_VERSION = "1"
 
 
-@dataclass(frozen=True)
-class CompileOptions:
-    """How the ``compiled`` backend builds its model (``BackendRequest.options`` keys of the same names)."""
+class CompileOptions(BackendOptions):
+    """How the ``compiled`` backend builds its model (``--option`` keys of the same names)."""
 
     mode: str | None = None  # torch.compile mode; None: DEFAULT_CUDA_MODE on CUDA, Inductor's default on CPU
     cuda_graphs: bool = True  # capture one CUDA graph per batch bucket (CUDA only)
     channels_last: bool = False
-    kernels: Kernels | str = Kernels.CUDNN  # cudnn | triton | auto (triton on CUDA when installed)
+    kernels: Kernels = Kernels.CUDNN  # cudnn | triton | auto (triton on CUDA when installed)
 
     @classmethod
     def from_dict(cls, options: dict) -> CompileOptions:
-        unknown = set(options) - set(cls.__dataclass_fields__)
-        if unknown:
-            known = ", ".join(cls.__dataclass_fields__)
-            raise LandmarkEdgeError(f"compiled backend: unknown option(s) {', '.join(sorted(unknown))} ({known})")
-        return cls(**options)
+        return cls.parse("compiled", options)
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:
@@ -157,10 +149,11 @@ class CompiledBackend(TorchBackend):
         decode: DecodeMethod | str = DecodeMethod.SUBPIXEL,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
-        options: CompileOptions = CompileOptions(),
+        options: CompileOptions | None = None,
         max_batch_size: int = 32,
         progress: Progress | None = None,
     ) -> None:
+        options = options or CompileOptions()
         net = rewrite_for_inference(
             model, anatomy.name, dtype=dtype, channels_last=options.channels_last, kernels=options.kernels
         )
@@ -202,54 +195,6 @@ class CompiledBackend(TorchBackend):
         return self._network(pad_batch(x, size))[: x.shape[0]]
 
 
-def export_pt2(
-    net: InferenceGU2Net,
-    anatomy: Anatomy,
-    path: str | Path,
-    *,
-    device: str = "cpu",
-    max_batch_size: int = 32,
-    size_hw: tuple[int, int] | None = None,
-    metadata: dict[str, str] | None = None,
-    autotune: bool = False,
-) -> Path:
-    """Export a rewritten network with a dynamic batch (1..``max_batch_size``) and AOT-compile it to a ``.pt2``.
-
-    ``size_hw`` defaults to the anatomy's grid (the size ``infer`` feeds); the package is for ``device``'s type
-    and takes float32 in and gives float32 heatmaps out whatever dtype it computes in. ``autotune`` is Inductor's
-    ``max_autotune``: every convolution and GEMM shape benchmarks its candidate kernels (at the example batch of
-    2), which takes minutes once here so that loading the package costs none of it.
-    """
-    path = Path(path)
-    if path.suffix != ".pt2":
-        raise LandmarkEdgeError(f"{path}: an AOTInductor package must be named *.pt2")
-    net = net.to(device)
-    height, width = size_hw or anatomy.grid_hw
-    example = torch.zeros(min(2, max_batch_size), 1, height, width, device=device)
-    batch = torch.export.Dim("batch", min=1, max=max_batch_size)
-    with torch.no_grad():
-        program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
-    info = {
-        "format": PT2_FORMAT,
-        "format_version": PT2_FORMAT_VERSION,
-        "anatomy": anatomy.name,
-        "num_landmarks": str(anatomy.num_landmarks),
-        "height": str(height),
-        "width": str(width),
-        "dtype": str(net.dtype).removeprefix("torch."),
-        "max_batch_size": str(max_batch_size),
-        "torch_version": torch.__version__,
-        "landmark_edge_version": __version__,
-        **(metadata or {}),
-    }
-    with atomic_open(path, "wb") as handle:
-        torch._inductor.aoti_compile_and_package(
-            program, package_path=handle,
-            inductor_configs={"aot_inductor.metadata": info, "max_autotune": autotune, **QUIET_INDUCTOR},
-        )  # fmt: skip
-    return path
-
-
 @dataclass
 class Pt2Package:
     """A loaded ``.pt2``: the callable and what its metadata says it is."""
@@ -265,7 +210,7 @@ class Pt2Package:
 
 
 def load_pt2(path: str | Path, device: str = "cpu") -> Pt2Package:
-    """Load a package from :func:`export_pt2` on ``device`` (its type must be the one it was compiled for)."""
+    """Load a package from :func:`landmark_edge.export.pt2.export_pt2` on ``device`` (of the type it was built for)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: AOTInductor package not found")
@@ -276,7 +221,7 @@ def load_pt2(path: str | Path, device: str = "cpu") -> Pt2Package:
         runner = torch._inductor.aoti_load_package(str(path), device_index=-1 if target.index is None else target.index)
         meta = dict(runner.get_metadata())
     except Exception as error:  # noqa: BLE001 - the loader raises RuntimeError/zipfile errors for foreign files
-        raise WeightsError(f"{path}: not a loadable AOTInductor package ({str(error).strip().splitlines()[0]})")
+        raise WeightsError(f"{path}: not a loadable AOTInductor package ({first_line(error)})")
     if meta.get("format") != PT2_FORMAT:
         raise WeightsError(f"{path}: not a landmark-edge package (no '{PT2_FORMAT}' metadata)")
     compiled_for = meta.get("AOTI_DEVICE_KEY", "cpu")

@@ -11,16 +11,39 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from landmark_edge.anatomy import Anatomy
+from landmark_edge.contracts import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS, OnnxInfo
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
-from landmark_edge.export.onnx import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS, OnnxInfo
-from landmark_edge.runtime.backend import Backend, Prediction, zscore_batch
-from landmark_edge.runtime.registry import BackendUnavailable
+from landmark_edge.errors import BackendUnavailable, first_line
+from landmark_edge.runtime.backend import Backend, Prediction
+from landmark_edge.runtime.options import BackendOptions
+from landmark_edge.transforms import zscore_batch
+
+class OrtOptions(BackendOptions):
+    """The ``onnxruntime`` backend's ``--option`` keys."""
+
+    threads: int = 0  # intra-op threads; 0 lets ONNX Runtime decide
+    trt_engine_cache: Path | None = None  # TensorRT EP engine + timing cache folder (reused across runs)
+    allow_fallback: bool = False  # accept the CPU when the GPU provider asked for cannot load
+    # In-memory int8 (weights, no exported graph): calibration images, how many, and the calibration method.
+    calibration: Path | None = None
+    count: int = 32
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+
+    def calibration_fields(self) -> dict[str, Any]:
+        """In-memory int8 needs real images to calibrate on: ``calibration=DIR`` (``count=N``, ``method=...``)."""
+        if self.calibration is None:
+            raise BackendUnavailable(
+                "onnxruntime int8: give calibration images (option calibration=DIR) or an int8 graph "
+                "(landmark-edge export --onnx-precision int8 --calibration DIR)"
+            )
+        return {"images": self.calibration, "count": self.count, "method": self.method}
+
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
@@ -37,15 +60,14 @@ class OrtSettings:
     allow_fallback: bool = False
 
     @classmethod
-    def from_options(cls, device: str, precision: str, max_batch_size: int, options: dict[str, Any]) -> OrtSettings:
-        cache = options.get("trt_engine_cache")
+    def from_options(cls, device: str, precision: str, max_batch_size: int, options: OrtOptions) -> OrtSettings:
         return cls(
             device=device,
             precision=precision,
-            threads=int(options.get("threads", 0)),
+            threads=options.threads,
             max_batch_size=max_batch_size,
-            trt_engine_cache=Path(cache) if cache else None,
-            allow_fallback=bool(options.get("allow_fallback", False)),
+            trt_engine_cache=options.trt_engine_cache,
+            allow_fallback=options.allow_fallback,
         )
 
 
@@ -122,7 +144,7 @@ def create_session(model: bytes | str | Path, settings: OrtSettings, grid_hw: tu
             warnings.simplefilter("ignore", UserWarning)
             session = ort.InferenceSession(source, sess_options=options, providers=providers)
     except Exception as error:  # noqa: BLE001 - ORT raises its own Fail/InvalidGraph types
-        raise BackendUnavailable(f"onnxruntime: cannot load the model ({str(error).splitlines()[0]})") from None
+        raise BackendUnavailable(f"onnxruntime: cannot load the model ({first_line(error)})") from None
     verify_providers([name for name, _ in providers], session.get_providers(), settings.allow_fallback)
     return session
 

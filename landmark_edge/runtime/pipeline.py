@@ -20,6 +20,7 @@ import numpy as np
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.errors import InputError
 from landmark_edge.io.images import XrayImage, read_image, resolve_spacing
+from landmark_edge.plausibility import DEFAULT_MIN_CONFIDENCE, flag_result
 from landmark_edge.results import ImageFailure, ImageResult, Landmark, Outcome
 from landmark_edge.runtime.backend import Backend, Prediction
 from landmark_edge.transforms import grid_pixels, grid_to_original
@@ -82,8 +83,13 @@ def run_inference(
     spacing_mm: float | None = None,
     workers: int = 2,
     heatmap_sink=None,
+    overlay_sink=None,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
 ) -> Iterator[Outcome]:
-    """Yield one outcome per path, in order. ``heatmap_sink(path, heatmaps)`` receives (C, H, W) float32 maps.
+    """Yield one *finished* outcome per path, in order: flags included (peaks below ``min_confidence``, an
+    implausible layout), so every caller gets the same result. ``heatmap_sink(path, heatmaps)`` receives
+    (C, H, W) float32 maps; ``overlay_sink(xray, result)`` the decoded image with its finished result, so an
+    overlay never decodes the file a second time.
 
     While the backend runs batch ``n`` the workers already read and resize the images of batch ``n + 1``
     (two batches of look-ahead keep them busy without holding a whole folder in memory).
@@ -102,7 +108,11 @@ def run_inference(
                 continue
             if heatmap_sink is not None:
                 heatmap_sink(item.image.path, prediction.heatmaps[position])
-            yield to_result(item.image, anatomy, prediction, position, backend.decode.value, spacing_mm)
+            result = to_result(item.image, anatomy, prediction, position, backend.decode.value, spacing_mm)
+            result.flags = flag_result(result, anatomy, min_confidence)
+            if overlay_sink is not None:
+                overlay_sink(item.image, result)
+            yield result
             position += 1
 
 
@@ -113,6 +123,8 @@ def to_result(
     spacing, source = resolve_spacing(image, anatomy, spacing_mm)
     grid_xy = prediction.xy[position]
     original_xy = grid_to_original(grid_xy, image.size, anatomy.grid)
+    if spacing is None:  # no stated spacing: the anatomy's own rule may give one (hand: the wrist width)
+        spacing, source = anatomy.spacing_from_landmarks(original_xy, prediction.confidence[position]) or (None, source)
     landmarks = []
     for index, ((gx, gy), (x, y), conf) in enumerate(
         zip(grid_xy, original_xy, prediction.confidence[position], strict=True)

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.decode import DecodeMethod
-from landmark_edge.errors import LandmarkEdgeError
+from landmark_edge.errors import BackendUnavailable
 from landmark_edge.runtime.backend import Backend
+from landmark_edge.runtime.options import BackendOptions
 
-
-class BackendUnavailable(LandmarkEdgeError):
-    """This backend cannot run here (library, device or artefact missing); the message says which."""
+__all__ = ["BackendRequest", "BackendUnavailable", "backend_names", "create_backend", "register"]
 
 
 @dataclass
@@ -33,8 +32,11 @@ class BackendRequest:
     precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 (where the backend supports it)
     max_batch_size: int = 32
     artifact: Path | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] | BackendOptions = field(default_factory=dict)  # the backend's typed set once created
     require_fit: bool = True  # refuse an anatomy the weights mark unfit; evaluate measures it anyway
+    # Makes the ONNX graph of ``weights`` when no artifact is given (export's job, passed in Polygraphy-style:
+    # ``landmark_edge.export.loaders.OnnxFromWeights``): called with int8 calibration fields, or None for float.
+    onnx_loader: Callable[[dict[str, Any] | None], Any] | None = None
     progress: Callable[[str], None] | None = None  # one line per step of a long build (the compiled backend's)
 
 
@@ -46,14 +48,18 @@ class BackendSpec:
     name: str
     description: str
     factory: Factory
+    # The backend's option set, imported when it is first used (None: the factory reads the raw dict itself).
+    options: Callable[[], type[BackendOptions]] | None = None
 
 
 _REGISTRY: dict[str, BackendSpec] = {}
 
 
-def register(name: str, description: str) -> Callable[[Factory], Factory]:
+def register(
+    name: str, description: str, options: Callable[[], type[BackendOptions]] | None = None
+) -> Callable[[Factory], Factory]:
     def decorate(factory: Factory) -> Factory:
-        _REGISTRY[name] = BackendSpec(name, description, factory)
+        _REGISTRY[name] = BackendSpec(name, description, factory, options)
         return factory
 
     return decorate
@@ -63,31 +69,63 @@ def backend_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def describe() -> dict[str, str]:
-    return {name: spec.description for name, spec in _REGISTRY.items()}
+def create_backend(name: str, request: BackendRequest | None = None, /, **keywords: Any) -> Backend:
+    """Build backend ``name`` from a request or its keywords; :class:`BackendUnavailable` says why one cannot run.
+
+    ``create_backend("onnxruntime", weights=path, anatomy=chest, precision="fp32", onnx_loader=...)`` is the
+    one way every command makes a backend.
+    """
+    if name not in _REGISTRY:
+        raise BackendUnavailable(f"unknown backend '{name}': choose from {', '.join(_REGISTRY)}")
+    if request is None:
+        request = BackendRequest(**keywords)
+    elif keywords:
+        raise TypeError("create_backend: give a BackendRequest or its keywords, not both")
+    spec = _REGISTRY[name]
+    if spec.options is not None:  # strict: an unknown key is refused before anything is loaded
+        request = replace(request, options=spec.options().parse(name, request.options))
+    return spec.factory(request)
 
 
 def default_backend(device: str, precision: str, artifact: Path | None) -> str:
     """``infer``'s backend when none is named: ONNX Runtime for fp32 on the CPU, eager torch otherwise.
 
     On 2 CPU cores ONNX Runtime runs the network 5-6x faster than eager torch and equals it within 1e-4, and its
-    graph is cached per weights (``_cached_graph``), so a one-image ``infer`` starts in a fraction of eager
-    torch's time (README, "Cold start"). torch stays the reference for ``evaluate`` and ``bench``.
+    graph is cached per weights (:class:`~landmark_edge.export.loaders.OnnxFromWeights`), so a one-image ``infer``
+    starts in a fraction of eager torch's time. torch stays the reference for ``evaluate`` and ``bench``.
     """
     return "onnxruntime" if device == "cpu" and precision == "fp32" and artifact is None else "torch"
 
 
-def create_backend(name: str, request: BackendRequest) -> Backend:
-    """Build backend ``name``; :class:`BackendUnavailable` says why one cannot run here."""
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse options backend ``name`` does not know, before a command loads weights or images."""
     if name not in _REGISTRY:
         raise BackendUnavailable(f"unknown backend '{name}': choose from {', '.join(_REGISTRY)}")
-    return _REGISTRY[name].factory(request)
+    spec = _REGISTRY[name]
+    if spec.options is not None:
+        spec.options().parse(name, options)
 
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-@register("torch", "eager PyTorch (the reference at fp32); --precision fp16/bf16 casts the model")
+def _no_options() -> type[BackendOptions]:
+    return BackendOptions
+
+
+def _compile_options() -> type[BackendOptions]:
+    from landmark_edge.runtime.compiled import CompileOptions
+
+    return CompileOptions
+
+
+def _ort_options() -> type[BackendOptions]:
+    from landmark_edge.runtime.onnxruntime import OrtOptions
+
+    return OrtOptions
+
+
+@register("torch", "eager PyTorch (the reference at fp32); --precision fp16/bf16 casts the model", _no_options)
 def _torch_backend(request: BackendRequest) -> Backend:
     from landmark_edge.runtime.backend import TorchBackend
     from landmark_edge.weights import load_weights
@@ -128,23 +166,25 @@ def _torch_dtype(backend: str, request: BackendRequest):
     "compiled",
     "the inference rewrite (BN folded, fused separable/dilated stages, Triton kernels on CUDA) under "
     "torch.compile; CUDA graphs per batch bucket on CUDA",
+    _compile_options,
 )
 def _compiled_backend(request: BackendRequest) -> Backend:
-    from landmark_edge.runtime.compiled import CompiledBackend, CompileOptions
+    from landmark_edge.runtime.compiled import CompiledBackend
     from landmark_edge.weights import load_weights
 
     dtype = _torch_dtype("compiled", request)
-    options = CompileOptions.from_dict(request.options)
     model, _ = load_weights(
         _weights("compiled", request), request.anatomy.name, require_fit=request.require_fit
     )
     return CompiledBackend(
-        model, request.anatomy, request.decode, request.device, dtype, options, request.max_batch_size,
+        model, request.anatomy, request.decode, request.device, dtype, request.options, request.max_batch_size,
         request.progress,
     )
 
 
-@register("aoti", "a .pt2 AOTInductor package from `landmark-edge compile` (--artifact); precision baked in")
+@register(
+    "aoti", "a .pt2 AOTInductor package from `landmark-edge compile` (--artifact); precision baked in", _no_options
+)
 def _aoti_backend(request: BackendRequest) -> Backend:
     from landmark_edge.runtime.compiled import AOTIBackend, load_pt2
 
@@ -157,74 +197,39 @@ def _aoti_backend(request: BackendRequest) -> Backend:
 @register(
     "onnxruntime",
     "ONNX Runtime on --device cpu, cuda[:N] (CUDA EP) or tensorrt[:N] (TensorRT EP, fp32/fp16); runs an exported "
-    ".onnx given as the artifact, else exports the weights in memory",
+    ".onnx given as the artifact, else the weights exported in memory",
+    _ort_options,
 )
 def _onnxruntime_backend(request: BackendRequest) -> Backend:
     if importlib.util.find_spec("onnxruntime") is None:
         raise BackendUnavailable("onnxruntime backend: onnxruntime is not installed (pip install onnxruntime)")
-    from landmark_edge.export.onnx import OnnxInfo, read_onnx_info
+    from landmark_edge.contracts import OnnxInfo, read_onnx_info
     from landmark_edge.runtime.onnxruntime import OnnxRuntimeBackend, OrtSettings, create_session
 
     settings = OrtSettings.from_options(request.device, request.precision, request.max_batch_size, request.options)
-    if request.artifact is None:
-        session = create_session(_cached_graph(request), settings, request.anatomy.grid_hw)
-        info = OnnxInfo.from_props(session.get_modelmeta().custom_metadata_map)
+    int8 = request.precision == "int8"
+    if request.artifact is not None:
+        info = read_onnx_info(request.artifact)
+        if (info.precision == "int8") != int8:
+            raise BackendUnavailable(
+                f"onnxruntime: {request.artifact} is an {info.precision} graph; run it with --precision {info.precision}"
+            )
+        session = create_session(request.artifact, settings, request.anatomy.grid_hw)
         return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
-    info = read_onnx_info(request.artifact)
-    if (info.precision == "int8") != (request.precision == "int8"):
+    if request.onnx_loader is None:
         raise BackendUnavailable(
-            f"onnxruntime: {request.artifact} is an {info.precision} graph; run it with --precision {info.precision}"
+            "onnxruntime backend: give an exported graph (--artifact MODEL.onnx) or an ONNX loader for the "
+            "weights (landmark_edge.export.loaders.OnnxFromWeights)"
         )
-    session = create_session(request.artifact, settings, request.anatomy.grid_hw)
+    calibration = request.options.calibration_fields() if int8 else None
+    session = create_session(request.onnx_loader(calibration), settings, request.anatomy.grid_hw)
+    info = OnnxInfo.from_props(session.get_modelmeta().custom_metadata_map)  # no onnx import: read the session's
     return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
 
 
-def _cached_graph(request: BackendRequest) -> bytes:
-    """The weights exported in memory, from the user's cache when this export was made before.
-
-    Exporting costs seconds (most of a one-image ``infer``), so the graph is cached under a name made of the
-    weights' sha256, anatomy, decoding, precision (int8: its calibration) and the package version. The weights
-    header is still read on every call, so an anatomy the weights mark unfit is refused as without the cache.
-    """
-    import hashlib
-    import json
-
-    from landmark_edge import __version__
-    from landmark_edge.io.cache import cached_bytes
-    from landmark_edge.weights import check_anatomy, file_sha256, read_info
-
-    check_anatomy(read_info(request.weights), request.weights, request.anatomy.name, require_fit=request.require_fit)
-    parts = [file_sha256(request.weights)[:16], request.anatomy.name, request.decode.value, request.precision]
-    calibration = _calibration(request.options) if request.precision == "int8" else None
-    if calibration is not None:
-        parts.append(hashlib.sha256(json.dumps(calibration.model_dump(mode="json")).encode()).hexdigest()[:12])
-    return cached_bytes(f"onnx/{'-'.join(parts)}-v{__version__}.onnx", lambda: _export_graph(request, calibration))
-
-
-def _export_graph(request: BackendRequest, calibration) -> bytes:
-    from landmark_edge.export.onnx import onnx_graph
-    from landmark_edge.export.quantize import quantize_for_cpu
-
-    graph, _ = onnx_graph(request.weights, request.anatomy, decode=request.decode, require_fit=request.require_fit)
-    if calibration is not None:
-        graph = quantize_for_cpu(graph, request.anatomy, calibration)
-    return graph.SerializeToString()
-
-
-def _calibration(options: dict):
-    """In-memory int8 needs real images to calibrate on: ``calibration=DIR`` (``count=N``, ``method=...``)."""
-    from landmark_edge.export.profiles import Calibration
-
-    if "calibration" not in options:
-        raise BackendUnavailable(
-            "onnxruntime int8: give calibration images (option calibration=DIR) or an int8 graph "
-            "(landmark-edge export --onnx-precision int8 --calibration DIR)"
-        )
-    fields = {"images": options["calibration"], "count": options.get("count", 32), "method": options.get("method", "minmax")}
-    return Calibration.model_validate(fields)
-
-
-@register("tensorrt", "TensorRT engine from `landmark-edge build`, given as the artifact; --device cuda[:N]")
+@register(
+    "tensorrt", "TensorRT engine from `landmark-edge build`, given as the artifact; --device cuda[:N]", _no_options
+)
 def _tensorrt_backend(request: BackendRequest) -> Backend:
     from landmark_edge.runtime.tensorrt import TensorRTBackend
 

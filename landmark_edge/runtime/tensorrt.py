@@ -4,7 +4,7 @@ Written to the ``tensorrt`` Python API shared by 10.x and 11.x (``num_io_tensors
 ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``). Device memory comes from torch when torch
 has CUDA (then the z-score and the decoder also run on the GPU and only coordinates are copied back), else from
 cuda-python (``cuda.bindings.runtime``). TensorRT can abort the process when it is used without a working CUDA
-device, so :func:`gpu_info` is asked first and every missing piece is one line, never a crash.
+device, so :func:`landmark_edge.gpu.gpu_info` is asked first and every missing piece is one line, never a crash.
 """
 
 from __future__ import annotations
@@ -17,79 +17,47 @@ import numpy as np
 import torch
 
 from landmark_edge.anatomy import Anatomy
+from landmark_edge.contracts import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS, EngineFileError, EngineHeader, read_engine
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
-from landmark_edge.export.engine import check_header, read_engine
-from landmark_edge.export.onnx import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS
-from landmark_edge.runtime.backend import Backend, Prediction, zscore_batch
-from landmark_edge.runtime.registry import BackendUnavailable
+from landmark_edge.errors import BackendUnavailable
+from landmark_edge.gpu import TensorRTUnavailable, check_cuda, cuda_runtime, gpu_info, import_tensorrt
+from landmark_edge.runtime.backend import Backend, Prediction
+from landmark_edge.transforms import zscore_batch
 
 if TYPE_CHECKING:  # the 10.x type stubs (tensorrt-stubs): tests/test_tensorrt_api.py runs mypy against them
     import tensorrt
 
 
-class TensorRTUnavailable(BackendUnavailable):
-    """TensorRT, cuda-python or a CUDA device is missing; the message says which."""
+def check_header(path: str | Path, header: EngineHeader, tensorrt_version: str, gpu_name: str, capability: str) -> None:
+    """Refuse an engine this runtime cannot run, naming what differs and how to rebuild.
+
+    Without compatibility flags an engine needs the exact TensorRT version and the same compute capability
+    (a different GPU model of the same capability is accepted, as TensorRT does). A version-compatible engine
+    runs on the same or a later TensorRT of the same major version; a hardware-compatible one on any GPU the
+    level allows.
+    """
+    problems = []
+    built, here = _version(header.tensorrt_version), _version(tensorrt_version)
+    if header.version_compatible:
+        if built[0] != here[0] or here < built:
+            problems.append(f"TensorRT {header.tensorrt_version} (version-compatible), runtime {tensorrt_version}")
+    elif built != here:
+        problems.append(f"TensorRT {header.tensorrt_version}, runtime {tensorrt_version}")
+    if header.hardware_compatibility == "ampere_plus":
+        if _version(capability) < (8, 0):
+            problems.append(f"Ampere or newer GPUs, this GPU is {gpu_name} ({capability})")
+    elif header.compute_capability != capability:
+        problems.append(f"compute capability {header.compute_capability} ({header.gpu_name}), this GPU is "
+                        f"{gpu_name} ({capability})")  # fmt: skip
+    if problems:
+        raise EngineFileError(
+            f"{path}: built for {'; '.join(problems)}: rebuild it here with "
+            f"`landmark-edge build MODEL.onnx --precision {header.precision} -o {Path(path).name}`"
+        )
 
 
-def import_tensorrt():
-    """The ``tensorrt`` module, or one line saying how to get it."""
-    try:
-        import tensorrt
-    except ImportError:
-        raise TensorRTUnavailable(
-            "tensorrt is not installed: pip install 'landmark-edge[tensorrt]' (on Jetson: JetPack's python3-libnvinfer)"
-        ) from None
-    return tensorrt
-
-
-def tensorrt_major(trt) -> int:
-    return int(str(trt.__version__).split(".")[0])
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    index: int
-    name: str
-    compute_capability: str  # "8.7"
-
-
-def gpu_info(index: int = 0) -> GpuInfo:
-    """The CUDA device TensorRT will use, through cuda-python or torch; no device is one line."""
-    cudart = _cudart()
-    if cudart is not None:
-        error, count = cudart.cudaGetDeviceCount()
-        if error != cudart.cudaError_t.cudaSuccess or count <= index:
-            reason = "no CUDA device" if error == cudart.cudaError_t.cudaSuccess else _cuda_error_name(cudart, error)
-            raise TensorRTUnavailable(f"TensorRT needs CUDA device {index}, but: {reason}")
-        error, props = cudart.cudaGetDeviceProperties(index)
-        _check(cudart, error, "cudaGetDeviceProperties")
-        name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
-        return GpuInfo(index, name, f"{props.major}.{props.minor}")
-    if torch.cuda.is_available() and torch.cuda.device_count() > index:
-        major, minor = torch.cuda.get_device_capability(index)
-        return GpuInfo(index, torch.cuda.get_device_name(index), f"{major}.{minor}")
-    raise TensorRTUnavailable(
-        f"TensorRT needs CUDA device {index}, but neither cuda-python nor torch sees one "
-        "(pip install 'landmark-edge[tensorrt]' for cuda-python; check the driver with nvidia-smi)"
-    )
-
-
-def _cudart():
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        return None
-    return runtime
-
-
-def _cuda_error_name(cudart, error) -> str:
-    _, name = cudart.cudaGetErrorName(error)
-    return name.decode() if isinstance(name, bytes) else str(name)
-
-
-def _check(cudart, error, call: str) -> None:
-    if error != cudart.cudaError_t.cudaSuccess:
-        raise TensorRTUnavailable(f"CUDA call {call} failed: {_cuda_error_name(cudart, error)}")
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
 
 
 # --- device memory: torch CUDA tensors or cuda-python allocations -----------------------------------------------
@@ -147,7 +115,7 @@ class CudaPython:
     def __init__(self, cudart) -> None:
         self.cudart = cudart
         error, stream = cudart.cudaStreamCreate()
-        _check(cudart, error, "cudaStreamCreate")
+        check_cuda(cudart, error, "cudaStreamCreate")
         self.stream = int(stream)
         self._allocations: list[int] = []
 
@@ -156,13 +124,13 @@ class CudaPython:
         buffer = self.empty(host.shape)
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         (error,) = self.cudart.cudaMemcpyAsync(buffer.pointer, host.ctypes.data, host.nbytes, kind, self.stream)
-        _check(self.cudart, error, "cudaMemcpyAsync")
+        check_cuda(self.cudart, error, "cudaMemcpyAsync")
         self.synchronize()  # ``host`` must outlive the copy
         return buffer
 
     def empty(self, shape: tuple[int, ...]) -> _Allocation:
         error, pointer = self.cudart.cudaMalloc(int(np.prod(shape)) * 4)
-        _check(self.cudart, error, "cudaMalloc")
+        check_cuda(self.cudart, error, "cudaMalloc")
         self._allocations.append(int(pointer))
         return _Allocation(int(pointer), tuple(shape))
 
@@ -173,13 +141,13 @@ class CudaPython:
         host: np.ndarray = np.empty(buffer.shape, dtype=np.float32)
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         (error,) = self.cudart.cudaMemcpyAsync(host.ctypes.data, buffer.pointer, host.nbytes, kind, self.stream)
-        _check(self.cudart, error, "cudaMemcpyAsync")
+        check_cuda(self.cudart, error, "cudaMemcpyAsync")
         self.synchronize()
         return host
 
     def synchronize(self) -> None:
         (error,) = self.cudart.cudaStreamSynchronize(self.stream)
-        _check(self.cudart, error, "cudaStreamSynchronize")
+        check_cuda(self.cudart, error, "cudaStreamSynchronize")
 
     def release(self) -> None:
         """Free this batch's buffers (one allocation set per run keeps the code simple; batches are large)."""
@@ -191,7 +159,7 @@ class CudaPython:
 def default_device(index: int) -> DeviceMemory:
     if torch.cuda.is_available():
         return TorchCuda(index)
-    cudart = _cudart()
+    cudart = cuda_runtime()
     if cudart is None:
         raise TensorRTUnavailable("TensorRT runtime needs torch with CUDA or cuda-python (pip install cuda-python)")
     return CudaPython(cudart)

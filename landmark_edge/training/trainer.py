@@ -35,10 +35,10 @@ from pydantic import BaseModel, Field
 
 from landmark_edge.anatomy import PAPER_ORDER, get_anatomy
 from landmark_edge.data import Augmentation, Batch, GridDataset, load_split, render_heatmaps
-from landmark_edge.errors import LandmarkEdgeError
+from landmark_edge.errors import LandmarkEdgeError, first_line
 from landmark_edge.io.atomic import atomic_write_text
 from landmark_edge.model import gu2net
-from landmark_edge.runtime.backend import zscore_batch
+from landmark_edge.transforms import zscore_batch
 from landmark_edge.training.checkpoint import DEFAULT_PART_MIB, has_checkpoint, load_checkpoint, save_checkpoint
 from landmark_edge.training.logs import METRICS, MetricsLog, plot_curves, read_metrics
 from landmark_edge.training.schedule import build_optimizer, build_scheduler, epoch_plan
@@ -374,7 +374,7 @@ def resume_run(run_dir: Path, options: RunOptions) -> Trainer:
     try:
         config = TrainConfig.model_validate_json((run_dir / CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise TrainingError(f"{run_dir / CONFIG}: not a run directory ({str(error).splitlines()[0]})") from None
+        raise TrainingError(f"{run_dir / CONFIG}: not a run directory ({first_line(error)})") from None
     if options.data is None:
         options.data = Path(config.data)
     trainer = Trainer(config, run_dir, options)

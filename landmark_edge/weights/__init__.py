@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from landmark_edge import __version__
 from landmark_edge.anatomy import get_anatomy
-from landmark_edge.errors import NoDefaultWeightsError, WeightsError
+from landmark_edge.errors import NoDefaultWeightsError, WeightsError, first_line
 from landmark_edge.io.atomic import atomic_path
 from landmark_edge.model import GU2Net
 
@@ -117,7 +117,7 @@ def read_info(path: str | Path) -> WeightsInfo:
             metadata = handle.metadata() or {}
         info = WeightsInfo.model_validate(json.loads(metadata["landmark_edge"]))
     except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError for bad headers
-        raise WeightsError(f"{path}: not a landmark-edge weights file ({_first_line(error)})") from None
+        raise WeightsError(f"{path}: not a landmark-edge weights file ({first_line(error)})") from None
     if info.format != FORMAT or info.format_version > FORMAT_VERSION:
         raise WeightsError(f"{path}: unsupported weights format {info.format} v{info.format_version}")
     return info
@@ -164,7 +164,7 @@ def load_weights(
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise WeightsError(f"{path}: tensors do not match the header ({_first_line(error)})") from None
+        raise WeightsError(f"{path}: tensors do not match the header ({first_line(error)})") from None
     return model.eval(), info
 
 
@@ -182,8 +182,3 @@ def resolve_weights(path: str | Path | None) -> Path:
         "no --weights given and this install ships no default weights yet: "
         "pass --weights FILE (train one with `landmark-edge train`, or `landmark-edge import-checkpoint`)"
     )
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
