@@ -54,7 +54,7 @@ def test_create_backend_takes_keywords_and_refuses_options_before_loading(tmp_pa
 
 
 def test_infer_option_syntax_is_the_same_as_bench(image, tiny_weights):
-    base = ["infer", str(image), "-a", "chest", "-w", str(tiny_weights)]
+    base = ["infer", str(image), "-a", "chest", "-w", str(tiny_weights), "--backend", "torch"]
     wrong = runner.invoke(app, [*base, "--option", "nokey"])
     assert wrong.exit_code == 2 and "expected KEY=VALUE or NAME:KEY=VALUE" in wrong.stderr
     foreign = runner.invoke(app, [*base, "--option", "onnxruntime:threads=2"])

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.cli import app
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
+from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.export.onnx import FP32_TOLERANCE, LANDMARK_TOLERANCE_PX
 from landmark_edge.runtime.onnxruntime import OrtSettings, provider_list
 from landmark_edge.runtime.registry import BackendRequest, BackendUnavailable, create_backend
@@ -31,7 +32,9 @@ def _pixels(batch: int = 2) -> np.ndarray:
 
 
 def _request(weights, artifact, **kw) -> BackendRequest:
-    return BackendRequest(weights, CHEST, artifact=artifact, **kw)
+    """A request as the commands make it: weights come with their ONNX loader (which caches the export)."""
+    loader = OnnxFromWeights(weights, CHEST, kw.get("decode", DecodeMethod.SUBPIXEL), kw.get("require_fit", True))
+    return BackendRequest(weights, CHEST, artifact=artifact, onnx_loader=loader, **kw)
 
 
 def test_matches_torch_backend(exported, tiny_weights):
@@ -132,13 +135,12 @@ def test_torch_backend_refuses_an_artifact_instead_of_ignoring_it(exported, tiny
 
 def test_in_memory_export_is_cached_per_weights_file(tiny_weights, chest_only_weights, tmp_path, monkeypatch):
     """A second backend for the same weights runs the cached graph (no export); other weights export again."""
-    import landmark_edge.runtime.registry as registry
     from landmark_edge.io.cache import CACHE_ENV
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     exports = []
-    real_export = registry._export_graph
-    monkeypatch.setattr(registry, "_export_graph", lambda *a: exports.append(a[0].weights) or real_export(*a))
+    real_export = OnnxFromWeights.graph
+    monkeypatch.setattr(OnnxFromWeights, "graph", lambda self, *a: exports.append(self.weights) or real_export(self, *a))
     pixels = _pixels()
     first = create_backend("onnxruntime", _request(tiny_weights, None)).run(pixels)
     again = create_backend("onnxruntime", _request(tiny_weights, None)).run(pixels)

@@ -232,11 +232,15 @@ def measure_points(
     return [_measure_one(definition, scaled, mm_per_unit, set(weak)) for definition in MEASUREMENTS]
 
 
-def measure(result: ImageResult, min_confidence: Sequence[float] | None = None) -> list[Measurement]:
-    """The measurements of one result; landmarks whose peak is below their ``min_confidence`` (one threshold per
-    landmark, as the flags use them) mark those using them."""
+def measure(result: ImageResult, min_confidence: float | Sequence[float] | None = None) -> list[Measurement]:
+    """The measurements of one result; landmarks whose peak is below their ``min_confidence`` (one threshold for
+    all, or one per landmark as the flags use them) mark those using them."""
     points = {lm.name: (lm.x, lm.y) for lm in result.landmarks}
-    limits = [-math.inf] * len(result.landmarks) if min_confidence is None else min_confidence
+    if min_confidence is None or isinstance(min_confidence, (int, float)):
+        limit = -math.inf if min_confidence is None else float(min_confidence)
+        limits: Sequence[float] = [limit] * len(result.landmarks)
+    else:
+        limits = min_confidence
     weak = {lm.name for lm, limit in zip(result.landmarks, limits, strict=True) if lm.confidence < limit}
     return measure_points(points, result.spacing_mm, weak)
 

@@ -216,12 +216,12 @@ def _onnxruntime_backend(request: BackendRequest) -> Backend:
             )
         session = create_session(request.artifact, settings, request.anatomy.grid_hw)
         return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
+    calibration = request.options.calibration_fields() if int8 else None
     if request.onnx_loader is None:
         raise BackendUnavailable(
             "onnxruntime backend: give an exported graph (--artifact MODEL.onnx) or an ONNX loader for the "
             "weights (landmark_edge.export.loaders.OnnxFromWeights)"
         )
-    calibration = request.options.calibration_fields() if int8 else None
     session = create_session(request.onnx_loader(calibration), settings, request.anatomy.grid_hw)
     info = OnnxInfo.from_props(session.get_modelmeta().custom_metadata_map)  # no onnx import: read the session's
     return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
