@@ -39,6 +39,7 @@ import numpy as np
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.data import load_split
 from landmark_edge.decode import DecodeMethod
+from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_path, atomic_write_text
 from landmark_edge.plausibility import LAYOUTS_FILE, affine_residual, typical_layouts
 from landmark_edge.results import ImageResult
@@ -121,8 +122,10 @@ def measure_all(data: Path, weights: Path, limits: dict[str, int], cache: Path) 
             if f"{target}/{source}/{role}/residual" in arrays:
                 continue
             if target not in backends:
-                request = BackendRequest(weights, get_anatomy(target), DecodeMethod.SUBPIXEL, "cpu", "fp32", 2,
-                                         options={"threads": 1})  # a busy shared CPU: no spinning thread pool
+                anatomy = get_anatomy(target)
+                loader = OnnxFromWeights(weights, anatomy, DecodeMethod.SUBPIXEL)
+                request = BackendRequest(weights, anatomy, DecodeMethod.SUBPIXEL, "cpu", "fp32", 2,
+                                         options={"threads": 1}, onnx_loader=loader)  # busy CPU: one thread
                 backends[target] = create_backend("onnxruntime", request)
             paths = case_images(data, source, role, limits[f"own {role}" if source == target else f"wrong {role}"])
             print(f"{source} as {target}, {role}: {len(paths)} images", flush=True)

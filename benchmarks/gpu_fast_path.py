@@ -44,8 +44,8 @@ from landmark_edge.anatomy import get_anatomy
 from landmark_edge.io.atomic import atomic_write_text
 from landmark_edge.model import SingleAnatomy, gu2net
 from landmark_edge.optimize import Kernels, rewrite_for_inference, triton_kernels
-from landmark_edge.runtime.compiled import DEFAULT_CUDA_MODE, CompiledBackend, CompileOptions, CudaGraphs
-from landmark_edge.runtime.compiled import export_pt2, load_pt2
+from landmark_edge.export.pt2 import export_pt2
+from landmark_edge.runtime.compiled import DEFAULT_CUDA_MODE, CompiledBackend, CompileOptions, CudaGraphs, load_pt2
 from landmark_edge.weights import load_weights
 
 BATCHES = [1, 32]  # --batches replaces it
