@@ -185,10 +185,10 @@ def infer(
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
         if engine == "ray":
             cluster = RaySettings(ray_address, ray_actors, gpu=not device.startswith("cpu"))
-            fresh = ray_inference(
+            fresh = _flag_each(ray_inference(
                 todo, target, partial(create_backend, backend, request), cluster, batch_size=batch_size,
                 spacing_mm=spacing, heatmap_sink=sink, log=partial(err_console.print, markup=False),
-            )  # fmt: skip
+            ), target, min_confidence)  # fmt: skip
         else:
             with build_status() as status:  # the progress callback stays here: Ray pickles the request
                 runner = create_backend(backend, replace(request, progress=status))
@@ -246,13 +246,20 @@ def _reusable(
     return done
 
 
+def _flag_each(outcomes: Iterator[Outcome], anatomy: Anatomy, min_confidence: float | None) -> Iterator[Outcome]:
+    """The Ray engine's results, flagged as the single-machine pipeline flags its own."""
+    for outcome in outcomes:
+        if isinstance(outcome, ImageResult):
+            outcome.flags = flag_result(outcome, anatomy, min_confidence)
+        yield outcome
+
+
 def _finish(
     result: ImageResult, anatomy: Anatomy, min_confidence: float | None, store: ResultStore, overlay: Path | None,
     measurements: bool = False,
 ) -> Outcome:  # fmt: skip
     """Flag (and measure) a fresh result and write its per-image files; the JSON comes last, as the mark that all
     are done. An image that changed or vanished before its overlay was drawn becomes that input's failure."""
-    result.flags = flag_result(result, anatomy, min_confidence)
     if measurements:
         result.measurements = measure(result, min_confidences(anatomy, min_confidence))
     if overlay is not None:

@@ -20,7 +20,7 @@ import numpy as np
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.errors import InputError
 from landmark_edge.io.images import XrayImage, read_image, resolve_spacing
-from landmark_edge.plausibility import DEFAULT_MIN_CONFIDENCE, flag_result
+from landmark_edge.plausibility import flag_result
 from landmark_edge.results import ImageFailure, ImageResult, Landmark, Outcome
 from landmark_edge.runtime.backend import Backend, Prediction
 from landmark_edge.transforms import grid_pixels, grid_to_original
@@ -84,10 +84,10 @@ def run_inference(
     workers: int = 2,
     heatmap_sink=None,
     overlay_sink=None,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_confidence: float | None = None,
 ) -> Iterator[Outcome]:
-    """Yield one *finished* outcome per path, in order: flags included (peaks below ``min_confidence``, an
-    implausible layout), so every caller gets the same result. ``heatmap_sink(path, heatmaps)`` receives
+    """Yield one *finished* outcome per path, in order: flags included (peaks below ``min_confidence``, by default
+    the calibrated per-landmark minimums; an implausible layout or geometry), so every caller gets the same result. ``heatmap_sink(path, heatmaps)`` receives
     (C, H, W) float32 maps; ``overlay_sink(xray, result)`` the decoded image with its finished result, so an
     overlay never decodes the file a second time.
 
