@@ -75,7 +75,7 @@ class ImageResult:
     spacing_source: str
     decode: str
     landmarks: list[Landmark] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)  # weak peaks, implausible layout (landmark_edge.plausibility)
+    flags: list[str] = field(default_factory=list)  # weak peaks, implausible layout or geometry (landmark_edge.plausibility)
     ok: bool = True
     measurements: list[Measurement] | None = None  # only when asked for (infer --measurements)
 

@@ -19,7 +19,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from landmark_edge.cli import app
-from landmark_edge.commands.options import EXIT_FAILED_BASE, error_line, warning_line
+from landmark_edge.commands.options import EXIT_FAILED_BASE, error_line, out_console, warning_line
 from landmark_edge.errors import WeightsError
 from landmark_edge.io import files
 from landmark_edge.runtime.compiled import load_pt2
@@ -201,6 +201,29 @@ def test_messages_are_printed_as_written(capsys):
         "error: /in/[bold]x\\x1b[31m\\nred\\xff.png: install the decoders with pip install 'landmark-edge[dicom]'",
         "warning: [/]",
     ]
+
+
+def test_report_tables_print_cells_as_written(capsys):
+    """Table cells hold artifact paths and library text: ``model[fp16].onnx`` keeps its brackets on stdout."""
+    from rich.table import Table
+
+    table = Table("artifact", "note")
+    table.add_row("out/model[fp16].onnx", "pip install 'landmark-edge[dicom]' [/]")
+    out_console(width=200).print(table)
+    printed = capsys.readouterr().out
+    assert "out/model[fp16].onnx" in printed and "'landmark-edge[dicom]' [/]" in printed
+
+
+def test_every_command_prints_through_the_markup_free_consoles():
+    """A ``Console()`` made anywhere else would interpret markup in its cells again (issue 19, item 3)."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "landmark_edge"
+    made = [f"{path.relative_to(package)}:{node.lineno}" for path in package.rglob("*.py")
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "Console"
+            and not any(k.arg == "markup" for k in node.keywords)]  # fmt: skip
+    assert made == []
 
 
 def test_pt2_without_our_metadata_is_never_loaded(tmp_path, monkeypatch):

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import torch
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -41,6 +40,7 @@ from landmark_edge.commands.options import (
     options_for,
     stdout_is_terminal,
     wants_json,
+    out_console,
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.io.inputs import expand_inputs
@@ -117,7 +117,7 @@ def bench(
     if wants_json(output_format, json_alias):
         typer.echo(report.model_dump_json(indent=2))
     else:
-        Console(width=None if stdout_is_terminal() else 200).print(rich_table(report))
+        out_console(width=None if stdout_is_terminal() else 200).print(rich_table(report))
     err_console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
     failed = sum(row.status == "failed" for row in report.rows)
     raise typer.Exit(failures_exit_code(failed))

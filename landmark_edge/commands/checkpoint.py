@@ -8,7 +8,6 @@ from typing import Annotated
 import json
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from landmark_edge.anatomy import ANATOMIES
@@ -20,6 +19,7 @@ from landmark_edge.commands.options import (
     err_console,
     one_line_errors,
     warning_line,
+    out_console,
 )
 from landmark_edge.errors import NoDefaultWeightsError
 from landmark_edge.weights import WeightsInfo, file_sha256, read_info, resolve_weights, save_weights
@@ -70,7 +70,7 @@ def info(
                      "spacing_rule": a.spacing_rule.value} for a in ANATOMIES.values()]  # fmt: skip
         typer.echo(json.dumps({"anatomies": registry, "weights": weights_part}, indent=2))
         return
-    console = Console()
+    console = out_console()
     console.print(_table("Anatomies", [_registry_row(a) for a in ANATOMIES.values()]))
     if header is None:
         err_console.print("no weights file: pass --weights FILE to show one")

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from landmark_edge.anatomy import get_anatomy
@@ -25,6 +24,7 @@ from landmark_edge.commands.options import (
     one_line_errors,
     print_line,
     stdout_is_terminal,
+    out_console,
 )
 from landmark_edge.data import SPLITS, load_split
 from landmark_edge.decode import DecodeMethod
@@ -130,7 +130,7 @@ def evaluate(
                 write_overlays(evaluation, overlays, worst)
     if out is not None:
         atomic_write_text(out, json.dumps(report, indent=2) + "\n")
-    console = Console(width=None if stdout_is_terminal() else 120)
+    console = out_console(width=None if stdout_is_terminal() else 120)
     if shift != "none":
         console.print(shift_table(report))
     else:

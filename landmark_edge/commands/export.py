@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from landmark_edge.anatomy import ANATOMIES
@@ -22,6 +21,7 @@ from landmark_edge.commands.options import (
     err_console,
     one_line_errors,
     wants_json,
+    out_console,
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.export.onnx import ExportReport, export_anatomy
@@ -133,4 +133,4 @@ def _print(reports: list[ExportReport], as_json: bool) -> None:
         table.add_row(r.anatomy, str(r.path), str(r.opset), r.decode.value if r.decode else "-", str(r.nodes),
                       f"{r.validation.worst_heatmap_diff:.2e}", ", ".join(map(str, r.validation.batch_sizes)),
                       drift)  # fmt: skip
-    Console().print(table)
+    out_console().print(table)

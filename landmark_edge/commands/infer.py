@@ -17,7 +17,6 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
@@ -45,6 +44,7 @@ from landmark_edge.commands.options import (
     one_line_errors,
     options_for,
     warning_line,
+    out_console,
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.engines.ray import RaySettings, ray_inference  # imports Ray only when it runs
@@ -209,7 +209,8 @@ def infer(
                 _report(outcome, counts, emit, warn=shows_flags)
                 advance()
     if counts["flagged"]:
-        err_console.print(f"{counts['flagged']} of {counts['total']} results flagged (weak heatmap peaks or an implausible layout)")
+        err_console.print(f"{counts['flagged']} of {counts['total']} results flagged (weak heatmap peaks, an "
+                          "implausible layout or an image shape the anatomy never has)")
     if counts["failed"]:
         err_console.print(f"{counts['failed']} of {counts['total']} inputs failed")
     raise typer.Exit(failures_exit_code(counts["failed"]))
@@ -319,7 +320,7 @@ def _heatmap_writer(store: ResultStore, directory: Path):
 
 def _emit(outcomes: list[Outcome], anatomy: Anatomy, output_format: str, out: Path | None) -> None:
     if output_format == "table":
-        console = Console(record=out is not None, width=120 if out else None)
+        console = out_console(record=out is not None, width=120 if out else None)
         for outcome in outcomes:
             if isinstance(outcome, ImageResult):
                 console.print(_summary(outcome, anatomy), soft_wrap=True, markup=False)

@@ -26,6 +26,14 @@ EXIT_FAILED_BASE = 10  # 10 + N: N inputs failed (N capped at 100), the others w
 # Messages carry paths, library text and user input: ``[dicom]`` or ``scan[1].png`` must print as written, so
 # this console never interprets markup; styled labels go through :func:`print_line` as rich ``Text``.
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+
+def out_console(**options) -> Console:
+    """The stdout console for reports and tables: cells hold paths, backend names and library text, so it never
+    interprets markup either (an artifact named ``model[fp16].onnx`` prints as written)."""
+    return Console(markup=False, highlight=False, **options)
+
+
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
