@@ -184,8 +184,8 @@ def readme_table(report: dict, extra: dict) -> str:
 def _backend_note(backend: str) -> str:
     if backend == "torch":
         return "the reference"
-    return ("equal to the eager torch reference within 1e-4 on the heatmaps, 5-6x faster here; the shared 2-core "
-            "machine had no time for the eager pass")
+    return ("equal to the eager torch reference within 1e-4 on the heatmaps (tests/test_onnxruntime_backend.py), "
+            "5-6x faster on this CPU")
 
 
 def _shown(name: str) -> tuple[float, ...]:

@@ -26,7 +26,7 @@ FORMAT_VERSION = 1
 PREPROCESSING = "PIL resize to grid (bicubic), first channel, per-image z-score (reference §6.1)"
 DEFAULT_WEIGHTS = Path(__file__).with_name("gu2net_default.safetensors")
 # The shipped file's checksum, checked on every load of it: a truncated or altered install fails in one line.
-DEFAULT_WEIGHTS_SHA256 = "f7eb25812778dbb87f66aad0304e41eced89c62bcc24671a1198034a0219c6e1"
+DEFAULT_WEIGHTS_SHA256 = "96b5e65d7c164803d75a08362addda0ce5c1a511f0a247749e18d58c04228fbc"
 
 
 class AnatomyEntry(BaseModel):
