@@ -163,12 +163,7 @@ def load_weights(
     from landmark_edge.model import GU2Net
 
     info = read_info(path)
-    info.sha256 = file_sha256(path)
-    if _is_default(path) and DEFAULT_WEIGHTS_SHA256 and info.sha256 != DEFAULT_WEIGHTS_SHA256:
-        raise WeightsError(
-            f"{path}: the shipped default weights are damaged (sha256 {info.sha256[:12]}..., expected "
-            f"{DEFAULT_WEIGHTS_SHA256[:12]}...): reinstall landmark-edge"
-        )
+    info.sha256 = checked_sha256(path)
     if anatomy is not None:
         check_anatomy(info, path, anatomy, require_fit=require_fit)
     model = GU2Net(**info.architecture)
@@ -178,6 +173,18 @@ def load_weights(
     except RuntimeError as error:
         raise WeightsError(f"{path}: tensors do not match the header ({first_line(error)})") from None
     return model.eval(), info
+
+
+def checked_sha256(path: str | Path) -> str:
+    """The file's sha256; the shipped default file is refused when it is not the one recorded (truncated or
+    altered install). Every user of the weights goes through here: loading them, or finding their cached graph."""
+    sha256 = file_sha256(path)
+    if _is_default(path) and DEFAULT_WEIGHTS_SHA256 and sha256 != DEFAULT_WEIGHTS_SHA256:
+        raise WeightsError(
+            f"{path}: the shipped default weights are damaged (sha256 {sha256[:12]}..., expected "
+            f"{DEFAULT_WEIGHTS_SHA256[:12]}...): reinstall landmark-edge"
+        )
+    return sha256
 
 
 def _is_default(path: str | Path) -> bool:
