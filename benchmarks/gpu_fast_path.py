@@ -294,7 +294,7 @@ def run_end_to_end(rec: Recorder, model, anatomy, device, args, deadline: float)
     """The ``compiled`` backend and the ``.pt2`` package as ``infer`` runs them (uint8 in, landmarks out)."""
     import numpy as np
 
-    from landmark_edge.runtime.backend import TorchBackend
+    from landmark_edge.runtime.eager import TorchBackend
     from landmark_edge.runtime.compiled import AOTIBackend
 
     target = get_anatomy(anatomy)

@@ -4,13 +4,19 @@
 ``subpixel`` refines that peak with a Gaussian fit: a parabola through the log of the peak and its two
 neighbours on each axis. GU2Net's targets are Gaussians, so for a Gaussian-shaped peak the fit is exact; the
 offset is clamped to half a pixel, and a peak on the border keeps its integer position on that axis.
+
+torch is imported when a decoder runs, not with this module: the CLI's options and the ONNX Runtime backend
+need :class:`DecodeMethod` only (the default CPU path decodes inside the graph), and importing torch would
+cost a one-image ``infer`` more than the network does.
 """
 
 from __future__ import annotations
 
 from enum import Enum
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class DecodeMethod(str, Enum):
@@ -21,8 +27,12 @@ class DecodeMethod(str, Enum):
 _EPS = 1e-6
 
 
-def decode_heatmaps(heatmaps: torch.Tensor, method: DecodeMethod | str = DecodeMethod.SUBPIXEL):
+def decode_heatmaps(
+    heatmaps: torch.Tensor, method: DecodeMethod | str = DecodeMethod.SUBPIXEL
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode (B, C, H, W) heatmaps into grid coordinates (B, C, 2) as (x, y) and peak values (B, C)."""
+    import torch
+
     batch, channels, height, width = heatmaps.shape
     flat = heatmaps.reshape(batch, channels, height * width)
     confidence, index = flat.max(dim=-1)
@@ -36,8 +46,12 @@ def decode_heatmaps(heatmaps: torch.Tensor, method: DecodeMethod | str = DecodeM
     return xy.float(), confidence.float()
 
 
-def _log_parabola_offset(flat: torch.Tensor, index: torch.Tensor, coord: torch.Tensor, stride: int, size: int):
+def _log_parabola_offset(
+    flat: torch.Tensor, index: torch.Tensor, coord: torch.Tensor, stride: int, size: int
+) -> torch.Tensor:
     """Vertex offset of the parabola through log(h) at the peak and its neighbours ``stride`` apart."""
+    import torch
+
     inside = (coord > 0) & (coord < size - 1)
     left_index = torch.where(inside, index - stride, index)
     right_index = torch.where(inside, index + stride, index)

@@ -28,9 +28,15 @@ def first_channel(pixels: np.ndarray) -> np.ndarray:
 
 
 def zscore(pixels: np.ndarray) -> np.ndarray:
-    """Per-image z-score in float64 (as the reference's ``np.float``), returned as float32."""
+    """Per-image z-score in float64 (as the reference's ``np.float``), returned as float32.
+
+    ``pixels`` is one (H, W) image or a (B, H, W) batch, each image normalised on its own: the host backends
+    (ONNX Runtime on the CPU) z-score their batches here, so their path needs no torch.
+    """
     values = pixels.astype(np.float64)
-    return ((values - values.mean()) / (values.std() + 1e-20)).astype(np.float32)
+    mean = values.mean(axis=(-2, -1), keepdims=True)
+    std = values.std(axis=(-2, -1), keepdims=True)
+    return ((values - mean) / (std + 1e-20)).astype(np.float32)
 
 
 def to_model_input(image: Image.Image, grid: Size) -> np.ndarray:
@@ -54,8 +60,8 @@ def read_grid_pixels(path, grid: Size) -> np.ndarray:
 def zscore_batch(x):
     """Per-image z-score of a (B, H, W) torch batch into (B, 1, H, W) float32, on the batch's device.
 
-    The batch form of :func:`zscore` in fp32: backends run it on their own device before the network, the
-    trainer on each batch, export and calibration on the images they feed a graph.
+    The batch form of :func:`zscore` in fp32 for torch devices: GPU and torch backends run it on their own
+    device before the network, the trainer on each batch, export and calibration on the images they feed a graph.
     """
     x = x.float()
     mean = x.mean(dim=(-2, -1), keepdim=True)

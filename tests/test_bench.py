@@ -15,7 +15,8 @@ from landmark_edge.bench.stats import landmark_drift, latency_stats, throughput
 from landmark_edge.cli import app
 from landmark_edge.commands.options import EXIT_FAILED_BASE
 from landmark_edge.runtime import registry
-from landmark_edge.runtime.backend import Backend, TorchBackend
+from landmark_edge.runtime.backend import Backend
+from landmark_edge.runtime.eager import TorchBackend
 from landmark_edge.runtime.registry import BackendRequest, BackendUnavailable, register
 from landmark_edge.weights import load_weights
 

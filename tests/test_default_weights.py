@@ -8,8 +8,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from landmark_edge.anatomy import get_anatomy
 from landmark_edge.cli import app
+from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import WeightsError
+from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.weights import DEFAULT_WEIGHTS, DEFAULT_WEIGHTS_SHA256, file_sha256, load_weights, read_info
 from tests.conftest import DATA, REPO, require
 
@@ -49,13 +52,30 @@ def test_damaged_default_weights_are_refused(tmp_path, monkeypatch):
     shutil.copy(DEFAULT_WEIGHTS, copy)
     monkeypatch.setattr(weights, "DEFAULT_WEIGHTS", copy)
     load_weights(copy)  # intact: loads
-    with open(copy, "r+b") as handle:  # flip one byte of the last tensor
+    _damage(copy)
+    with pytest.raises(WeightsError, match="damaged.*reinstall"):
+        load_weights(copy)
+
+
+def test_damaged_default_weights_are_refused_before_their_cached_graph(tmp_path, monkeypatch):
+    """The default CPU backend checks the shipped file's checksum too, before it looks in the graph cache."""
+    import landmark_edge.weights as weights
+
+    copy = tmp_path / "gu2net_default.safetensors"
+    shutil.copy(DEFAULT_WEIGHTS, copy)
+    monkeypatch.setattr(weights, "DEFAULT_WEIGHTS", copy)
+    _damage(copy)
+    with pytest.raises(WeightsError, match="damaged.*reinstall"):
+        OnnxFromWeights(copy, get_anatomy("chest"), DecodeMethod.SUBPIXEL)()
+
+
+def _damage(path) -> None:
+    """Flip one byte of the last tensor."""
+    with open(path, "r+b") as handle:
         handle.seek(-3, 2)
         byte = handle.read(1)
         handle.seek(-3, 2)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(WeightsError, match="damaged.*reinstall"):
-        load_weights(copy)
 
 
 @pytest.mark.parametrize("anatomy", ["head", "chest"])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -166,3 +169,31 @@ def test_cached_export_still_refuses_what_the_weights_header_refuses(tiny_weight
     create_backend("onnxruntime", _request(unfit, None, require_fit=False))  # evaluate's way: fills the cache
     with pytest.raises(WeightsError, match="unfit for chest"):
         create_backend("onnxruntime", _request(unfit, None))
+
+
+# A one-image `infer` run as the console script runs it, then whether torch (or the exporter) came in.
+_INFER_IN_PROCESS = """
+import sys
+from landmark_edge.cli import make_app
+try:
+    make_app(["infer"])(sys.argv[1:], prog_name="landmark-edge")
+except SystemExit as stop:
+    assert stop.code == 0, stop.code
+print(sorted({"torch", "onnx"} & set(sys.modules)), file=sys.stderr)
+"""
+
+
+def test_infer_with_a_cached_graph_imports_no_torch(tiny_weights, tmp_path):
+    """The default CPU path on a cache hit (header, checksum, image, z-score, ONNX Runtime) runs without torch,
+    which costs more start-up than the network; the first call exports (torch) and fills the cache."""
+    from landmark_edge.export.onnx import EXAMPLE_IMAGE
+    from landmark_edge.io.cache import CACHE_ENV
+
+    command = [sys.executable, "-c", _INFER_IN_PROCESS, "infer", str(EXAMPLE_IMAGE), "--anatomy", "chest",
+               "--weights", str(tiny_weights), "--format", "json"]  # fmt: skip
+    env = {**os.environ, CACHE_ENV: str(tmp_path)}
+    first, cached = (subprocess.run(command, env=env, capture_output=True, text=True, check=True) for _ in range(2))
+    assert first.stderr.strip().endswith("['onnx', 'torch']")  # a cache miss: the export imports both
+    assert cached.stderr.strip().endswith("[]")
+    assert json.loads(cached.stdout) == json.loads(first.stdout)
+

@@ -13,9 +13,10 @@ from landmark_edge.cli import app
 from landmark_edge.decode import decode_heatmaps
 from landmark_edge.io.images import read_image
 from landmark_edge.results import ImageFailure, ImageResult
-from landmark_edge.runtime.backend import Backend, HostToDevice, Prediction, TorchBackend, zscore_batch
+from landmark_edge.runtime.backend import Backend, Prediction
+from landmark_edge.runtime.eager import HostToDevice, TorchBackend
 from landmark_edge.runtime.pipeline import prepare, prepare_in_order, run_inference
-from landmark_edge.transforms import to_model_input
+from landmark_edge.transforms import to_model_input, zscore_batch
 from landmark_edge.weights import load_weights, resolve_weights
 from tests.conftest import DATA, require
 

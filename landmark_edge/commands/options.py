@@ -226,16 +226,22 @@ def backend_options(items: list[str]) -> dict[str, dict[str, object]]:
     One syntax for every command: ``threads=2`` goes to every backend the command runs, ``onnxruntime:threads=2``
     only to that one.
     """
-    import yaml
-
     options: dict[str, dict[str, object]] = {}
     for item in items:
         target, sep, value = item.partition("=")
         name, _, key = target.rpartition(":")
         if not sep or not key.isidentifier():
             fail(f"--option: expected KEY=VALUE or NAME:KEY=VALUE (NAME: a backend), got '{item}'")
-        options.setdefault(name, {})[key] = yaml.safe_load(value) if value else ""
+        options.setdefault(name, {})[key] = _yaml_scalar(value) if value else ""
     return options
+
+
+def _yaml_scalar(text: str) -> object:
+    """``2`` -> 2, ``true`` -> True, ``a/b`` -> "a/b": YAML's reading of one value (yaml is imported only when an
+    option is given: most runs give none, and the import costs a tenth of a second at start-up)."""
+    import yaml
+
+    return yaml.safe_load(text)
 
 
 def options_for(options: dict[str, dict[str, object]], backend: str) -> dict[str, object]:

@@ -28,7 +28,8 @@ class OnnxFromWeights:
     graph is quantized to int8 for ONNX Runtime's CPU provider. Exporting costs seconds (most of a one-image
     ``infer``), so the graph is cached in the user's cache folder under a name made of the weights' sha256,
     anatomy, decoding, precision (int8: its calibration) and the package version. The weights header is still
-    read on every call, so an anatomy the weights mark unfit is refused as without the cache.
+    read and the shipped file's checksum checked on every call, so an anatomy the weights mark unfit, or a damaged
+    install, is refused as without the cache. A cache hit imports neither torch nor ONNX.
     """
 
     weights: str | Path
@@ -39,11 +40,11 @@ class OnnxFromWeights:
     def __call__(self, calibration: dict | None = None) -> bytes:
         from landmark_edge import __version__
         from landmark_edge.io.cache import cached_bytes
-        from landmark_edge.weights import check_anatomy, file_sha256, read_info
+        from landmark_edge.weights import check_anatomy, checked_sha256, read_info
 
         check_anatomy(read_info(self.weights), self.weights, self.anatomy.name, require_fit=self.require_fit)
         decode = "none" if self.decode is None else self.decode.value
-        parts = [file_sha256(self.weights)[:16], self.anatomy.name, decode, "fp32" if calibration is None else "int8"]
+        parts = [checked_sha256(self.weights)[:16], self.anatomy.name, decode, "fp32" if calibration is None else "int8"]
         if calibration is not None:
             parts.append(hashlib.sha256(json.dumps(calibration, sort_keys=True, default=str).encode()).hexdigest()[:12])
         return cached_bytes(f"onnx/{'-'.join(parts)}-v{__version__}.onnx", lambda: self.graph(calibration).SerializeToString())

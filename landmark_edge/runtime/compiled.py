@@ -49,7 +49,7 @@ from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import LandmarkEdgeError, WeightsError, first_line
 from landmark_edge.model import GU2Net
 from landmark_edge.optimize import QUIET_INDUCTOR, Kernels, rewrite_for_inference
-from landmark_edge.runtime.backend import TorchBackend
+from landmark_edge.runtime.eager import TorchBackend
 from landmark_edge.runtime.options import BackendOptions
 
 DEFAULT_CUDA_MODE = "default"  # no autotuning at start-up: see the module docstring

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.contracts import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS, OnnxInfo
@@ -22,7 +21,7 @@ from landmark_edge.decode import DecodeMethod, decode_heatmaps
 from landmark_edge.errors import BackendUnavailable, first_line
 from landmark_edge.runtime.backend import Backend, Prediction
 from landmark_edge.runtime.options import BackendOptions
-from landmark_edge.transforms import zscore_batch
+from landmark_edge.transforms import zscore
 
 class OrtOptions(BackendOptions):
     """The ``onnxruntime`` backend's ``--option`` keys."""
@@ -167,7 +166,7 @@ class OnnxRuntimeBackend(Backend):
         self.precision = info.precision
 
     def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
-        image = zscore_batch(torch.from_numpy(np.ascontiguousarray(pixels))).numpy()
+        image = zscore(pixels)[:, None]  # on the host, in numpy: this backend's path needs no torch
         names = ([HEATMAPS] if return_heatmaps or not self.graph_decodes else []) + (
             [LANDMARKS, CONFIDENCE] if self.graph_decodes else []
         )
@@ -175,8 +174,7 @@ class OnnxRuntimeBackend(Backend):
         if self.graph_decodes:
             xy, confidence = outputs[LANDMARKS], outputs[CONFIDENCE]
         else:
-            decoded = decode_heatmaps(torch.from_numpy(outputs[HEATMAPS]), self.decode)
-            xy, confidence = (t.numpy() for t in decoded)
+            xy, confidence = _decode_on_host(outputs[HEATMAPS], self.decode)
         return Prediction(
             xy=np.asarray(xy, dtype=np.float32),
             confidence=np.asarray(confidence, dtype=np.float32),
@@ -186,3 +184,14 @@ class OnnxRuntimeBackend(Backend):
     @property
     def providers(self) -> list[str]:
         return self.session.get_providers()
+
+
+def _decode_on_host(heatmaps: np.ndarray, method: DecodeMethod) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a graph's heatmaps with the one (torch) decoder, for a graph exported without the decoder asked for.
+
+    Only this case imports torch: the graphs this package exports from weights carry the decoder requested.
+    """
+    import torch
+
+    xy, confidence = decode_heatmaps(torch.from_numpy(heatmaps), method)
+    return xy.numpy(), confidence.numpy()

@@ -3,7 +3,7 @@
 Images are decoded and resized on worker threads (PIL releases the GIL) while the backend runs the previous
 batch; only a bounded window of images is read ahead, so a folder of any size streams in constant memory.
 The backend receives the resized pixels in their stored dtype (uint8 for 8-bit files): a CUDA backend uploads
-those from pinned memory and normalises and decodes on the device (see :class:`~landmark_edge.runtime.backend.
+those from pinned memory and normalises and decodes on the device (see :class:`~landmark_edge.runtime.eager.
 HostToDevice`). Results come back in input order, a failed image reported in its place without stopping the run.
 """
 

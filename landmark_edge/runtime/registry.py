@@ -127,7 +127,7 @@ def _ort_options() -> type[BackendOptions]:
 
 @register("torch", "eager PyTorch (the reference at fp32); --precision fp16/bf16 casts the model", _no_options)
 def _torch_backend(request: BackendRequest) -> Backend:
-    from landmark_edge.runtime.backend import TorchBackend
+    from landmark_edge.runtime.eager import TorchBackend
     from landmark_edge.weights import load_weights
 
     dtype = _torch_dtype("torch", request)

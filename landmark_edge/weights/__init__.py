@@ -3,6 +3,9 @@
 Like torchvision's weight enums, a weights file says what it is for: the anatomies in the model's order with
 their landmark counts and grids, the model hyper-parameters, the preprocessing, where it came from, evaluation
 figures when known, and a format version. safetensors is used (not a pickle) so loading a file cannot run code.
+
+Reading a header, checking it and hashing the file need no torch (ONNX Runtime runs a cached graph of these
+weights without it); torch and the model are imported only to load or save tensors.
 """
 
 from __future__ import annotations
@@ -10,16 +13,19 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel
 
 from landmark_edge import __version__
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.errors import NoDefaultWeightsError, WeightsError, first_line
 from landmark_edge.io.atomic import atomic_path
-from landmark_edge.model import GU2Net
+
+if TYPE_CHECKING:
+    import torch
+
+    from landmark_edge.model import GU2Net
 
 FORMAT = "landmark-edge-weights"
 FORMAT_VERSION = 1
@@ -75,15 +81,19 @@ def save_weights(
     *,
     source: str = "",
     metrics: dict[str, Any] | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     assessments: dict[str, dict[str, Any]] | None = None,
 ) -> WeightsInfo:
-    """Write ``model`` atomically; ``dtype=torch.float16`` halves the file (BN statistics included).
+    """Write ``model`` atomically, float32 unless ``dtype`` says otherwise (``torch.float16`` halves the file, BN
+    statistics included).
 
     ``assessments`` maps an anatomy to its :class:`AnatomyEntry` readiness fields (``fit_for_use``,
     ``assessment``, ``test_metrics``), as measured on its test split.
     """
+    import torch
     from safetensors.torch import save_file
+
+    dtype = dtype or torch.float32
 
     assessments = assessments or {}
     info = WeightsInfo(
@@ -113,7 +123,7 @@ def read_info(path: str | Path) -> WeightsInfo:
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:  # the header only: no tensor, no torch
             metadata = handle.metadata() or {}
         info = WeightsInfo.model_validate(json.loads(metadata["landmark_edge"]))
     except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError for bad headers
@@ -150,13 +160,10 @@ def load_weights(
     """
     from safetensors.torch import load_file
 
+    from landmark_edge.model import GU2Net
+
     info = read_info(path)
-    info.sha256 = file_sha256(path)
-    if _is_default(path) and DEFAULT_WEIGHTS_SHA256 and info.sha256 != DEFAULT_WEIGHTS_SHA256:
-        raise WeightsError(
-            f"{path}: the shipped default weights are damaged (sha256 {info.sha256[:12]}..., expected "
-            f"{DEFAULT_WEIGHTS_SHA256[:12]}...): reinstall landmark-edge"
-        )
+    info.sha256 = checked_sha256(path)
     if anatomy is not None:
         check_anatomy(info, path, anatomy, require_fit=require_fit)
     model = GU2Net(**info.architecture)
@@ -166,6 +173,18 @@ def load_weights(
     except RuntimeError as error:
         raise WeightsError(f"{path}: tensors do not match the header ({first_line(error)})") from None
     return model.eval(), info
+
+
+def checked_sha256(path: str | Path) -> str:
+    """The file's sha256; the shipped default file is refused when it is not the one recorded (truncated or
+    altered install). Every user of the weights goes through here: loading them, or finding their cached graph."""
+    sha256 = file_sha256(path)
+    if _is_default(path) and DEFAULT_WEIGHTS_SHA256 and sha256 != DEFAULT_WEIGHTS_SHA256:
+        raise WeightsError(
+            f"{path}: the shipped default weights are damaged (sha256 {sha256[:12]}..., expected "
+            f"{DEFAULT_WEIGHTS_SHA256[:12]}...): reinstall landmark-edge"
+        )
+    return sha256
 
 
 def _is_default(path: str | Path) -> bool:
