@@ -1,7 +1,14 @@
 """The anatomy registry: the one place that knows each anatomy GU2Net detects.
 
 Every other module (model construction, preprocessing, datasets, evaluation, export metadata, the CLI) reads
-landmark counts, input grids, names and millimetre rules from here, so a fact is never written twice.
+landmark counts, input grids, names, millimetre rules and dataset layouts from here, so a fact is never written
+twice. Adding an anatomy is one :class:`Anatomy` entry (with its :class:`~landmark_edge.dataset_spec.DatasetSpec`)
+passed to :func:`register_anatomy`, plus its data files and weights; help texts and defaults follow the registry.
+
+The one fact kept outside an entry is its *typical landmark layout* (``layouts.json``, read by
+:mod:`landmark_edge.plausibility`): it is measured from the labels by ``scripts/make_layouts.py`` and calibrated
+on trained weights, so it is a data file, not something to write by hand. An anatomy without one is not refused:
+each of its results carries a "layout not checked" flag, so an unchecked layout never reads as a plausible one.
 
 Coordinates follow one convention across the project: ``x`` is the column (grows right), ``y`` the row (grows
 down), 0-based, in a stated space (original pixels, model-grid pixels, or millimetres).
@@ -10,8 +17,12 @@ down), 0-based, in a stated space (original pixels, model-grid pixels, or millim
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
+
+from landmark_edge.dataset_spec import CHEST_DATASET, HAND_DATASET, HEAD_DATASET, DatasetSpec
 
 
 # How far outside the training images' geometry an input may be before it is flagged (Anatomy.geometry_problem).
@@ -34,6 +45,7 @@ class Anatomy:
     ``grid`` is the model's input size as (width, height), as the reference configuration writes it.
     ``default_spacing_mm`` is (x, y) mm per pixel at the *original* resolution, when a physical spacing is known.
     ``reference_mm_per_grid_px`` is the single factor the reference evaluation multiplies grid distances by.
+    ``dataset`` says how its raw dataset is laid out and read (None: it cannot be read from a data folder).
     """
 
     name: str
@@ -56,6 +68,7 @@ class Anatomy:
     # :meth:`geometry_problem`) is not an image of this anatomy, or not a whole one.
     training_aspect: tuple[float, float] | None = None
     training_short_side: int | None = None
+    dataset: DatasetSpec | None = None
 
     @property
     def grid_hw(self) -> tuple[int, int]:
@@ -126,6 +139,7 @@ HEAD = Anatomy(
     paper_mre=1.54,
     training_aspect=(0.806, 0.806),  # every ISBI 2015 image is 1935 x 2400
     training_short_side=1935,
+    dataset=HEAD_DATASET,
 )
 HAND = Anatomy(
     name="hand",
@@ -137,6 +151,7 @@ HAND = Anatomy(
     paper_mre=0.84,
     training_aspect=(0.500, 0.919),
     training_short_side=1050,
+    dataset=HAND_DATASET,
 )
 CHEST = Anatomy(
     name="chest",
@@ -148,6 +163,7 @@ CHEST = Anatomy(
     # The 512 x 512 training squares and the same Shenzhen frames at their original aspect (originals_aspect/).
     training_aspect=(0.855, 1.027),
     training_short_side=512,
+    dataset=CHEST_DATASET,
 )
 
 ANATOMIES: dict[str, Anatomy] = {a.name: a for a in (HEAD, HAND, CHEST)}
@@ -158,6 +174,26 @@ PAPER_ORDER: tuple[str, ...] = ("head", "hand", "chest")
 
 class UnknownAnatomyError(ValueError):
     """Raised for a name that is neither an anatomy nor one of its aliases."""
+
+
+def register_anatomy(entry: Anatomy) -> Anatomy:
+    """Add ``entry`` to the registry; a name or alias already taken is refused, so a lookup stays unambiguous."""
+    taken = {key for anatomy in ANATOMIES.values() for key in (anatomy.name, *anatomy.aliases)}
+    clash = sorted({entry.name, *entry.aliases} & taken)
+    if clash:
+        raise ValueError(f"cannot register anatomy '{entry.name}': {', '.join(clash)} already registered")
+    ANATOMIES[entry.name] = entry
+    return entry
+
+
+@contextmanager
+def registered(entry: Anatomy) -> Iterator[Anatomy]:
+    """``entry`` registered for the ``with`` block only (tests add an anatomy without leaking it to others)."""
+    register_anatomy(entry)
+    try:
+        yield entry
+    finally:
+        del ANATOMIES[entry.name]
 
 
 def get_anatomy(name: str) -> Anatomy:
