@@ -90,6 +90,20 @@ class Anatomy:
         mm = self.wrist_width_mm / width_px
         return (mm, mm), f"wrist width ({self.wrist_width_mm:g} mm, landmarks {first + 1} and {second + 1})"
 
+    def mm_rule(self, on_grid: bool) -> str:
+        """How this anatomy's distances become ``unit``, in words (help texts): on the model grid, as the
+        reference evaluation measures them, or in original pixels."""
+        if self.spacing_rule is SpacingRule.WRIST_WIDTH and self.wrist_landmarks is not None:
+            first, second = self.wrist_landmarks
+            where = "on the grid" if on_grid else "in original pixels"
+            return f"{self.wrist_width_mm:g} mm wrist width between landmarks {first + 1} and {second + 1} {where}"
+        if on_grid and self.reference_mm_per_grid_px is not None:
+            return f"x{self.reference_mm_per_grid_px:g} mm/px on both axes"
+        if not on_grid and self.default_spacing_mm is not None:
+            x, y = self.default_spacing_mm
+            return f"{x:g} mm/px per axis" if x == y else f"{x:g} x {y:g} mm/px (x, y)"
+        return "grid pixels" if on_grid else "pixels"
+
     def geometry_problem(self, width: int, height: int) -> str | None:
         """Why a ``width`` x ``height`` image is implausible for this anatomy, or None.
 
