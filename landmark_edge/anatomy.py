@@ -3,7 +3,8 @@
 Every other module (model construction, preprocessing, datasets, evaluation, export metadata, the CLI) reads
 landmark counts, input grids, names, millimetre rules and dataset layouts from here, so a fact is never written
 twice. Adding an anatomy is one :class:`Anatomy` entry (with its :class:`~landmark_edge.dataset_spec.DatasetSpec`)
-passed to :func:`register_anatomy`, plus its data files and weights; help texts and defaults follow the registry.
+in :data:`ANATOMIES` below, or given to :func:`register_anatomy` at run time, plus its data files and weights; help
+texts and defaults follow the registry (those built when the CLI is imported list the anatomies registered then).
 
 The one fact kept outside an entry is its *typical landmark layout* (``layouts.json``, read by
 :mod:`landmark_edge.plausibility`): it is measured from the labels by ``scripts/make_layouts.py`` and calibrated
