@@ -85,12 +85,14 @@ def parse_points(lines: list[str], count: int, separator: str | None, path: Path
     return points
 
 
-def label_stems(folder: Path) -> list[str]:
-    """The sorted stems of the ``.txt`` label files in ``folder``."""
-    return [path.stem for path in sorted(folder.glob("*.txt"))]
+def label_stems(folder: Path, suffix: str = ".txt") -> list[str]:
+    """The sorted stems of the label files (one per id, ending in ``suffix``) in ``folder``."""
+    return [path.stem for path in sorted(folder.glob(f"*{suffix}"))]
 
 
-def _sorted_images(folder: Path) -> tuple[list[str], dict[str, Path]]:
+def images_in(folder: Path) -> tuple[list[str], dict[str, Path]]:
+    """The sorted ids of the images in ``folder`` and ``id -> image``: the listing of a dataset whose ids are
+    its image files (head, and most new ones)."""
     images = image_files(folder)
     return sorted(images), images
 
@@ -109,7 +111,7 @@ def _open_head_labels(folder: Path, count: int) -> LabelReader:
 
 HEAD_DATASET = DatasetSpec(
     folder="ISBI2015_ceph",
-    list_ids=lambda folder: _sorted_images(folder / "raw"),
+    list_ids=lambda folder: images_in(folder / "raw"),
     label_ids=lambda folder: label_stems(folder / "400_senior"),
     open_labels=_open_head_labels,
     split_bounds=(130, 150),

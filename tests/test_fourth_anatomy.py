@@ -17,7 +17,7 @@ from PIL import Image
 from landmark_edge.anatomy import ANATOMIES, Anatomy, UnknownAnatomyError, register_anatomy, registered
 from landmark_edge.data import GridDataset, load_split
 from landmark_edge.data.sources import DatasetError, all_labels
-from landmark_edge.dataset_spec import DatasetSpec, LabelReader, image_files, parse_points, read_label_lines
+from landmark_edge.dataset_spec import DatasetSpec, LabelReader, images_in, label_stems, parse_points, read_label_lines
 from landmark_edge.runtime.backend import TorchBackend
 from landmark_edge.runtime.pipeline import run_inference
 from landmark_edge.training import RunOptions, TrainConfig, start_run
@@ -31,11 +31,6 @@ POINTS = {  # the known answer: (x, y) original pixels per image
     "f3": [(15, 65), (75, 25), (55, 45)],
     "f4": [(25, 50), (65, 10), (40, 35)],
 }
-
-
-def _foot_ids(folder: Path) -> tuple[list[str], dict[str, Path]]:
-    images = image_files(folder / "images")
-    return sorted(images), images
 
 
 def _open_foot_labels(folder: Path, count: int) -> LabelReader:
@@ -56,8 +51,8 @@ FOOT = Anatomy(
     landmark_names=("heel", "first metatarsal head", "fifth metatarsal head"),
     dataset=DatasetSpec(
         folder="foot_xr",
-        list_ids=_foot_ids,
-        label_ids=lambda folder: [path.stem for path in sorted((folder / "labels").glob("*.csv"))],
+        list_ids=lambda folder: images_in(folder / "images"),
+        label_ids=lambda folder: label_stems(folder / "labels", ".csv"),
         open_labels=_open_foot_labels,
         split_bounds=(2, 3),  # four images: train 2, val 1, test 1
     ),
