@@ -1,7 +1,15 @@
 """The anatomy registry: the one place that knows each anatomy GU2Net detects.
 
 Every other module (model construction, preprocessing, datasets, evaluation, export metadata, the CLI) reads
-landmark counts, input grids, names and millimetre rules from here, so a fact is never written twice.
+landmark counts, input grids, names, millimetre rules and dataset layouts from here, so a fact is never written
+twice. Adding an anatomy is one :class:`Anatomy` entry (with its :class:`~landmark_edge.dataset_spec.DatasetSpec`)
+in :data:`ANATOMIES` below, or given to :func:`register_anatomy` at run time, plus its data files and weights; help
+texts and defaults follow the registry (those built when the CLI is imported list the anatomies registered then).
+
+The one fact kept outside an entry is its *typical landmark layout* (``layouts.json``, read by
+:mod:`landmark_edge.plausibility`): it is measured from the labels by ``scripts/make_layouts.py`` and calibrated
+on trained weights, so it is a data file, not something to write by hand. An anatomy without one is not refused:
+each of its results carries a "layout not checked" flag, so an unchecked layout never reads as a plausible one.
 
 Coordinates follow one convention across the project: ``x`` is the column (grows right), ``y`` the row (grows
 down), 0-based, in a stated space (original pixels, model-grid pixels, or millimetres).
@@ -10,8 +18,12 @@ down), 0-based, in a stated space (original pixels, model-grid pixels, or millim
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
+
+from landmark_edge.dataset_spec import CHEST_DATASET, HAND_DATASET, HEAD_DATASET, DatasetSpec
 
 
 # How far outside the training images' geometry an input may be before it is flagged (Anatomy.geometry_problem).
@@ -34,6 +46,7 @@ class Anatomy:
     ``grid`` is the model's input size as (width, height), as the reference configuration writes it.
     ``default_spacing_mm`` is (x, y) mm per pixel at the *original* resolution, when a physical spacing is known.
     ``reference_mm_per_grid_px`` is the single factor the reference evaluation multiplies grid distances by.
+    ``dataset`` says how its raw dataset is laid out and read (None: it cannot be read from a data folder).
     """
 
     name: str
@@ -56,6 +69,7 @@ class Anatomy:
     # :meth:`geometry_problem`) is not an image of this anatomy, or not a whole one.
     training_aspect: tuple[float, float] | None = None
     training_short_side: int | None = None
+    dataset: DatasetSpec | None = None
 
     @property
     def grid_hw(self) -> tuple[int, int]:
@@ -76,6 +90,20 @@ class Anatomy:
             return None
         mm = self.wrist_width_mm / width_px
         return (mm, mm), f"wrist width ({self.wrist_width_mm:g} mm, landmarks {first + 1} and {second + 1})"
+
+    def mm_rule(self, on_grid: bool) -> str:
+        """How this anatomy's distances become ``unit``, in words (help texts): on the model grid, as the
+        reference evaluation measures them, or in original pixels."""
+        if self.spacing_rule is SpacingRule.WRIST_WIDTH and self.wrist_landmarks is not None:
+            first, second = self.wrist_landmarks
+            where = "on the grid" if on_grid else "in original pixels"
+            return f"{self.wrist_width_mm:g} mm wrist width between landmarks {first + 1} and {second + 1} {where}"
+        if on_grid and self.reference_mm_per_grid_px is not None:
+            return f"x{self.reference_mm_per_grid_px:g} mm/px on both axes"
+        if not on_grid and self.default_spacing_mm is not None:
+            x, y = self.default_spacing_mm
+            return f"{x:g} mm/px per axis" if x == y else f"{x:g} x {y:g} mm/px (x, y)"
+        return "grid pixels" if on_grid else "pixels"
 
     def geometry_problem(self, width: int, height: int) -> str | None:
         """Why a ``width`` x ``height`` image is implausible for this anatomy, or None.
@@ -126,6 +154,7 @@ HEAD = Anatomy(
     paper_mre=1.54,
     training_aspect=(0.806, 0.806),  # every ISBI 2015 image is 1935 x 2400
     training_short_side=1935,
+    dataset=HEAD_DATASET,
 )
 HAND = Anatomy(
     name="hand",
@@ -137,6 +166,7 @@ HAND = Anatomy(
     paper_mre=0.84,
     training_aspect=(0.500, 0.919),
     training_short_side=1050,
+    dataset=HAND_DATASET,
 )
 CHEST = Anatomy(
     name="chest",
@@ -148,6 +178,7 @@ CHEST = Anatomy(
     # The 512 x 512 training squares and the same Shenzhen frames at their original aspect (originals_aspect/).
     training_aspect=(0.855, 1.027),
     training_short_side=512,
+    dataset=CHEST_DATASET,
 )
 
 ANATOMIES: dict[str, Anatomy] = {a.name: a for a in (HEAD, HAND, CHEST)}
@@ -158,6 +189,26 @@ PAPER_ORDER: tuple[str, ...] = ("head", "hand", "chest")
 
 class UnknownAnatomyError(ValueError):
     """Raised for a name that is neither an anatomy nor one of its aliases."""
+
+
+def register_anatomy(entry: Anatomy) -> Anatomy:
+    """Add ``entry`` to the registry; a name or alias already taken is refused, so a lookup stays unambiguous."""
+    taken = {key for anatomy in ANATOMIES.values() for key in (anatomy.name, *anatomy.aliases)}
+    clash = sorted({entry.name, *entry.aliases} & taken)
+    if clash:
+        raise ValueError(f"cannot register anatomy '{entry.name}': {', '.join(clash)} already registered")
+    ANATOMIES[entry.name] = entry
+    return entry
+
+
+@contextmanager
+def registered(entry: Anatomy) -> Iterator[Anatomy]:
+    """``entry`` registered for the ``with`` block only (tests add an anatomy without leaking it to others)."""
+    register_anatomy(entry)
+    try:
+        yield entry
+    finally:
+        del ANATOMIES[entry.name]
 
 
 def get_anatomy(name: str) -> Anatomy:

@@ -8,6 +8,7 @@ from importlib import import_module
 import typer
 
 from landmark_edge import __version__
+from landmark_edge.anatomy import ANATOMIES
 from landmark_edge.commands.options import Command, Group
 
 # command name -> (module in landmark_edge.commands, function). A command's module is imported only when that
@@ -31,8 +32,8 @@ def make_app(names: list[str] | None = None) -> typer.Typer:
     application = typer.Typer(
         cls=Group,
         name="landmark-edge",
-        help="GU2Net universal anatomical landmark detection (head, hand, chest X-rays): train, evaluate, export, "
-        "build engines, infer and benchmark.",
+        help=f"GU2Net universal anatomical landmark detection ({', '.join(ANATOMIES)} X-rays): train, evaluate, "
+        "export, build engines, infer and benchmark.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from landmark_edge.anatomy import ANATOMIES, get_anatomy
 from landmark_edge.cli import app
-from scripts.image_geometry import FOLDERS, geometry
+from scripts.image_geometry import geometry, image_paths
 from tests.conftest import DATA, REPO, require
 
 CHEST_EXAMPLE = REPO / "landmark_edge" / "examples" / "chest_CHNCXR_0001_0.png"
@@ -19,7 +19,7 @@ CHEST_EXAMPLE = REPO / "landmark_edge" / "examples" / "chest_CHNCXR_0001_0.png"
 @pytest.mark.parametrize("name", list(ANATOMIES))
 def test_registry_geometry_is_the_measured_training_range(name):
     """The registry's numbers are what scripts/image_geometry.py measures over the shared data (3 decimals)."""
-    measured = geometry([require(DATA / folder) for folder in FOLDERS[name]])
+    measured = geometry(image_paths(require(DATA), ANATOMIES[name]))
     anatomy = ANATOMIES[name]
     assert anatomy.training_aspect == (round(measured["aspect_min"], 3), round(measured["aspect_max"], 3))
     assert anatomy.training_short_side == measured["short_side_min"]

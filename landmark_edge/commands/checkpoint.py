@@ -10,7 +10,7 @@ import json
 import typer
 from rich.table import Table
 
-from landmark_edge.anatomy import ANATOMIES
+from landmark_edge.anatomy import ANATOMIES, PAPER_ORDER
 from landmark_edge.commands.options import (
     FormatOpt,
     ReportFormat,
@@ -31,8 +31,9 @@ def import_checkpoint(
     out: Annotated[Path, typer.Option("--out", "-o", help="Weights file to write (.safetensors).")],
     order: Annotated[
         str,
-        typer.Option(help="The checkpoint's task order, comma-separated (released best.pt: chest,cephalometric,hand)."),
-    ] = "cephalometric,hand,chest",
+        typer.Option(help="The checkpoint's task order, comma-separated (default: the paper's, the reference "
+                     "config.yaml's; the released best.pt: chest,cephalometric,hand)."),
+    ] = ",".join(PAPER_ORDER),
     trust_pickle: Annotated[
         bool,
         typer.Option(

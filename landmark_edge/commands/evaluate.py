@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from landmark_edge.anatomy import get_anatomy
+from landmark_edge.anatomy import ANATOMIES, get_anatomy
 from landmark_edge.commands.options import (
     BatchSizeOpt,
     PRECISIONS,
@@ -67,17 +67,6 @@ def evaluate(
     ] = "none",
     limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N images of the split.")] = None,
 ) -> None:
-    """Evaluate weights on a split: the paper's protocol and the original-resolution one, side by side.
-
-    reference: argmax on the resized grid against the rounded grid labels (head x0.46875 mm/px on both axes,
-    hand 50 mm wrist width between landmarks 1 and 5 on the grid, chest grid pixels), as the reference's
-    evaluation.py. original: sub-pixel landmarks in original pixels against the float annotations (head
-    0.1 mm/px per axis, hand the 50 mm wrist width in original pixels, chest pixels).
-
-    --shift zoom evaluates the split under fixed framing changes instead (one row per condition): each image
-    and its annotations go through one affine map; errors in the shifted image's geometry (its spacing is the
-    original's over the magnification; chest in pixels of the unshifted image).
-    """
     if split not in SPLITS:
         fail(f"--split must be one of {', '.join(SPLITS)}")
     overlays = overlay or overlays_alias
@@ -139,6 +128,27 @@ def evaluate(
             for name, result in report["anatomies"].items():
                 console.print(landmark_table(name, result))
     raise typer.Exit(failures_exit_code(failed))
+
+
+def _help() -> str:
+    """The command's help; each anatomy's millimetre rule comes from its registry entry."""
+
+    def rules(on_grid: bool) -> str:
+        return ", ".join(f"{a.name} {a.mm_rule(on_grid)}" for a in ANATOMIES.values())
+
+    return f"""Evaluate weights on a split: the paper's protocol and the original-resolution one, side by side.
+
+    reference: argmax on the resized grid against the rounded grid labels ({rules(on_grid=True)}), as the
+    reference's evaluation.py. original: sub-pixel landmarks in original pixels against the float annotations
+    ({rules(on_grid=False)}).
+
+    --shift zoom evaluates the split under fixed framing changes instead (one row per condition): each image
+    and its annotations go through one affine map; errors in the shifted image's geometry (its spacing is the
+    original's over the magnification; an anatomy without a physical spacing in pixels of the unshifted image).
+    """
+
+
+evaluate.__doc__ = _help()  # Typer takes the help from the docstring, and a docstring cannot be an f-string
 
 
 def _print_failures(lines: list[str]) -> int:

@@ -63,6 +63,8 @@ def choices(values) -> str:
 
 PRECISIONS = choices(("fp32", "fp16", "bf16", "int8"))  # what the backends take (each says which it supports)
 ANATOMY_NAMES = ", ".join(f"{a.name} ({'/'.join(a.aliases)})" if a.aliases else a.name for a in ANATOMIES.values())
+# Each registered anatomy's raw dataset folder, for --data's help (an entry without a dataset spec has none).
+DATASET_FOLDERS = ", ".join(f"{a.dataset.folder}/" for a in ANATOMIES.values() if a.dataset is not None)
 AnatomyOpt = Annotated[
     str, typer.Option("--anatomy", "-a", metavar=choices(ANATOMIES), help=f"Anatomy: {ANATOMY_NAMES}.")
 ]
@@ -86,7 +88,7 @@ DecodeOpt = Annotated[
 ]
 DataOpt = Annotated[
     Path,
-    typer.Option("--data", "-d", help="Dataset root: raw layout (ISBI2015_ceph/, hand/, chest/) or a `pack` folder."),
+    typer.Option("--data", "-d", help=f"Dataset root: raw layout ({DATASET_FOLDERS}) or a `pack` folder."),
 ]
 AnatomiesOpt = Annotated[
     str, typer.Option("--anatomies", help=f"Comma-separated anatomies, in model order ({', '.join(ANATOMIES)}).")

@@ -32,13 +32,12 @@ from landmark_edge.anatomy import Anatomy
 from landmark_edge.errors import InputError, first_line
 from landmark_edge.io.dicom import DICOM_SUFFIXES, is_dicom_preamble, read_dicom
 from landmark_edge.io.files import read_snapshot
-from landmark_edge.io.xray import MAX_PIXELS, XrayImage, check_pixel_count
+from landmark_edge.io.xray import IMAGE_SUFFIXES, MAX_PIXELS, XrayImage, check_pixel_count
 
 __all__ = ["MAX_PIXELS", "XrayImage", "check_pixel_count", "read_image", "resolve_spacing"]
 
 # A side shorter than this cannot hold an anatomy worth 512 grid pixels; upsampling it would only invent detail.
 MIN_SIDE = 32
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 # Our guard refuses these images with a clear line, so PIL's own warning (at 89 Mpx) would only duplicate it.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from landmark_edge.io.dicom import DICOM_SUFFIXES, has_dicom_magic
 from landmark_edge.io.files import regular_file_problem
-from landmark_edge.io.images import IMAGE_SUFFIXES
+from landmark_edge.io.xray import IMAGE_SUFFIXES
 from landmark_edge.results import ImageFailure
 
 _GLOB_CHARACTERS = frozenset("*?[")

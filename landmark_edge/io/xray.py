@@ -12,6 +12,9 @@ from landmark_edge.errors import InputError
 # The decompression-bomb guard. Large clinical radiographs are about 4300 x 4300 px (18 Mpx); 80 Mpx leaves room
 # for any real X-ray and refuses a header that asks for gigabytes before a single pixel is decoded.
 MAX_PIXELS = 80_000_000
+# The raster files the readers decode (DICOM has its own suffixes, io.dicom); here, below io.images, so the
+# dataset specs of the anatomy registry can list a folder's images without importing the readers.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 
 @dataclass
