@@ -6,7 +6,6 @@ One cluster serves the whole module (starting Ray costs seconds); the tiny rando
 
 import csv
 import io
-import json
 import os
 import re
 

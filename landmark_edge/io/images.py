@@ -34,7 +34,7 @@ from landmark_edge.io.dicom import DICOM_SUFFIXES, is_dicom_preamble, read_dicom
 from landmark_edge.io.files import read_snapshot
 from landmark_edge.io.xray import IMAGE_SUFFIXES, MAX_PIXELS, XrayImage, check_pixel_count
 
-__all__ = ["MAX_PIXELS", "XrayImage", "check_pixel_count", "read_image", "resolve_spacing"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "XrayImage", "check_pixel_count", "read_image", "resolve_spacing"]
 
 # A side shorter than this cannot hold an anatomy worth 512 grid pixels; upsampling it would only invent detail.
 MIN_SIDE = 32
