@@ -168,17 +168,40 @@ def test_one_run_over_every_file_system_oddity(tmp_path, tiny_weights, monkeypat
     assert any("scan_\\xff.png" in line for line in warned)  # undecodable bytes shown, not dropped
 
 
-def test_image_gone_before_its_overlay_is_that_inputs_failure(tmp_path, tiny_weights, monkeypatch):
-    """Inferred, then deleted before ``--overlay`` reads it again: one failure line, the run goes on."""
+def test_overlay_is_drawn_from_the_decoded_image_so_a_file_gone_after_reading_still_gets_one(
+    tmp_path, tiny_weights, monkeypatch
+):
+    """Deleted right after inference would have removed it before a second read: ``--overlay`` draws from the
+    pixels the pipeline decoded, so each file is opened once and both results and overlays are written."""
     gone = save(tmp_path / "short_lived.png", Image.fromarray(gradient(160, 200)))
     stays = save(tmp_path / "stays.png", Image.fromarray(gradient(160, 200)))
-    monkeypatch.setattr(files, "os", _StagedRaces())
+    races = _StagedRaces()
+    monkeypatch.setattr(files, "os", races)
     result = CliRunner().invoke(app, ["infer", str(gone), str(stays), "-a", "chest", "-w", str(tiny_weights),
                                       "--overlay", str(tmp_path / "overlays"), "-f", "json"])  # fmt: skip
-    assert result.exit_code == EXIT_FAILED_BASE + 1, result.output
-    assert f"error: {gone}: file not found" in result.stderr
-    assert [o["ok"] for o in json.loads(result.stdout)] == [False, True]
-    assert (tmp_path / "overlays" / "stays.png.png").is_file()
+    assert result.exit_code == 0, result.output
+    assert [o["ok"] for o in json.loads(result.stdout)] == [True, True]
+    assert races.opens == {"short_lived.png": 1, "stays.png": 1}
+    assert all((tmp_path / "overlays" / f"{name}.png").is_file() for name in ("short_lived.png", "stays.png"))
+
+
+def test_image_gone_before_a_ray_overlay_rereads_it_is_that_inputs_failure(tmp_path, tiny_weights):
+    """Ray decodes in its read tasks and ships results only, so its overlays read the file again: one that
+    vanished by then is that input's failure (one line), not a crash."""
+    from landmark_edge.anatomy import get_anatomy
+    from landmark_edge.commands.infer import _finish
+    from landmark_edge.results import ImageFailure, ResultStore
+
+    image = save(tmp_path / "short_lived.png", Image.fromarray(gradient(160, 200)))
+    out_dir = tmp_path / "per_image"
+    result = CliRunner().invoke(app, ["infer", str(image), "-a", "chest", "-w", str(tiny_weights), "--out-dir",
+                                      str(out_dir), "-f", "json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    store = ResultStore(out_dir, [image])
+    finished = store.load(image)
+    image.unlink()
+    outcome = _finish(finished, get_anatomy("chest"), None, store, tmp_path / "overlays")
+    assert isinstance(outcome, ImageFailure) and outcome.error == f"{image}: file not found"
 
 
 def test_unreadable_file_for_this_user(tmp_path, tiny_weights):

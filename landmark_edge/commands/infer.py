@@ -51,7 +51,7 @@ from landmark_edge.engines.ray import RaySettings, ray_inference  # imports Ray 
 from landmark_edge.errors import InputError
 from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
-from landmark_edge.io.images import read_image
+from landmark_edge.io.images import XrayImage, read_image
 from landmark_edge.io.inputs import expand_inputs
 from landmark_edge.plausibility import flag_result, min_confidences
 from landmark_edge.results import (
@@ -192,10 +192,13 @@ def infer(
         else:
             with build_status() as status:  # the progress callback stays here: Ray pickles the request
                 runner = create_backend(backend, replace(request, progress=status))
+            drawer = None if overlay is None else _overlay_writer(store, overlay, target, min_confidence, measurements)
             fresh = run_inference(
                 todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink,
-                min_confidence=min_confidence,
+                overlay_sink=drawer, min_confidence=min_confidence,
             )  # fmt: skip
+        # Ray decodes in its read tasks and ships only results back: its overlays read the image again
+        redraw = overlay if engine == "ray" else None
         shows_flags = not (output_format == "table" and out is None)  # the table on screen prints them itself
         with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
             for failure in inputs.failures:
@@ -203,7 +206,7 @@ def infer(
             for path in inputs.files:
                 outcome = done.get(path) or next(fresh)
                 if path not in done and isinstance(outcome, ImageResult):
-                    outcome = _finish(outcome, target, min_confidence, store, overlay, measurements)
+                    outcome = _finish(outcome, target, min_confidence, store, redraw, measurements)
                 elif measurements and isinstance(outcome, ImageResult) and outcome.measurements is None:
                     outcome.measurements = measure(outcome, min_confidences(target, min_confidence))  # reused result
                 _report(outcome, counts, emit, warn=shows_flags)
@@ -259,9 +262,10 @@ def _finish(
     result: ImageResult, anatomy: Anatomy, min_confidence: float | None, store: ResultStore, overlay: Path | None,
     measurements: bool = False,
 ) -> Outcome:  # fmt: skip
-    """Flag (and measure) a fresh result and write its per-image files; the JSON comes last, as the mark that all
-    are done. An image that changed or vanished before its overlay was drawn becomes that input's failure."""
-    if measurements:
+    """Measure a fresh result (unless its overlay sink did) and write its per-image files; the JSON comes last, as
+    the mark that all are done. ``overlay`` is given only where the image must be read again to draw it (Ray): one
+    that changed or vanished by then becomes that input's failure."""
+    if measurements and result.measurements is None:
         result.measurements = measure(result, min_confidences(anatomy, min_confidence))
     if overlay is not None:
         decorate = measurement_drawer(result) if measurements else None
@@ -272,6 +276,20 @@ def _finish(
     if store.out_dir is not None:
         store.save(result)
     return result
+
+
+def _overlay_writer(store: ResultStore, overlay: Path, anatomy: Anatomy, min_confidence: float | None,
+                    measurements: bool) -> Callable[[XrayImage, ImageResult], None]:  # fmt: skip
+    """The pipeline's overlay sink: draws from the image it decoded for the network, so no file is read twice
+    (measured first when asked: the overlay draws their lines)."""
+
+    def draw(xray: XrayImage, result: ImageResult) -> None:
+        if measurements:
+            result.measurements = measure(result, min_confidences(anatomy, min_confidence))
+        decorate = measurement_drawer(result) if measurements else None
+        write_overlay(xray, result, store.path(result.path, ".png", overlay), decorate)
+
+    return draw
 
 
 def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], None], warn: bool = True) -> None:
