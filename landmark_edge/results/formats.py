@@ -1,0 +1,79 @@
+"""The aggregate formats of a run: JSON, JSONL, CSV (a row per landmark) and Parquet."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+from landmark_edge.errors import LandmarkEdgeError
+from landmark_edge.io.atomic import atomic_path
+from landmark_edge.results.records import ImageResult, Outcome
+
+CSV_COLUMNS = [
+    "path", "anatomy", "index", "name", "x", "y", "x_mm", "y_mm", "confidence", "grid_x", "grid_y", "flags",
+]  # fmt: skip
+
+
+def to_json(outcomes: list[Outcome]) -> str:
+    return json.dumps([o.to_dict() for o in outcomes], indent=2) + "\n"
+
+
+def to_jsonl_line(outcome: Outcome) -> str:
+    return json.dumps(outcome.to_dict()) + "\n"
+
+
+def csv_columns(outcomes: list[Outcome]) -> list[str]:
+    """:data:`CSV_COLUMNS`, plus ``<NAME>`` and ``<NAME>_class`` per measurement when the results carry them."""
+    results = [o for o in outcomes if isinstance(o, ImageResult)]
+    names = next(([m.name for m in r.measurements] for r in results if r.measurements), [])
+    return CSV_COLUMNS + [column for name in names for column in (name, f"{name}_class")]
+
+
+def landmark_rows(outcomes: list[Outcome]) -> Iterator[dict]:
+    """One row per landmark of every successful image; failures have no rows.
+
+    With measurements, each image's rows also carry ``<NAME>`` (value, empty when undefined) and
+    ``<NAME>_class`` columns, repeated on its landmark rows as ``path`` and ``flags`` are.
+    """
+    for outcome in outcomes:
+        if not isinstance(outcome, ImageResult):
+            continue
+        measured = {}
+        for m in outcome.measurements or []:
+            measured |= {m.name: "" if m.value is None else m.value, f"{m.name}_class": m.class_ or ""}
+        flags = "; ".join(outcome.flags)
+        for landmark in outcome.landmarks:
+            row = {k: v for k, v in asdict(landmark).items() if k in CSV_COLUMNS}
+            yield {"path": outcome.path, "anatomy": outcome.anatomy, **row, "flags": flags, **measured}
+
+
+def to_csv(outcomes: list[Outcome]) -> str:
+    """One row per landmark of every successful image (failures are reported on stderr, not here)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=csv_columns(outcomes), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(landmark_rows(outcomes))
+    return buffer.getvalue()
+
+
+def write_parquet(outcomes: list[Outcome], path: Path) -> None:
+    """The CSV's rows as a Parquet table (pyarrow, which the ``ray`` extra brings), written atomically."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LandmarkEdgeError('--format parquet needs pyarrow: pip install "landmark-edge[ray]"') from None
+    table = pa.Table.from_pylist(list(landmark_rows(outcomes)), schema=_parquet_schema(pa))
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def _parquet_schema(pa):
+    text = ("path", "anatomy", "name", "flags")
+    types = {"index": pa.int32(), **{column: pa.string() for column in text}}
+    return pa.schema([(column, types.get(column, pa.float64())) for column in CSV_COLUMNS])
+
