@@ -18,7 +18,7 @@ from landmark_edge.anatomy import ANATOMIES, Anatomy, UnknownAnatomyError, regis
 from landmark_edge.data import GridDataset, load_split
 from landmark_edge.data.sources import DatasetError, all_labels
 from landmark_edge.dataset_spec import DatasetSpec, LabelReader, images_in, label_stems, parse_points, read_label_lines
-from landmark_edge.runtime.backend import TorchBackend
+from landmark_edge.runtime.eager import TorchBackend
 from landmark_edge.runtime.pipeline import run_inference
 from landmark_edge.training import RunOptions, TrainConfig, start_run
 from landmark_edge.weights import load_weights
