@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from landmark_edge.anatomy import ANATOMIES, Anatomy, UnknownAnatomyError, register_anatomy, registered
@@ -23,6 +22,7 @@ from landmark_edge.runtime.pipeline import run_inference
 from landmark_edge.training import RunOptions, TrainConfig, start_run
 from landmark_edge.weights import load_weights
 from tests.conftest import TINY
+from tests.test_training import one_thread  # noqa: F401 - the autouse fixture: one OpenMP thread
 
 SIZE = (96, 80)  # (W, H) of the synthetic originals: not the grid, so every resize is exercised
 POINTS = {  # the known answer: (x, y) original pixels per image
@@ -79,15 +79,6 @@ def make_foot_root(root: Path) -> Path:
 def foot():
     with registered(FOOT) as entry:
         yield entry
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two busy OpenMP threads on a shared 2-core machine spin-wait each other: one is faster here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_a_registered_anatomy_is_read_trained_and_run_end_to_end(tmp_path, foot):
