@@ -226,8 +226,8 @@ def markdown(report: dict) -> str:
         report["command"],
         "```",
         "",
-        f"Fitted on val images only (unseen in training; budget {report['budget']:.0%} of them per check); rates below on the "
-        "test images. An image is flagged when any landmark's peak is below its threshold, the layout residual is "
+        f"Fitted on val images only (unseen in training; budget {report['budget']:.0%} of them per check); rates "
+        "below on the test images. An image is flagged when any landmark's peak is below its threshold, the layout residual is "
         "above the limit, or the layout is mirrored.",
         "",
         "| run as | images | role | images | flagged now (any / confidence / layout) | flagged before (0.1, "
