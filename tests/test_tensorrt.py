@@ -17,6 +17,7 @@ from landmark_edge.anatomy import get_anatomy
 from landmark_edge.cli import app
 from landmark_edge.contracts import EngineFileError, EngineHeader, read_engine
 from landmark_edge.decode import DecodeMethod
+from landmark_edge.errors import BackendUnavailable
 from landmark_edge.export import tensorrt as builder_module
 from landmark_edge.export.engine import write_engine
 from landmark_edge.export.onnx import EXAMPLE_IMAGE
@@ -311,6 +312,21 @@ def test_runtime_splits_batches_larger_than_the_profile(fake, chest_onnx, tmp_pa
     assert prediction.xy.shape == (3, 6, 2) and tuple(prediction.xy[2, 0]) == peak(0, 0)
     shapes = [call[2] for call in trt.calls if call[0] == "set_input_shape"]
     assert shapes == [(2, 1, 512, 512), (1, 1, 512, 512)]
+
+
+def test_registry_refuses_a_precision_or_batch_the_engine_was_not_built_for(fake, chest_onnx, tmp_path):
+    """An fp32 engine asked to run as fp16, or beyond its profile's batch 4, is one line naming the fix."""
+    from landmark_edge.runtime.registry import create_backend
+
+    trt, path = _engine(fake, chest_onnx, tmp_path, max_batch=4)
+    chest = get_anatomy("chest")
+    ask = dict(weights=None, anatomy=chest, device="cuda", artifact=path)
+    with pytest.raises(BackendUnavailable, match=r"a fp32 engine; run it with --precision fp32 or build a fp16 one"):
+        create_backend("tensorrt", **ask, precision="fp16", max_batch_size=4)
+    with pytest.raises(BackendUnavailable, match=r"runs batches of 1-4 .*not 8: pass --batch-size 4 or rebuild with "
+                                                 r"--max-batch 8"):
+        create_backend("tensorrt", **ask, precision="fp32", max_batch_size=8)
+    assert not [call for call in trt.calls if call[0] == "deserialize"]  # refused from the header alone
 
 
 def test_runtime_refuses_an_engine_from_another_tensorrt(fake, chest_onnx, tmp_path):

@@ -228,7 +228,10 @@ def _onnxruntime_backend(request: BackendRequest) -> Backend:
 
 
 @register(
-    "tensorrt", "TensorRT engine from `landmark-edge build`, given as the artifact; --device cuda[:N]", _no_options
+    "tensorrt",
+    "TensorRT engine from `landmark-edge build`, given as the artifact; --device cuda[:N]; --precision and the "
+    "batch size within what the engine was built for",
+    _no_options,
 )
 def _tensorrt_backend(request: BackendRequest) -> Backend:
     from landmark_edge.runtime.tensorrt import TensorRTBackend
@@ -238,4 +241,7 @@ def _tensorrt_backend(request: BackendRequest) -> Backend:
     kind, _, index = request.device.partition(":")
     if kind != "cuda":
         raise BackendUnavailable(f"tensorrt backend: runs on cuda[:N], not {request.device}")
-    return TensorRTBackend(request.artifact, request.anatomy, request.decode, int(index or 0))
+    return TensorRTBackend(
+        request.artifact, request.anatomy, request.decode, int(index or 0),
+        precision=request.precision, max_batch_size=request.max_batch_size,
+    )  # fmt: skip

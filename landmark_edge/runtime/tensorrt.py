@@ -56,6 +56,30 @@ def check_header(path: str | Path, header: EngineHeader, tensorrt_version: str, 
         )
 
 
+def check_request(
+    path: str | Path, header: EngineHeader, anatomy: Anatomy, precision: str | None, max_batch_size: int | None
+) -> None:
+    """Refuse a request the engine cannot honour, from its header alone (before TensorRT or a GPU is touched).
+
+    An engine's precision and batch range are fixed when it is built, so a request for another precision or for
+    batches beyond its optimization profile would otherwise run silently as something else (a bench row labelled
+    fp32 timing an fp16 engine, or batch 8 timed as two batches of 4). ``None`` leaves that field unchecked.
+    """
+    if header.anatomy != anatomy.name:
+        raise BackendUnavailable(f"{path}: engine is for {header.anatomy}, not {anatomy.name}")
+    if precision is not None and precision != header.precision:
+        raise BackendUnavailable(
+            f"{path}: a {header.precision} engine; run it with --precision {header.precision} "
+            f"or build a {precision} one (landmark-edge build MODEL.onnx --precision {precision})"
+        )
+    low, _, high = header.batch
+    if max_batch_size is not None and max_batch_size > high:
+        raise BackendUnavailable(
+            f"{path}: the engine runs batches of {low}-{high} (its optimization profile), not {max_batch_size}: "
+            f"pass --batch-size {high} or rebuild with --max-batch {max_batch_size}"
+        )
+
+
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".") if part.isdigit())
 
@@ -180,11 +204,13 @@ class TensorRTBackend(Backend):
         decode: DecodeMethod | str = DecodeMethod.SUBPIXEL,
         device_index: int = 0,
         device: DeviceMemory | None = None,
+        *,
+        precision: str | None = None,
+        max_batch_size: int | None = None,
     ) -> None:
         super().__init__(anatomy, decode)
         self.header, blob = read_engine(engine_path)
-        if self.header.anatomy != anatomy.name:
-            raise BackendUnavailable(f"{engine_path}: engine is for {self.header.anatomy}, not {anatomy.name}")
+        check_request(engine_path, self.header, anatomy, precision, max_batch_size)
         trt = import_tensorrt()
         gpu = gpu_info(device_index)
         check_header(engine_path, self.header, str(trt.__version__), gpu.name, gpu.compute_capability)
