@@ -304,7 +304,7 @@ def run_end_to_end(rec: Recorder, model, anatomy, device, args, deadline: float)
         "backend_compiled_fp16": lambda: CompiledBackend(
             model, target, device=device, dtype=torch.float16, options=CompileOptions(channels_last=True),
             max_batch_size=max(BATCHES)),
-        "backend_aoti_fp16": lambda: AOTIBackend(_pt2(model, target, device), target, device=device),
+        "backend_aoti_fp16": lambda: AOTIBackend(_pt2(model, target, device), device=device),
     }  # fmt: skip
     for name, make in makers.items():
         if device.type != "cuda" or time.monotonic() > deadline:

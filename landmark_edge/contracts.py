@@ -163,6 +163,14 @@ def read_engine(path: str | Path) -> tuple[EngineHeader, bytes]:
 # --- .pt2 (AOTInductor): the package's string metadata --------------------------------------------------------
 
 PT2_FORMAT = "landmark-edge-aoti"
+# The precisions a torch network computes in, by the names requests use, and their torch dtype names.
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def dtype_precision(dtype: str) -> str:
+    """The request name of a torch dtype name (``float16`` -> ``fp16``); an unknown one is returned as is."""
+    return {name: precision for precision, name in TORCH_DTYPES.items()}.get(dtype, dtype)
+
 PT2_FORMAT_VERSION = "1"
 
 

@@ -238,6 +238,25 @@ def test_backend_options_and_artefact_errors(tmp_path, chest_only_weights):
     assert result.exit_code == 2 and "must be named *.pt2" in result.stderr
 
 
+def test_aoti_refuses_an_anatomy_precision_or_batch_the_package_was_not_compiled_for(tmp_path, monkeypatch):
+    """Checked from the package's metadata, so a request never runs silently as something else."""
+    from landmark_edge.runtime import compiled
+
+    package = compiled.Pt2Package(runner=lambda x: x, anatomy=get_anatomy("chest"), height=512, width=512,
+                                  dtype="float16", max_batch_size=4, device_type="cpu", metadata={})  # fmt: skip
+    monkeypatch.setattr(compiled, "load_pt2", lambda path, device: package)
+    path = tmp_path / "chest.pt2"
+    ask = dict(weights=None, artifact=path, max_batch_size=4)
+    with pytest.raises(BackendUnavailable, match="chest.pt2: package is for chest, not head"):
+        create_backend("aoti", **ask, anatomy=get_anatomy("head"), precision="fp16")
+    with pytest.raises(BackendUnavailable, match=r"a fp16 package; run it with --precision fp16 or make a fp32 one "
+                                                 r"\(landmark-edge compile --precision fp32\)"):
+        create_backend("aoti", **ask, anatomy=package.anatomy, precision="fp32")
+    with pytest.raises(BackendUnavailable, match="the package runs batches up to 4, not 8"):
+        create_backend("aoti", **(ask | {"max_batch_size": 8}), anatomy=package.anatomy, precision="fp16")
+    assert create_backend("aoti", **ask, anatomy=package.anatomy, precision="fp16").anatomy.name == "chest"
+
+
 def test_compile_options_keep_the_mode_and_silence_autotuning():
     """torch.compile takes a mode or options, not both: the mode is expanded, the quiet switches added."""
     tuned = compile_options("max-autotune-no-cudagraphs")

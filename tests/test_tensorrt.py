@@ -321,10 +321,11 @@ def test_registry_refuses_a_precision_or_batch_the_engine_was_not_built_for(fake
     trt, path = _engine(fake, chest_onnx, tmp_path, max_batch=4)
     chest = get_anatomy("chest")
     ask = dict(weights=None, anatomy=chest, device="cuda", artifact=path)
-    with pytest.raises(BackendUnavailable, match=r"a fp32 engine; run it with --precision fp32 or build a fp16 one"):
+    with pytest.raises(BackendUnavailable, match=r"a fp32 engine; run it with --precision fp32 or make a fp16 one "
+                                                 r"\(landmark-edge build MODEL.onnx --precision fp16\)"):
         create_backend("tensorrt", **ask, precision="fp16", max_batch_size=4)
-    with pytest.raises(BackendUnavailable, match=r"runs batches of 1-4 .*not 8: pass --batch-size 4 or rebuild with "
-                                                 r"--max-batch 8"):
+    with pytest.raises(BackendUnavailable, match=r"the engine runs batches up to 4, not 8: pass --batch-size 4 or "
+                                                 r"make a larger one \(landmark-edge build MODEL.onnx --max-batch 8\)"):
         create_backend("tensorrt", **ask, precision="fp32", max_batch_size=8)
     assert not [call for call in trt.calls if call[0] == "deserialize"]  # refused from the header alone
 

@@ -12,18 +12,9 @@ import torch
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from landmark_edge.commands.options import (
-    AnatomyOpt,
-    DeviceOpt,
-    FormatOpt,
-    JsonAliasOpt,
-    ReportFormat,
-    WeightsOpt,
-    anatomy_or_exit,
-    err_console,
-    one_line_errors,
-    wants_json,
-)
+from landmark_edge.commands.options import AnatomyOpt, DeviceOpt, WeightsOpt, anatomy_or_exit
+from landmark_edge.commands.options import FormatOpt, JsonAliasOpt, ReportFormat, wants_json
+from landmark_edge.commands.options import err_console, one_line_errors
 from landmark_edge.export.pt2 import export_pt2
 from landmark_edge.optimize import Kernels, rewrite_for_inference, select_anatomy, summarize
 from landmark_edge.runtime.compiled import load_pt2

@@ -11,12 +11,11 @@ from pathlib import Path
 import torch
 
 from landmark_edge.anatomy import Anatomy
-from landmark_edge.contracts import artifact_info, pt2_metadata
+from landmark_edge.contracts import artifact_info, dtype_precision, pt2_metadata
 from landmark_edge.errors import LandmarkEdgeError
 from landmark_edge.io.atomic import atomic_open
 from landmark_edge.optimize import QUIET_INDUCTOR, InferenceGU2Net
 
-PRECISIONS = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}  # torch dtype name -> precision
 
 
 def export_pt2(
@@ -48,7 +47,7 @@ def export_pt2(
     with torch.no_grad():
         program = torch.export.export(net, (example,), dynamic_shapes=({0: batch},))
     dtype = str(net.dtype).removeprefix("torch.")
-    shared = artifact_info(anatomy, precision=PRECISIONS.get(dtype, dtype), **(info or {}))
+    shared = artifact_info(anatomy, precision=dtype_precision(dtype), **(info or {}))
     metadata = pt2_metadata(shared, height=height, width=width, dtype=dtype, max_batch_size=max_batch_size,
                             torch_version=torch.__version__)  # fmt: skip
     with atomic_open(path, "wb") as handle:

@@ -30,6 +30,7 @@ import numpy as np
 
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.decode import DecodeMethod
+from landmark_edge.errors import BackendUnavailable
 
 if TYPE_CHECKING:
     import torch
@@ -132,3 +133,36 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release device resources (nothing to do for most backends)."""
+
+
+@dataclass(frozen=True)
+class BuiltFor:
+    """What a prebuilt artifact was made for, from its metadata: ``kind`` (engine, package) names it in errors
+    and ``rebuild`` is the command that makes another (``landmark-edge build MODEL.onnx``)."""
+
+    kind: str
+    anatomy: str
+    precision: str
+    max_batch_size: int
+    rebuild: str
+
+
+def check_built_for(path: object, built: BuiltFor, anatomy: Anatomy, precision: str, max_batch_size: int) -> None:
+    """Refuse a request that a prebuilt artifact cannot honour, before it is loaded onto a device.
+
+    An artifact's precision and batch range are fixed when it is built, so a request for another precision or for
+    larger batches would otherwise run silently as something else (a bench row labelled fp32 timing an fp16
+    engine, batch 8 timed as two batches of 4).
+    """
+    if built.anatomy != anatomy.name:
+        raise BackendUnavailable(f"{path}: {built.kind} is for {built.anatomy}, not {anatomy.name}")
+    if precision != built.precision:
+        raise BackendUnavailable(
+            f"{path}: a {built.precision} {built.kind}; run it with --precision {built.precision} or make a "
+            f"{precision} one ({built.rebuild} --precision {precision})"
+        )
+    if max_batch_size > built.max_batch_size:
+        raise BackendUnavailable(
+            f"{path}: the {built.kind} runs batches up to {built.max_batch_size}, not {max_batch_size}: pass "
+            f"--batch-size {built.max_batch_size} or make a larger one ({built.rebuild} --max-batch {max_batch_size})"
+        )

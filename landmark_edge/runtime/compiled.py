@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from landmark_edge.anatomy import Anatomy, get_anatomy
-from landmark_edge.contracts import PT2_FORMAT
+from landmark_edge.contracts import PT2_FORMAT, dtype_precision
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import LandmarkEdgeError, WeightsError, first_line
 from landmark_edge.model import GU2Net
@@ -208,6 +208,11 @@ class Pt2Package:
     device_type: str
     metadata: dict[str, str]
 
+    @property
+    def precision(self) -> str:
+        """fp32 / fp16 / bf16, as a request names it."""
+        return dtype_precision(self.dtype)
+
 
 def load_pt2(path: str | Path, device: str = "cpu") -> Pt2Package:
     """Load a package from :func:`landmark_edge.export.pt2.export_pt2` on ``device`` (of the type it was built for)."""
@@ -273,16 +278,9 @@ class AOTIBackend(TorchBackend):
 
     name = "aoti"
 
-    def __init__(
-        self,
-        package: Pt2Package,
-        anatomy: Anatomy,
-        decode: DecodeMethod | str = DecodeMethod.SUBPIXEL,
-        device: str | torch.device = "cpu",
-    ) -> None:
-        if package.anatomy.name != anatomy.name:
-            raise WeightsError(f"package is for {package.anatomy.name}, not {anatomy.name}")
-        super().__init__(_Packaged(package.runner), anatomy, decode, device)
+    def __init__(self, package: Pt2Package, decode: DecodeMethod | str = DecodeMethod.SUBPIXEL,
+                 device: str | torch.device = "cpu") -> None:  # fmt: skip
+        super().__init__(_Packaged(package.runner), package.anatomy, decode, device)  # its anatomy is baked in
         self.package = package
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

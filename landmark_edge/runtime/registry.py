@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from landmark_edge.anatomy import Anatomy
+from landmark_edge.contracts import TORCH_DTYPES
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import BackendUnavailable
-from landmark_edge.runtime.backend import Backend
+from landmark_edge.runtime.backend import Backend, BuiltFor, check_built_for
 from landmark_edge.runtime.options import BackendOptions
 
 __all__ = ["BackendRequest", "BackendUnavailable", "backend_names", "create_backend", "register"]
@@ -106,9 +107,6 @@ def check_options(name: str, options: dict[str, Any]) -> None:
         spec.options().parse(name, options)
 
 
-_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
 def _no_options() -> type[BackendOptions]:
     return BackendOptions
 
@@ -148,9 +146,9 @@ def torch_dtype(precision: str):
     """``fp32``/``fp16``/``bf16`` as a torch dtype."""
     import torch
 
-    if precision not in _DTYPES:
+    if precision not in TORCH_DTYPES:
         raise BackendUnavailable(f"precision {precision} not supported by PyTorch backends (fp32, fp16, bf16)")
-    return getattr(torch, _DTYPES[precision])
+    return getattr(torch, TORCH_DTYPES[precision])
 
 
 def _torch_dtype(backend: str, request: BackendRequest):
@@ -183,7 +181,8 @@ def _compiled_backend(request: BackendRequest) -> Backend:
 
 
 @register(
-    "aoti", "a .pt2 AOTInductor package from `landmark-edge compile` (--artifact); precision baked in", _no_options
+    "aoti", "a .pt2 AOTInductor package from `landmark-edge compile` (--artifact); --precision and the batch "
+    "size within what it was compiled for", _no_options
 )
 def _aoti_backend(request: BackendRequest) -> Backend:
     from landmark_edge.runtime.compiled import AOTIBackend, load_pt2
@@ -191,7 +190,10 @@ def _aoti_backend(request: BackendRequest) -> Backend:
     if request.artifact is None:
         raise BackendUnavailable("aoti backend: pass the package with --artifact (make one: landmark-edge compile)")
     _torch_dtype("aoti", request)
-    return AOTIBackend(load_pt2(request.artifact, request.device), request.anatomy, request.decode, request.device)
+    package = load_pt2(request.artifact, request.device)
+    built = BuiltFor("package", package.anatomy.name, package.precision, package.max_batch_size, "landmark-edge compile")
+    check_built_for(request.artifact, built, request.anatomy, request.precision, request.max_batch_size)
+    return AOTIBackend(package, request.decode, request.device)
 
 
 @register(
@@ -234,14 +236,14 @@ def _onnxruntime_backend(request: BackendRequest) -> Backend:
     _no_options,
 )
 def _tensorrt_backend(request: BackendRequest) -> Backend:
-    from landmark_edge.runtime.tensorrt import TensorRTBackend
+    from landmark_edge.contracts import read_engine
+    from landmark_edge.runtime.tensorrt import TensorRTBackend, built_for
 
     if request.artifact is None:
         raise BackendUnavailable("tensorrt backend: needs an engine file (--artifact MODEL.engine from `landmark-edge build`)")
+    header, _ = read_engine(request.artifact)
+    check_built_for(request.artifact, built_for(header), request.anatomy, request.precision, request.max_batch_size)
     kind, _, index = request.device.partition(":")
     if kind != "cuda":
         raise BackendUnavailable(f"tensorrt backend: runs on cuda[:N], not {request.device}")
-    return TensorRTBackend(
-        request.artifact, request.anatomy, request.decode, int(index or 0),
-        precision=request.precision, max_batch_size=request.max_batch_size,
-    )  # fmt: skip
+    return TensorRTBackend(request.artifact, request.anatomy, request.decode, int(index or 0))

@@ -21,7 +21,7 @@ from landmark_edge.contracts import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS, Engi
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
 from landmark_edge.errors import BackendUnavailable
 from landmark_edge.gpu import TensorRTUnavailable, check_cuda, cuda_runtime, gpu_info, import_tensorrt
-from landmark_edge.runtime.backend import Backend, Prediction
+from landmark_edge.runtime.backend import Backend, BuiltFor, Prediction
 from landmark_edge.transforms import zscore_batch
 
 if TYPE_CHECKING:  # the 10.x type stubs (tensorrt-stubs): tests/test_tensorrt_api.py runs mypy against them
@@ -56,28 +56,9 @@ def check_header(path: str | Path, header: EngineHeader, tensorrt_version: str, 
         )
 
 
-def check_request(
-    path: str | Path, header: EngineHeader, anatomy: Anatomy, precision: str | None, max_batch_size: int | None
-) -> None:
-    """Refuse a request the engine cannot honour, from its header alone (before TensorRT or a GPU is touched).
-
-    An engine's precision and batch range are fixed when it is built, so a request for another precision or for
-    batches beyond its optimization profile would otherwise run silently as something else (a bench row labelled
-    fp32 timing an fp16 engine, or batch 8 timed as two batches of 4). ``None`` leaves that field unchecked.
-    """
-    if header.anatomy != anatomy.name:
-        raise BackendUnavailable(f"{path}: engine is for {header.anatomy}, not {anatomy.name}")
-    if precision is not None and precision != header.precision:
-        raise BackendUnavailable(
-            f"{path}: a {header.precision} engine; run it with --precision {header.precision} "
-            f"or build a {precision} one (landmark-edge build MODEL.onnx --precision {precision})"
-        )
-    low, _, high = header.batch
-    if max_batch_size is not None and max_batch_size > high:
-        raise BackendUnavailable(
-            f"{path}: the engine runs batches of {low}-{high} (its optimization profile), not {max_batch_size}: "
-            f"pass --batch-size {high} or rebuild with --max-batch {max_batch_size}"
-        )
+def built_for(header: EngineHeader) -> BuiltFor:
+    """What an engine was built for, from its header (read without TensorRT or a GPU)."""
+    return BuiltFor("engine", header.anatomy, header.precision, header.batch[2], "landmark-edge build MODEL.onnx")
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -204,13 +185,11 @@ class TensorRTBackend(Backend):
         decode: DecodeMethod | str = DecodeMethod.SUBPIXEL,
         device_index: int = 0,
         device: DeviceMemory | None = None,
-        *,
-        precision: str | None = None,
-        max_batch_size: int | None = None,
     ) -> None:
         super().__init__(anatomy, decode)
         self.header, blob = read_engine(engine_path)
-        check_request(engine_path, self.header, anatomy, precision, max_batch_size)
+        if self.header.anatomy != anatomy.name:
+            raise BackendUnavailable(f"{engine_path}: engine is for {self.header.anatomy}, not {anatomy.name}")
         trt = import_tensorrt()
         gpu = gpu_info(device_index)
         check_header(engine_path, self.header, str(trt.__version__), gpu.name, gpu.compute_capability)
@@ -234,7 +213,7 @@ class TensorRTBackend(Backend):
         self.max_batch = self.header.batch[2]
 
     def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
-        if len(pixels) > self.max_batch:  # the profile's limit: split rather than fail
+        if len(pixels) > self.max_batch:  # a library caller past the profile (the registry refuses it): split
             parts = [self.run(pixels[i : i + self.max_batch], return_heatmaps=return_heatmaps)
                      for i in range(0, len(pixels), self.max_batch)]  # fmt: skip
             return _concatenate(parts)
