@@ -42,7 +42,7 @@ def test_unknown_backend_option_names_the_backend_and_its_keys():
 def test_options_reach_the_backend_typed():
     options = OrtOptions.parse("onnxruntime", {"threads": 2, "allow_fallback": True, "calibration": "calib"})
     assert options.threads == 2 and options.allow_fallback is True and str(options.calibration) == "calib"
-    assert options.calibration_fields() == {"images": options.calibration, "count": 32, "method": "minmax"}
+    assert options.calibration_fields() == {"images": options.calibration, "count": 64, "method": "minmax"}
 
 
 def test_create_backend_takes_keywords_and_refuses_options_before_loading(tmp_path):

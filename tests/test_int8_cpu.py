@@ -12,7 +12,7 @@ from landmark_edge.cli import app
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.contracts import HEATMAPS, read_onnx_info
 from landmark_edge.export.onnx import onnx_graph
-from landmark_edge.export.quantize import float_tail_nodes
+from landmark_edge.export.quantize import fine_stage_nodes, float_tail_nodes
 from landmark_edge.runtime.registry import BackendRequest, BackendUnavailable, create_backend
 from tests.conftest import DATA, require
 
@@ -47,6 +47,20 @@ def test_float_tail_is_the_product_and_everything_after_it(tiny_weights):
     downstream = {n.name for n in graph.graph.node if n.op_type in ("ArgMax", "Log", "GatherElements", "ReduceMax")}
     assert downstream and downstream <= tail
     assert not any(n.op_type == "Conv" for n in graph.graph.node if n.name in tail)
+
+
+def test_fine_stages_are_the_nodes_at_half_the_grid_or_finer(tiny_weights):
+    """Every conv at 512 or 256 px (encoder and decoder) stays float; none of the 128 px and coarser ones does."""
+    graph, _ = onnx_graph(tiny_weights, get_anatomy("chest"), decode=DecodeMethod.SUBPIXEL)
+    inferred = onnx.shape_inference.infer_shapes(graph)
+    side = {v.name: v.type.tensor_type.shape.dim[2].dim_value for v in inferred.graph.value_info
+            if len(v.type.tensor_type.shape.dim) == 4}  # fmt: skip
+    fine = set(fine_stage_nodes(graph))
+    convs = [n for n in graph.graph.node if n.op_type == "Conv"]
+    assert {side[n.output[0]] for n in convs if n.name in fine} == {512, 256}
+    assert {side[n.output[0]] for n in convs if n.name not in fine} == {128, 64, 32}
+    encoder_first = convs[0]  # the full-resolution stem, and the last conv before the local heatmaps
+    assert encoder_first.name in fine and any(n.name in fine and n.output[0] in side for n in convs[-10:])
 
 
 def test_int8_export_quantizes_the_network_and_keeps_the_tail_float(int8_graph):

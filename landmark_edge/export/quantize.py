@@ -6,10 +6,21 @@ consumers want different graphs:
 * ``tensorrt``: symmetric scales (zero point 0), per-channel weights, Conv layers only. TensorRT's explicit
   quantization reads exactly that and keeps the other layers in its own precision.
 * ``cpu`` (ONNX Runtime's CPU provider): unsigned 8-bit activations with zero points and signed per-channel
-  weights (the U8S8 kernels x86 CPUs run fastest), and every quantizable operator of the *network*, so whole
-  chains of convolutions, pooling, resizes and concatenations stay in int8 instead of converting back to float
-  around each conv. The heatmap product and the in-graph decoder stay in float32: the sub-pixel fit takes the log
-  of the heatmap around its peak, which 8-bit steps would flatten.
+  weights (the U8S8 kernels x86 CPUs run fastest), every quantizable operator of the network's *low-resolution
+  stages* (a quarter of the grid and below, encoder and decoder, and the global branch), so whole chains of
+  convolutions, pooling, resizes and concatenations stay in int8 instead of converting back to float around each
+  conv. What stays float32 and why (measured on the shipped weights, 16 chest test images, against fp32; the
+  record is ``benchmarks/results/int8_recipe.md``):
+
+  - the stages at full and half resolution. Activations are quantized per tensor, and their channels use a
+    small part of the tensor's range (the median channel 10-50 %), so each quantized conv keeps only about 25 dB
+    of signal; through the U-Net's 40 convolutions the heatmaps drifted by up to 0.33 and a weak peak (0.1-0.4)
+    could move by 11-20 px. Keeping the two finest levels float brings the largest move under 1 px.
+  - the heatmap product and the in-graph decoder: the sub-pixel fit takes the log of the heatmap around its
+    peak, which 8-bit steps would flatten.
+
+  MinMax calibration averages each image's extremes (``CalibMovingAverage``) instead of taking the extremes of
+  all images, so one unusual calibration image cannot stretch a tensor's range for every other image.
 """
 
 from __future__ import annotations
@@ -74,6 +85,25 @@ def float_tail_nodes(model: onnx.ModelProto) -> list[str]:
     return [node.name for node in keep]
 
 
+def fine_stage_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes whose output is a feature map at half the grid's resolution or finer (the U-Net's two finest levels,
+    encoder and decoder): kept in float32 for ``cpu``, where per-tensor 8-bit activations cost the most accuracy.
+
+    Read from the graph's inferred shapes, so it holds for any anatomy's grid and any network width.
+    """
+    inferred = onnx.shape_inference.infer_shapes(model)
+    image = next(v for v in inferred.graph.input if v.name == INPUT)
+    height, width = (d.dim_value for d in image.type.tensor_type.shape.dim[2:])
+    sizes = {}
+    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4 and all(d.HasField("dim_value") for d in dims[2:]):
+            sizes[value.name] = (dims[2].dim_value, dims[3].dim_value)
+    fine = [node for node in inferred.graph.node
+            if (size := sizes.get(node.output[0])) and 2 * size[0] >= height and 2 * size[1] >= width]  # fmt: skip
+    return [node.name for node in fine]
+
+
 def quantize_onnx(
     onnx_path: Path,
     out_path: Path,
@@ -106,9 +136,11 @@ def quantize_onnx(
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
         )  # fmt: skip
     else:
+        graph = onnx.load(str(onnx_path))
         recipe = dict(
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method],
-            nodes_to_exclude=float_tail_nodes(onnx.load(str(onnx_path))),
+            nodes_to_exclude=sorted({*float_tail_nodes(graph), *fine_stage_nodes(graph)}),
+            extra_options={"CalibMovingAverage": True},
         )  # fmt: skip
     chatter = io.StringIO()  # the calibrator prints progress to stdout, which belongs to --json output
     try:

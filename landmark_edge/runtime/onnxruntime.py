@@ -31,7 +31,7 @@ class OrtOptions(BackendOptions):
     allow_fallback: bool = False  # accept the CPU when the GPU provider asked for cannot load
     # In-memory int8 (weights, no exported graph): calibration images, how many, and the calibration method.
     calibration: Path | None = None
-    count: int = 32
+    count: int = 64  # as a deployment profile's calibration (export.profiles.Calibration)
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
 
     def calibration_fields(self) -> dict[str, Any]:
