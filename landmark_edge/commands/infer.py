@@ -53,7 +53,7 @@ from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
 from landmark_edge.io.images import XrayImage, read_image
 from landmark_edge.io.inputs import expand_inputs
-from landmark_edge.plausibility import flag_result, min_confidences
+from landmark_edge.plausibility import min_confidences
 from landmark_edge.results import (
     ImageFailure,
     ImageResult,
@@ -185,10 +185,11 @@ def infer(
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
         if engine == "ray":
             cluster = RaySettings(ray_address, ray_actors, gpu=not device.startswith("cpu"))
-            fresh = _flag_each(ray_inference(
+            fresh = ray_inference(
                 todo, target, partial(create_backend, backend, request), cluster, batch_size=batch_size,
-                spacing_mm=spacing, heatmap_sink=sink, log=partial(err_console.print, markup=False),
-            ), target, min_confidence)  # fmt: skip
+                spacing_mm=spacing, min_confidence=min_confidence, heatmap_sink=sink,
+                log=partial(err_console.print, markup=False),
+            )  # fmt: skip
         else:
             with build_status() as status:  # the progress callback stays here: Ray pickles the request
                 runner = create_backend(backend, replace(request, progress=status))
@@ -248,14 +249,6 @@ def _reusable(
         if result.anatomy == anatomy.name and result.decode == decode.value:
             done[path] = result
     return done
-
-
-def _flag_each(outcomes: Iterator[Outcome], anatomy: Anatomy, min_confidence: float | None) -> Iterator[Outcome]:
-    """The Ray engine's results, flagged as the single-machine pipeline flags its own."""
-    for outcome in outcomes:
-        if isinstance(outcome, ImageResult):
-            outcome.flags = flag_result(outcome, anatomy, min_confidence)
-        yield outcome
 
 
 def _finish(
