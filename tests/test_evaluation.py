@@ -145,3 +145,14 @@ def test_packed_samples_are_reported_in_their_originals_frame(tmp_path, chest_on
     original = [lm.x for lm in evaluation.results[0].landmarks]
     grid = np.array([lm.grid_x for lm in evaluation.results[0].landmarks])
     np.testing.assert_allclose(original, (grid + 0.5) * 64 / 512 - 0.5, atol=2e-3)
+
+
+def test_an_unreadable_image_is_a_failure_line_and_the_others_are_scored(tmp_path, chest_only_weights):
+    split = load_split(make_chest_root(tmp_path / "data", 3, size=64), CHEST, "train")
+    split.samples[1].image.write_bytes(b"not an image")
+    backend = TorchBackend(load_weights(chest_only_weights, "chest")[0], CHEST)
+    evaluation = evaluate_split(backend, split, CHEST, batch_size=2, progress=False)
+    kept = [split.samples[0], split.samples[2]]
+    assert [s.id for s in evaluation.samples] == [s.id for s in kept] and [r.path for r in evaluation.results] == [str(s.image) for s in kept]
+    assert len(evaluation.failures) == 1 and split.samples[1].image.name in evaluation.failures[0]
+    assert evaluation.report()["images"] == 2

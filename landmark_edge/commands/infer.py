@@ -273,7 +273,7 @@ def _finish(
 
 def _overlay_writer(store: ResultStore, overlay: Path, anatomy: Anatomy, min_confidence: float | None,
                     measurements: bool) -> Callable[[XrayImage, ImageResult], None]:  # fmt: skip
-    """The pipeline's overlay sink: draws from the image it decoded for the network, so no file is read twice
+    """The session's overlay sink: draws from the image it decoded for the network, so no file is read twice
     (measured first when asked: the overlay draws their lines)."""
 
     def draw(xray: XrayImage, result: ImageResult) -> None:

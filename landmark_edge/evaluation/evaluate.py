@@ -10,6 +10,7 @@ and the reference protocol's integer argmax decoded from the heatmaps it returns
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def evaluate_split(
     :class:`InferenceSession` like any other caller's."""
     session = InferenceSession(anatomy, backend, batch_size=batch_size, workers=workers, keep_heatmaps=True)
     result = AnatomyEvaluation(anatomy, failures=list(split.skipped))
-    outcomes = session.run(split.samples, SampleReader())
+    outcomes: Iterable[Inference | ImageFailure] = session.run(split.samples, SampleReader())
     if progress:
         outcomes = track(outcomes, total=len(split.samples), description=f"evaluate {anatomy.name}", transient=True)
     for sample, outcome in zip(split.samples, outcomes, strict=True):

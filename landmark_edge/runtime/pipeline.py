@@ -159,19 +159,18 @@ class InferenceSession:
 
     def infer(self, items: Iterable[Prepared | ImageFailure]) -> Iterator[Inference | ImageFailure]:
         """Infer inputs already read (``bench`` resizes its images once and reuses them); failures pass through."""
-        wants_heatmaps = self.keep_heatmaps or self.heatmap_sink is not None
         for group in _batches(items, self.batch_size):
-            ready = [item for item in group if isinstance(item, Prepared)]
-            prediction = None
-            if ready:
-                prediction = self.backend.run(np.stack([item.pixels for item in ready]), return_heatmaps=wants_heatmaps)
-            position = 0
+            finished = self._batch([item for item in group if isinstance(item, Prepared)])
             for item in group:
-                if isinstance(item, ImageFailure):
-                    yield item
-                    continue
-                yield self._inference(item, prediction, position)
-                position += 1
+                yield item if isinstance(item, ImageFailure) else next(finished)
+
+    def _batch(self, ready: list[Prepared]) -> Iterator[Inference]:
+        """Run the backend on one batch now; each image is finished (sinks, result, flags) as it is asked for."""
+        if not ready:
+            return iter(())
+        wants_heatmaps = self.keep_heatmaps or self.heatmap_sink is not None
+        prediction = self.backend.run(np.stack([item.pixels for item in ready]), return_heatmaps=wants_heatmaps)
+        return (self._inference(item, prediction, position) for position, item in enumerate(ready))
 
     def _inference(self, item: Prepared, prediction: Prediction, position: int) -> Inference:
         heatmaps = None if prediction.heatmaps is None else prediction.heatmaps[position]
