@@ -13,10 +13,10 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Iterator
-from itertools import islice
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
