@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from landmark_edge.anatomy import get_anatomy
 from landmark_edge.bench.results import BenchReport
 from landmark_edge.bench.stats import landmark_drift, latency_stats, throughput
 from landmark_edge.cli import app
@@ -17,8 +18,11 @@ from landmark_edge.commands.options import EXIT_FAILED_BASE
 from landmark_edge.runtime import registry
 from landmark_edge.runtime.backend import Backend
 from landmark_edge.runtime.eager import TorchBackend
+from landmark_edge.runtime.pipeline import run_inference
 from landmark_edge.runtime.registry import BackendRequest, BackendUnavailable, register
 from landmark_edge.weights import load_weights
+
+HEAD = get_anatomy("head")
 
 
 def test_latency_stats_known_percentiles():
@@ -155,6 +159,13 @@ def test_bench_end_to_end(tiny_weights, head_images, test_backends, tmp_path):
     assert "int8 not supported" in rows["torch int8", None].reason
     broken = rows["test-broken fp32", 2]
     assert broken.status == "failed" and broken.reason == "RuntimeError: engine exploded"
+
+    # the drift pass runs the session infer runs: its rows count the images infer would flag
+    model, _ = load_weights(tiny_weights, "head")
+    images = sorted(head_images.iterdir())
+    flagged = sum(bool(r.flags) for r in run_inference(images, HEAD, TorchBackend(model, HEAD), batch_size=1))
+    assert flagged == 1 and [rows["reference (torch fp32)", b].flagged for b in (1, 2)] == [flagged, flagged]
+    assert all(row.flagged is not None for row in report.rows if row.status == "ok")
 
     markdown = (out / "bench.md").read_text()
     assert "| reference (torch fp32) | 1 |" in markdown and "test-shifted fp32 [dx=3,dy=-4]" in markdown

@@ -9,10 +9,14 @@ import pytest
 import torch
 
 from landmark_edge.anatomy import get_anatomy
-from landmark_edge.data import SplitData, grid_label, load_split, render_heatmaps
+from landmark_edge.data import SplitData, grid_label, load_split, pack, render_heatmaps
 from landmark_edge.decode import decode_heatmaps
 from landmark_edge.evaluation import evaluate_split, original_errors, reference_errors, summarize, write_overlays
 from landmark_edge.runtime.backend import Backend, Prediction
+from landmark_edge.runtime.eager import TorchBackend
+from landmark_edge.runtime.pipeline import run_inference
+from landmark_edge.transforms import read_grid_pixels
+from landmark_edge.weights import load_weights
 from tests.test_data import make_chest_root
 
 HEAD, HAND, CHEST = (get_anatomy(n) for n in ("head", "hand", "chest"))
@@ -113,3 +117,42 @@ def test_skipped_samples_are_carried_into_the_report():
     result = evaluate_split(_Oracle(CHEST, torch.zeros(0, 6, 2)), split, CHEST, progress=False).report()
     assert result["images"] == 0 and result["failures"] == ["labels/x.txt: label file missing"]
     assert result["reference"]["MRE"] is None
+
+
+def test_evaluation_keeps_the_sessions_finished_results(tmp_path, chest_only_weights):
+    """evaluate runs the session infer runs: its results are infer's for the same files, flags included, while its
+    errors come from the backend's unrounded output, not from the results' rounded fields."""
+    split = load_split(make_chest_root(tmp_path / "data", 3, size=64), CHEST, "train")
+    backend = TorchBackend(load_weights(chest_only_weights, "chest")[0], CHEST)
+    evaluation = evaluate_split(backend, split, CHEST, batch_size=3, progress=False)
+    inferred = list(run_inference([s.image for s in split.samples], CHEST, backend, batch_size=3))
+    assert [r.to_dict() for r in evaluation.results] == [r.to_dict() for r in inferred]
+    assert all(r.flags for r in evaluation.results)  # a random network's weak peaks
+    raw = backend.run(np.stack([read_grid_pixels(s.image, CHEST.grid) for s in split.samples]), return_heatmaps=True)
+    np.testing.assert_array_equal(np.stack(evaluation.pred_grid_subpixel), raw.xy)
+    argmax, _ = decode_heatmaps(torch.from_numpy(raw.heatmaps), "argmax")
+    np.testing.assert_array_equal(np.stack(evaluation.pred_grid_argmax), argmax.numpy())
+
+
+def test_packed_samples_are_reported_in_their_originals_frame(tmp_path, chest_only_weights):
+    """A packed sample is read from its grid-sized copy; its result maps back to the original's pixels."""
+    raw = make_chest_root(tmp_path / "raw", 3, size=64)
+    pack(raw, tmp_path / "packed", [CHEST])
+    split = load_split(tmp_path / "packed", CHEST, "train")
+    backend = TorchBackend(load_weights(chest_only_weights, "chest")[0], CHEST)
+    evaluation = evaluate_split(backend, split, CHEST, batch_size=2, progress=False)
+    assert [(r.width, r.height) for r in evaluation.results] == [(64, 64)] * 3
+    original = [lm.x for lm in evaluation.results[0].landmarks]
+    grid = np.array([lm.grid_x for lm in evaluation.results[0].landmarks])
+    np.testing.assert_allclose(original, (grid + 0.5) * 64 / 512 - 0.5, atol=2e-3)
+
+
+def test_an_unreadable_image_is_a_failure_line_and_the_others_are_scored(tmp_path, chest_only_weights):
+    split = load_split(make_chest_root(tmp_path / "data", 3, size=64), CHEST, "train")
+    split.samples[1].image.write_bytes(b"not an image")
+    backend = TorchBackend(load_weights(chest_only_weights, "chest")[0], CHEST)
+    evaluation = evaluate_split(backend, split, CHEST, batch_size=2, progress=False)
+    kept = [split.samples[0], split.samples[2]]
+    assert [s.id for s in evaluation.samples] == [s.id for s in kept] and [r.path for r in evaluation.results] == [str(s.image) for s in kept]
+    assert len(evaluation.failures) == 1 and split.samples[1].image.name in evaluation.failures[0]
+    assert evaluation.report()["images"] == 2

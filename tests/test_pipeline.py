@@ -15,7 +15,7 @@ from landmark_edge.io.images import read_image
 from landmark_edge.results import ImageFailure, ImageResult
 from landmark_edge.runtime.backend import Backend, Prediction
 from landmark_edge.runtime.eager import HostToDevice, TorchBackend
-from landmark_edge.runtime.pipeline import prepare, prepare_in_order, run_inference
+from landmark_edge.runtime.pipeline import Inference, InferenceSession, prepare, prepare_in_order, run_inference
 from landmark_edge.transforms import to_model_input, zscore_batch
 from landmark_edge.weights import load_weights, resolve_weights
 from tests.conftest import DATA, require
@@ -186,3 +186,24 @@ def test_results_come_finished_and_an_overlay_reuses_the_decoded_image(tmp_path,
     assert [result.path for _, result in overlays] == [str(p) for p in paths]
     assert all(xray.path == Path(result.path) for xray, result in overlays)
     assert all(any("6 of 6 landmarks below confidence 1" in flag for flag in outcome.flags) for outcome in outcomes)
+
+
+def test_a_library_caller_gets_finished_results_with_the_backends_own_output(tmp_path, chest_only_weights):
+    """A session over files, or over items already read (as bench feeds it), yields the same finished results,
+    flags included; each carries the backend's unrounded landmarks and, when kept, its heatmaps."""
+    paths = [*REAL_CHEST, tmp_path / "missing.png"]
+    backend = TorchBackend(load_weights(chest_only_weights, "chest")[0], CHEST)
+    session = InferenceSession(CHEST, backend, batch_size=len(REAL_CHEST), keep_heatmaps=True)
+    from_files = list(session.run(paths))
+    from_items = list(session.infer([prepare(path, CHEST) for path in paths]))
+    assert isinstance(from_files[-1], ImageFailure) and from_files[-1].path == str(paths[-1])
+    assert [o.to_dict() for o in from_items[-1:]] == [o.to_dict() for o in from_files[-1:]]
+    inferred = from_files[:-1]
+    assert all(isinstance(o, Inference) for o in inferred)
+    assert [o.result.to_dict() for o in inferred] == [o.result.to_dict() for o in from_items[:-1]]
+    assert all(o.result.flags for o in inferred)  # a random network's weak peaks, flagged for every caller
+    raw = backend.run(_real_chest_pixels(), return_heatmaps=True)
+    np.testing.assert_array_equal(np.stack([o.grid_xy for o in inferred]), raw.xy)
+    np.testing.assert_array_equal(np.stack([o.heatmaps for o in inferred]), raw.heatmaps)
+    rounded = [[round(float(x), 3) for x in image] for image in raw.xy[..., 0]]  # what a result reports
+    assert [[lm.grid_x for lm in o.result.landmarks] for o in inferred] == rounded != raw.xy[..., 0].tolist()

@@ -14,11 +14,11 @@ from landmark_edge.runtime.backend import STAGES
 COLUMNS = (
     "backend", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s", "img/s x ref", "p50 x ref",
     *(f"{stage} ms" for stage in STAGES), "peak GPU MiB", "drift max px", "drift mean px", "drift max mm",
-    "drift mean mm", "heatmap max diff",
+    "drift mean mm", "heatmap max diff", "flagged",
 )  # fmt: skip
 # The terminal table keeps what fits a screen; the markdown and JSON carry every column.
 TERMINAL_COLUMNS = ("backend", "batch", "p50 ms", "p99 ms", "img/s", "img/s x ref", "p50 x ref", "compute ms",
-                    "peak GPU MiB", "drift max px", "drift mean px", "heatmap max diff")  # fmt: skip
+                    "peak GPU MiB", "drift max px", "drift mean px", "heatmap max diff", "flagged")  # fmt: skip
 
 
 def _number(value: float | None, digits: int = 2) -> str:
@@ -39,6 +39,7 @@ def row_cells(row: BenchRow) -> list[str]:
         _number(row.peak_gpu_memory_mb, 0),
         *(_number(getattr(drift, key), 3) for key in ("max_px", "mean_px", "max_mm", "mean_mm")),
         _number(drift.max_heatmap_diff, 4) if drift else "-",
+        "-" if row.flagged is None else str(row.flagged),
     ]
 
 
@@ -90,7 +91,8 @@ def to_markdown(report: BenchReport) -> str:
     lines += ["", "Latency: one batch from resized host pixels to landmarks on the host (upload, normalise, network, "
               "decode, copy back); preprocess (read + resize, single-threaded CPU time) runs on worker threads in "
               "the pipeline and is not part of it. Drift: landmark shift against the reference on the same images, "
-              "in original-image pixels (and mm where the spacing is known)."]
+              "in original-image pixels (and mm where the spacing is known). Flagged: images whose finished result "
+              "carries a flag (weak peaks, an implausible layout or geometry), as `infer` flags them."]
     return "\n".join(lines) + "\n"
 
 

@@ -49,6 +49,9 @@ class BenchRow(BaseModel):
     stages_ms: dict[str, float] = {}
     peak_gpu_memory_mb: float | None = None
     drift: Drift | None = None
+    # Images of the drift pass whose finished result is flagged (weak peaks, an implausible layout or geometry),
+    # set as for `infer`: a backend that flags more images than the reference has drifted where it matters.
+    flagged: int | None = None
     throughput_vs_reference: float | None = None  # this row's images/s / the reference's at the same batch size
     p50_speedup_vs_reference: float | None = None  # the reference's p50 / this row's p50 at the same batch size
 

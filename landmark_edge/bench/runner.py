@@ -1,7 +1,9 @@
 """The bench loop: the reference first, then every requested backend, each at every batch size, same process.
 
-Per row: one pass over the real images with heatmaps (accuracy drift against the reference; it also warms the
-backend up), ``warmup`` more batches, then ``iters`` timed batches through :meth:`Backend.run_timed`. A backend
+Per row: one pass over the real images through an :class:`~landmark_edge.runtime.pipeline.InferenceSession`, the
+one every caller gets its results from, heatmaps kept (accuracy drift against the reference and how many images
+come out flagged; it also warms the backend up), ``warmup`` more batches, then ``iters`` timed batches of the same
+pixels straight through :meth:`Backend.run_timed` (a benchmark times the backend, not the reading). A backend
 that cannot be built here (:class:`BackendUnavailable`, a missing library) is a *skipped* row with the reason; one
 that breaks while running (out of memory, an engine error) is a *failed* row; neither stops the others.
 """
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +33,7 @@ from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.images import resolve_spacing
 from landmark_edge.results import ImageFailure
 from landmark_edge.runtime.backend import STAGES, Backend
-from landmark_edge.runtime.pipeline import Prepared, prepare
+from landmark_edge.runtime.pipeline import InferenceSession, Prepared, prepare
 from landmark_edge.runtime.registry import BackendRequest, BackendUnavailable, create_backend
 from landmark_edge.transforms import grid_to_original
 from landmark_edge.weights import file_sha256
@@ -92,23 +95,30 @@ class BenchConfig:
 
 @dataclass
 class BenchImages:
-    """The real images every backend sees, resized once (the pipeline's own :func:`prepare`)."""
+    """The real images every backend sees, read and resized once (the session's own :func:`prepare`)."""
 
-    paths: list[Path]
-    pixels: list[np.ndarray]
-    sizes: list[tuple[int, int]]
+    items: list[Prepared]
     spacing_mm: np.ndarray | None  # (N, 2), or None when any image has no physical spacing
     preprocess_ms: float  # mean CPU time to read and resize one image
 
+    @property
+    def paths(self) -> list[Path]:
+        return [item.header.path for item in self.items]
+
+    def filled(self, batch_size: int) -> list[Prepared]:
+        """Every image once, then the first ones again up to a whole last batch: every batch has the timed shape."""
+        count = len(self.items)
+        order = list(range(count)) * (batch_size // count + 2)
+        return [self.items[i] for i in order[: -(-count // batch_size) * batch_size]]
+
     def batches(self, batch_size: int) -> list[np.ndarray]:
-        """Batches covering every image once; the last is filled up from the first images (fixed shapes)."""
-        count = len(self.pixels)
-        order = list(range(count))
-        order += order * (batch_size // count + 1)
-        return [np.stack([self.pixels[i] for i in order[s : s + batch_size]]) for s in range(0, count, batch_size)]
+        """The pixels of :meth:`filled`, stacked batch by batch."""
+        items = self.filled(batch_size)
+        return [np.stack([item.pixels for item in items[s : s + batch_size]]) for s in range(0, len(items), batch_size)]
 
     def to_original(self, grid_xy: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-        return np.stack([grid_to_original(xy, size, grid) for xy, size in zip(grid_xy, self.sizes, strict=True)])
+        sizes = [item.header.size for item in self.items]
+        return np.stack([grid_to_original(xy, size, grid) for xy, size in zip(grid_xy, sizes, strict=True)])
 
 
 def load_images(paths: list[Path], anatomy: Anatomy) -> BenchImages:
@@ -123,11 +133,9 @@ def load_images(paths: list[Path], anatomy: Anatomy) -> BenchImages:
         prepared.append(item)
     if not prepared:
         raise InputError("no images to benchmark on")
-    spacings = [resolve_spacing(p.image, anatomy)[0] for p in prepared]
+    spacings = [resolve_spacing(p.header, anatomy)[0] for p in prepared]
     return BenchImages(
-        paths=[p.image.path for p in prepared],
-        pixels=[p.pixels for p in prepared],
-        sizes=[p.image.size for p in prepared],
+        items=prepared,
         spacing_mm=None if any(s is None for s in spacings) else np.asarray(spacings, dtype=np.float64),
         preprocess_ms=elapsed * 1e3 / len(prepared),
     )
@@ -135,10 +143,12 @@ def load_images(paths: list[Path], anatomy: Anatomy) -> BenchImages:
 
 @dataclass
 class _Outputs:
-    """A backend's predictions for every bench image: landmarks in original pixels, heatmaps when returned."""
+    """A backend's predictions for every bench image: landmarks in original pixels, heatmaps when returned, and
+    how many of the finished results carry flags."""
 
     xy: np.ndarray
     heatmaps: np.ndarray | None
+    flagged: int
 
 
 class _GpuMemory:
@@ -224,8 +234,8 @@ class _Bench:
         task = None
         if self.progress is not None:
             task = self.progress.add_task(f"{base['label']} b={batch_size}",
-                                          total=len(batches) + self.config.warmup + self.config.iters)
-        outputs = self.predict(backend, batches, task)
+                                          total=len(self.images.items) + self.config.warmup + self.config.iters)
+        outputs = self.predict(backend, batch_size, task)
         if self.reference is None:
             self.reference = outputs
         for index in range(self.config.warmup):
@@ -250,19 +260,21 @@ class _Bench:
             peak_gpu_memory_mb=memory.peak_mb(),
             drift=landmark_drift(self.reference.xy, outputs.xy, self.images.spacing_mm,
                                  self.reference.heatmaps, outputs.heatmaps),
+            flagged=outputs.flagged,
         )
 
-    def predict(self, backend: Backend, batches: list[np.ndarray], task) -> _Outputs:
-        count = len(self.images.pixels)
-        xy, heatmaps = [], []
-        for batch in batches:
-            prediction = backend.run(batch, return_heatmaps=True)
-            xy.append(prediction.xy)
-            heatmaps.append(prediction.heatmaps)
+    def predict(self, backend: Backend, batch_size: int, task) -> _Outputs:
+        """Every image once through a session, in the timed batches' shapes (the fill-up's results unused)."""
+        session = InferenceSession(self.config.anatomy, backend, batch_size=batch_size, keep_heatmaps=True)
+        inferences = []
+        for inference in islice(session.infer(self.images.filled(batch_size)), len(self.images.items)):
+            inferences.append(inference)
             self._advance(task)
-        grid_xy = np.concatenate(xy)[:count]
-        maps = None if any(h is None for h in heatmaps) else np.concatenate(heatmaps)[:count]
-        return _Outputs(self.images.to_original(grid_xy, self.config.anatomy.grid), maps)
+        grid_xy = np.stack([inference.grid_xy for inference in inferences])
+        heatmaps = [inference.heatmaps for inference in inferences]
+        maps = None if any(h is None for h in heatmaps) else np.stack(heatmaps)
+        flagged = sum(bool(inference.result.flags) for inference in inferences)
+        return _Outputs(self.images.to_original(grid_xy, self.config.anatomy.grid), maps, flagged)
 
     @contextmanager
     def _build_task(self, label: str) -> Iterator[Callable[[str], None] | None]:

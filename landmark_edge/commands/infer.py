@@ -53,7 +53,7 @@ from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
 from landmark_edge.io.images import XrayImage, read_image
 from landmark_edge.io.inputs import expand_inputs
-from landmark_edge.plausibility import flag_result, min_confidences
+from landmark_edge.plausibility import min_confidences
 from landmark_edge.results import (
     ImageFailure,
     ImageResult,
@@ -185,10 +185,11 @@ def infer(
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
         if engine == "ray":
             cluster = RaySettings(ray_address, ray_actors, gpu=not device.startswith("cpu"))
-            fresh = _flag_each(ray_inference(
+            fresh = ray_inference(
                 todo, target, partial(create_backend, backend, request), cluster, batch_size=batch_size,
-                spacing_mm=spacing, heatmap_sink=sink, log=partial(err_console.print, markup=False),
-            ), target, min_confidence)  # fmt: skip
+                spacing_mm=spacing, min_confidence=min_confidence, heatmap_sink=sink,
+                log=partial(err_console.print, markup=False),
+            )  # fmt: skip
         else:
             with build_status() as status:  # the progress callback stays here: Ray pickles the request
                 runner = create_backend(backend, replace(request, progress=status))
@@ -250,14 +251,6 @@ def _reusable(
     return done
 
 
-def _flag_each(outcomes: Iterator[Outcome], anatomy: Anatomy, min_confidence: float | None) -> Iterator[Outcome]:
-    """The Ray engine's results, flagged as the single-machine pipeline flags its own."""
-    for outcome in outcomes:
-        if isinstance(outcome, ImageResult):
-            outcome.flags = flag_result(outcome, anatomy, min_confidence)
-        yield outcome
-
-
 def _finish(
     result: ImageResult, anatomy: Anatomy, min_confidence: float | None, store: ResultStore, overlay: Path | None,
     measurements: bool = False,
@@ -280,7 +273,7 @@ def _finish(
 
 def _overlay_writer(store: ResultStore, overlay: Path, anatomy: Anatomy, min_confidence: float | None,
                     measurements: bool) -> Callable[[XrayImage, ImageResult], None]:  # fmt: skip
-    """The pipeline's overlay sink: draws from the image it decoded for the network, so no file is read twice
+    """The session's overlay sink: draws from the image it decoded for the network, so no file is read twice
     (measured first when asked: the overlay draws their lines)."""
 
     def draw(xray: XrayImage, result: ImageResult) -> None:

@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from PIL import Image
 
 from landmark_edge.affine import apply_points, conjugate, warp
 from landmark_edge.anatomy import Anatomy
@@ -38,6 +39,15 @@ def grid_label(sample: Sample, anatomy: Anatomy) -> np.ndarray:
 def subpixel_grid_label(sample: Sample, anatomy: Anatomy) -> np.ndarray:
     """The exact grid position of each landmark, (C, 2) float64 (x, y), pixel-centre geometry."""
     return original_to_grid(sample.landmarks, sample.original_size, anatomy.grid)
+
+
+def read_framed(sample: Sample) -> Image.Image:
+    """The sample's stored image, through its ``view`` when it has one (re-expressed for the stored size, so a
+    packed grid copy is framed as its original would be); training and evaluation both read samples here."""
+    image = read_image(sample.image).image
+    if sample.view is not None:
+        image = warp(image, conjugate(sample.view, sample.original_size, image.size))
+    return image
 
 
 @dataclass
@@ -76,9 +86,7 @@ class GridDataset(torch.utils.data.Dataset):
     def read(self, index: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Grid pixels and labels of one sample; ``rng`` drives the augmentation (required with one)."""
         sample, grid = self.samples[index], self.anatomy.grid
-        image = read_image(sample.image).image
-        if sample.view is not None:
-            image = warp(image, conjugate(sample.view, sample.original_size, image.size))
+        image = read_framed(sample)
         if self.labels == "reference":
             return grid_pixels(image, grid), grid_label(sample, self.anatomy)
         label = subpixel_grid_label(sample, self.anatomy)

@@ -1,13 +1,13 @@
 """Landmark detection over an archive on a Ray cluster (Ray Data batch inference with an actor pool).
 
-The same work as :func:`landmark_edge.runtime.pipeline.run_inference`, spread over a cluster: the listed paths
-become a Ray Dataset, reading and resizing (:func:`~landmark_edge.runtime.pipeline.prepare`) run as CPU tasks,
-and the network runs in a pool of actors, each holding one backend built by the caller's factory (one actor per
-GPU, or N CPU actors). Every stage is the single-machine code: the same reader, the same grid pixels stacked the
-same way, the same backend and the same :func:`~landmark_edge.runtime.pipeline.to_result`, so results are those
-of the single-machine path. Outcomes stream back to the driver in input order, where the caller finishes them as
-it does on one machine (flags, per-image JSON, overlays, aggregate output): ``--skip-existing`` resumes a
-cluster run from the same files.
+The same work as :class:`landmark_edge.runtime.pipeline.InferenceSession`, spread over a cluster: the listed
+paths become a Ray Dataset, reading and resizing (:func:`~landmark_edge.runtime.pipeline.prepare`) run as CPU
+tasks, and the network runs in a pool of actors, each holding one backend built by the caller's factory (one actor
+per GPU, or N CPU actors). Every stage is the single-machine code: the same reader, the same grid pixels stacked
+the same way, the same backend and the session's own :meth:`~landmark_edge.runtime.pipeline.InferenceSession.
+finish`, so results, flags included, are those of the single-machine path. Outcomes stream back to the driver in
+input order, where the caller writes them as it does on one machine (per-image JSON, overlays, aggregate
+output): ``--skip-existing`` resumes a cluster run from the same files.
 
 A bad file is an :class:`~landmark_edge.results.ImageFailure` row that rides through the actors untouched. An
 actor that dies mid-batch is restarted and its batch retried: Ray Data creates its pool actors with
@@ -32,9 +32,10 @@ import numpy as np
 
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.errors import LandmarkEdgeError, first_line
+from landmark_edge.io.xray import ImageHeader
 from landmark_edge.results import ImageFailure, ImageResult, Outcome
 from landmark_edge.runtime.backend import STAGES, Backend
-from landmark_edge.runtime.pipeline import prepare, to_result
+from landmark_edge.runtime.pipeline import InferenceSession, prepare
 
 # What one read task may hold (a 4300x4300 16-bit film decoded, converted and resized): Ray schedules no more
 # readers on a node than its memory allows. Differing from the actors' resources, it also keeps Ray from fusing
@@ -57,17 +58,6 @@ class RaySettings:
     address: str = "local"
     actors: int | None = None  # None: one per GPU on the cluster for GPU devices, one CPU actor otherwise
     gpu: bool = False  # each actor holds one GPU (``--device cuda``/``tensorrt``)
-
-
-@dataclass
-class ScanHeader:
-    """What :func:`~landmark_edge.runtime.pipeline.to_result` reads of an :class:`~landmark_edge.io.images.
-    XrayImage`, without its pixels: only the grid pixels travel through the object store."""
-
-    path: Path
-    size: tuple[int, int]
-    spacing_mm: tuple[float, float] | None
-    spacing_source: str | None
 
 
 @dataclass
@@ -104,10 +94,12 @@ def ray_inference(
     *,
     batch_size: int = 8,
     spacing_mm: float | None = None,
+    min_confidence: float | None = None,
     heatmap_sink=None,
     log: Callable[[str], None] = print,
 ) -> Iterator[Outcome]:
-    """Yield one outcome per path, in order, computed on the cluster; ``log`` gets the summary line at the end.
+    """Yield one finished outcome per path, in order, computed on the cluster; ``log`` gets the summary line at
+    the end.
 
     ``make_backend`` is called once in each actor (it must pickle: a ``functools.partial`` of the registry's
     ``create_backend`` does). Ray is started or joined here, before the first outcome is asked for, so a missing
@@ -117,7 +109,8 @@ def ray_inference(
     if not paths:  # every result reused (--skip-existing): no cluster needed
         return iter(())
     ray, started = connect(settings.address)
-    dataset = _dataset(ray, paths, anatomy, make_backend, settings, batch_size, spacing_mm, heatmap_sink)
+    finishing = (spacing_mm, min_confidence, heatmap_sink is not None)
+    dataset = _dataset(ray, paths, anatomy, make_backend, settings, batch_size, finishing)
     return _stream(ray, dataset, len(paths), heatmap_sink, log, shutdown=started)
 
 
@@ -143,7 +136,7 @@ def connect(address: str = "local", num_cpus: int | None = None):
     return ray, True
 
 
-def _dataset(ray, paths, anatomy, make_backend, settings, batch_size, spacing_mm, heatmap_sink):
+def _dataset(ray, paths, anatomy, make_backend, settings, batch_size, finishing):
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # outcomes in input order, as on one machine
     context.enable_progress_bars = False  # the caller shows one bar (its own), not Ray's as well
@@ -156,7 +149,7 @@ def _dataset(ray, paths, anatomy, make_backend, settings, batch_size, spacing_mm
         .map(_prepare_row, fn_args=(anatomy,), memory=READ_MEMORY)
         .map_batches(
             _Predictor,
-            fn_constructor_args=(make_backend, anatomy, spacing_mm, heatmap_sink is not None),
+            fn_constructor_args=(make_backend, anatomy, *finishing),
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=_actor_count(ray, settings)),
@@ -185,7 +178,8 @@ def _prepare_row(row: dict, anatomy: Anatomy) -> dict:
         return {
             "path": row["path"], "error": item.error, "pixels": b"", "header": "", "stages_ms": json.dumps(prepared)
         }
-    header = {"size": item.image.size, "spacing_mm": item.image.spacing_mm, "spacing_source": item.image.spacing_source}
+    header = {"size": item.header.size, "spacing_mm": item.header.spacing_mm,
+              "spacing_source": item.header.spacing_source}
     return {
         "path": row["path"], "error": "", "pixels": _npy(item.pixels), "header": json.dumps(header),
         "stages_ms": json.dumps(prepared),
@@ -193,17 +187,20 @@ def _prepare_row(row: dict, anatomy: Anatomy) -> dict:
 
 
 class _Predictor:
-    """One actor: builds its backend once, then turns batches of prepared rows into outcomes (JSON text).
+    """One actor: builds its backend once, then turns batches of prepared rows into finished outcomes (JSON text).
 
     A backend that cannot be built (no artefact, no GPU, ...) would fail the same way in every restarted actor:
     each row then carries the reason, and the driver stops the run with that one line.
     """
 
-    def __init__(self, make_backend, anatomy: Anatomy, spacing_mm: float | None, heatmaps: bool) -> None:
-        self.anatomy, self.spacing_mm, self.heatmaps = anatomy, spacing_mm, heatmaps
+    def __init__(
+        self, make_backend, anatomy: Anatomy, spacing_mm: float | None, min_confidence: float | None, heatmaps: bool
+    ) -> None:
+        self.heatmaps = heatmaps
         self.unusable = ""
         try:
             self.backend = make_backend()
+            self.session = InferenceSession(anatomy, self.backend, spacing_mm=spacing_mm, min_confidence=min_confidence)
         except LandmarkEdgeError as error:
             self.unusable = str(error)
         except Exception as error:  # noqa: BLE001 - a library's own failure, reported the same way
@@ -223,9 +220,8 @@ class _Predictor:
         if good:  # the good images stacked as the single-machine pipeline stacks them
             pixels = np.stack([np.load(io.BytesIO(batch["pixels"][i])) for i in good])
             prediction, timing = self.backend.run_timed(pixels, return_heatmaps=self.heatmaps)
-            decode = self.backend.decode.value
             for position, i in enumerate(good):
-                outcomes[i] = to_result(_header(batch, i), self.anatomy, prediction, position, decode, self.spacing_mm)
+                outcomes[i] = self.session.finish(_header(batch, i), prediction, position)
                 stages[i].update({name: ms / len(good) for name, ms in timing.stages_ms.items()})
                 if self.heatmaps:
                     heatmaps[i] = _npy(prediction.heatmaps[position])
@@ -238,10 +234,10 @@ class _Predictor:
         }
 
 
-def _header(batch, i: int) -> ScanHeader:
+def _header(batch, i: int) -> ImageHeader:
     values = json.loads(batch["header"][i])
     spacing = None if values["spacing_mm"] is None else tuple(values["spacing_mm"])
-    return ScanHeader(Path(batch["path"][i]), tuple(values["size"]), spacing, values["spacing_source"])
+    return ImageHeader(Path(batch["path"][i]), tuple(values["size"]), spacing, values["spacing_source"])
 
 
 def _npy(array: np.ndarray) -> bytes:

@@ -1,14 +1,16 @@
 """Evaluate any backend on a dataset split under both protocols (see :mod:`landmark_edge.evaluation.metrics`).
 
-The model runs through the :class:`~landmark_edge.runtime.backend.Backend` interface, so ONNX Runtime or
-TensorRT engines are evaluated by the very code that evaluates eager PyTorch. The backend decodes sub-pixel
-landmarks itself (the deployed path); the reference protocol's integer argmax is decoded from the heatmaps it
-returns with the same :func:`~landmark_edge.decode.decode_heatmaps`.
+The split runs through the :class:`~landmark_edge.runtime.pipeline.InferenceSession` that ``infer`` uses, each
+sample read through its ``view`` (:class:`SampleReader`), so ONNX Runtime or TensorRT engines are evaluated by
+the very code that evaluates eager PyTorch, and each image's finished result (flags included) is kept with its
+errors. The errors come from the backend's own unrounded output: its sub-pixel landmarks (the deployed path),
+and the reference protocol's integer argmax decoded from the heatmaps it returns with the same
+:func:`~landmark_edge.decode.decode_heatmaps`.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,13 +19,16 @@ import torch
 from rich.progress import track
 
 from landmark_edge.anatomy import Anatomy
-from landmark_edge.data import GridDataset, Sample, SplitData, grid_label
+from landmark_edge.data import GridDataset, Sample, SplitData, grid_label, read_framed
 from landmark_edge.decode import decode_heatmaps
 from landmark_edge.errors import LandmarkEdgeError
 from landmark_edge.evaluation.metrics import original_errors, per_landmark, reference_errors, summarize
 from landmark_edge.io.atomic import atomic_path
+from landmark_edge.io.xray import ImageHeader, XrayImage
+from landmark_edge.results import ImageFailure, ImageResult
 from landmark_edge.runtime.backend import Backend
-from landmark_edge.transforms import grid_to_original, original_to_grid
+from landmark_edge.runtime.pipeline import Inference, InferenceSession, Prepared
+from landmark_edge.transforms import grid_pixels, grid_to_original, original_to_grid
 
 PROTOCOLS = {
     "reference": "argmax on the resized grid vs the rounded grid labels; head x0.46875 mm/px, hand 50 mm wrist "
@@ -33,15 +38,42 @@ PROTOCOLS = {
 }
 
 
+class SampleReader:
+    """Dataset samples for an :class:`InferenceSession`: the stored image through the sample's ``view`` (an
+    evaluation shift), reported in the sample's original frame with its spacing (the annotations' geometry)."""
+
+    def name(self, sample: Sample) -> str:
+        return str(sample.image)
+
+    def read(self, sample: Sample, anatomy: Anatomy) -> Prepared:
+        image = read_framed(sample)
+        source = None if sample.spacing_mm is None else "dataset"
+        return Prepared(
+            image=XrayImage(sample.image, image, sample.spacing_mm, source),
+            pixels=grid_pixels(image, anatomy.grid),
+            header=ImageHeader(sample.image, sample.original_size, sample.spacing_mm, source),
+        )
+
+
 @dataclass
 class AnatomyEvaluation:
-    """One anatomy's predictions and errors on a split."""
+    """One anatomy's predictions and errors on a split, with each image's finished result (flags included)."""
 
     anatomy: Anatomy
     samples: list[Sample] = field(default_factory=list)
     pred_grid_argmax: list[np.ndarray] = field(default_factory=list)
     pred_grid_subpixel: list[np.ndarray] = field(default_factory=list)
+    results: list[ImageResult] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+
+    def add(self, sample: Sample, inference: Inference) -> None:
+        """One image's output: the reference protocol's argmax decoded from its heatmaps, the sub-pixel landmarks
+        as the backend gave them (unrounded)."""
+        argmax_xy, _ = decode_heatmaps(torch.from_numpy(inference.heatmaps[None]), "argmax")
+        self.samples.append(sample)
+        self.pred_grid_argmax.append(argmax_xy[0].numpy())
+        self.pred_grid_subpixel.append(inference.grid_xy)
+        self.results.append(inference.result)
 
     def errors(self) -> dict[str, np.ndarray]:
         if not self.samples:
@@ -83,26 +115,20 @@ def evaluate_split(
     backend: Backend, split: SplitData, anatomy: Anatomy, batch_size: int = 8, workers: int = 2,
     progress: bool = True,
 ) -> AnatomyEvaluation:  # fmt: skip
-    """Run ``backend`` (sub-pixel decode, heatmaps returned) over every readable image of ``split``."""
-    dataset = GridDataset(split.samples, anatomy)
-    by_id = {s.id: s for s in split.samples}
+    """Run ``backend`` (sub-pixel decode, heatmaps kept) over every readable image of ``split``, in an
+    :class:`InferenceSession` like any other caller's."""
+    session = InferenceSession(anatomy, backend, batch_size=batch_size, workers=workers, keep_heatmaps=True)
     result = AnatomyEvaluation(anatomy, failures=list(split.skipped))
-    chunks = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        batches = pool.map(dataset.batch, chunks)
-        if progress:
-            batches = track(batches, total=len(chunks), description=f"evaluate {anatomy.name}", transient=True)
-        for batch in batches:
-            result.failures += batch.failures
-            if not batch.ids:
-                continue
-            prediction = backend.run(batch.pixels.numpy(), return_heatmaps=True)
-            if prediction.heatmaps is None:
-                raise LandmarkEdgeError(f"backend {backend.name} gives no heatmaps; the reference protocol needs them")
-            argmax_xy, _ = decode_heatmaps(torch.from_numpy(prediction.heatmaps), "argmax")
-            result.samples += [by_id[i] for i in batch.ids]
-            result.pred_grid_argmax += list(argmax_xy.numpy())
-            result.pred_grid_subpixel += list(prediction.xy)
+    outcomes: Iterable[Inference | ImageFailure] = session.run(split.samples, SampleReader())
+    if progress:
+        outcomes = track(outcomes, total=len(split.samples), description=f"evaluate {anatomy.name}", transient=True)
+    for sample, outcome in zip(split.samples, outcomes, strict=True):
+        if isinstance(outcome, ImageFailure):
+            result.failures.append(outcome.error)
+        elif outcome.heatmaps is None:
+            raise LandmarkEdgeError(f"backend {backend.name} gives no heatmaps; the reference protocol needs them")
+        else:
+            result.add(sample, outcome)
     return result
 
 

@@ -32,7 +32,7 @@ from landmark_edge.anatomy import Anatomy
 from landmark_edge.errors import InputError, first_line
 from landmark_edge.io.dicom import DICOM_SUFFIXES, is_dicom_preamble, read_dicom
 from landmark_edge.io.files import read_snapshot
-from landmark_edge.io.xray import IMAGE_SUFFIXES, MAX_PIXELS, XrayImage, check_pixel_count
+from landmark_edge.io.xray import IMAGE_SUFFIXES, MAX_PIXELS, ImageHeader, XrayImage, check_pixel_count
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "XrayImage", "check_pixel_count", "read_image", "resolve_spacing"]
 
@@ -139,7 +139,7 @@ def check_pixels(xray: XrayImage) -> None:
 
 
 def resolve_spacing(
-    image: XrayImage, anatomy: Anatomy, override_mm: float | None = None
+    image: XrayImage | ImageHeader, anatomy: Anatomy, override_mm: float | None = None
 ) -> tuple[tuple[float, float] | None, str]:
     """Spacing precedence: ``--spacing`` > the file's own tags > the anatomy's default; with its source."""
     if override_mm is not None:

@@ -35,6 +35,22 @@ class XrayImage:
         """(width, height) in original pixels."""
         return self.image.size
 
+    @property
+    def header(self) -> ImageHeader:
+        return ImageHeader(self.path, self.size, self.spacing_mm, self.spacing_source)
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a result needs of an image besides the network's output: its path, the frame its landmarks are
+    reported in (``size``, (W, H)) and its stated spacing. Only this, not the pixels, travels with a Ray batch; a
+    dataset sample read from a resized copy reports in its original's frame."""
+
+    path: Path
+    size: tuple[int, int]
+    spacing_mm: tuple[float, float] | None = None
+    spacing_source: str | None = None
+
 
 def check_pixel_count(path: Path, width: int, height: int) -> None:
     """The decompression-bomb guard, applied to the header's size before anything is decoded."""

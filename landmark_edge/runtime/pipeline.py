@@ -1,57 +1,93 @@
-"""The batched inference pipeline shared by ``infer`` and ``bench``.
+"""The inference session: every caller (``infer``, ``evaluate``, ``bench``, the Ray engine, a library) gets its
+finished results here, so a result, its flags and its sinks' files are the same whoever asked.
 
-Images are decoded and resized on worker threads (PIL releases the GIL) while the backend runs the previous
-batch; only a bounded window of images is read ahead, so a folder of any size streams in constant memory.
-The backend receives the resized pixels in their stored dtype (uint8 for 8-bit files): a CUDA backend uploads
-those from pinned memory and normalises and decodes on the device (see :class:`~landmark_edge.runtime.eager.
-HostToDevice`). Results come back in input order, a failed image reported in its place without stopping the run.
+Inputs are decoded and resized on worker threads (PIL releases the GIL) while the backend runs the previous
+batch; only a bounded window is read ahead, so a folder of any size streams in constant memory. A
+:class:`Reader` says how one kind of input is read: files by default, a dataset sample (with its evaluation
+``view``) for ``evaluate``; a caller that has the pixels already (``bench`` times the backend on them) hands the
+session :class:`Prepared` items instead. The backend receives the resized pixels in their stored dtype (uint8 for
+8-bit files): a CUDA backend uploads those from pinned memory and normalises and decodes on the device (see
+:class:`~landmark_edge.runtime.eager.HostToDevice`). Results come back in input order, a failed input reported in
+its place without stopping the run. Each result comes with the backend's own, unrounded output for it
+(:class:`Inference`): what a caller that scores predictions needs, since a result's coordinates are rounded for
+reporting.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.errors import InputError
-from landmark_edge.io.images import XrayImage, read_image, resolve_spacing
+from landmark_edge.io.images import read_image, resolve_spacing
+from landmark_edge.io.xray import ImageHeader, XrayImage
 from landmark_edge.plausibility import flag_result
 from landmark_edge.results import ImageFailure, ImageResult, Landmark, Outcome
 from landmark_edge.runtime.backend import Backend, Prediction
 from landmark_edge.transforms import grid_pixels, grid_to_original
 
+HeatmapSink = Callable[[Path, np.ndarray], None]
+OverlaySink = Callable[[XrayImage, ImageResult], None]
+
 
 @dataclass
 class Prepared:
-    """One decoded image and its grid pixels, ready to batch."""
+    """One decoded image and its grid pixels, ready to batch; ``header`` is what its result is reported against
+    (the file's own size and spacing, or a dataset sample's original frame when a resized copy was read)."""
 
     image: XrayImage
     pixels: np.ndarray
+    header: ImageHeader
 
 
-def prepare(path: Path, anatomy: Anatomy) -> Prepared | ImageFailure:
-    """Read and resize one image (runs on a worker thread); a bad file becomes its :class:`ImageFailure`."""
+class Reader(Protocol):
+    """How a session reads one kind of input (runs on a worker thread)."""
+
+    def name(self, source: Any) -> str:
+        """What a failure of ``source`` is reported under (its path)."""
+
+    def read(self, source: Any, anatomy: Anatomy) -> Prepared:
+        """Decode and resize ``source``; :class:`InputError` with a one-line reason for a bad input."""
+
+
+class FileReader:
+    """Image and DICOM files, by path: what ``infer`` and library callers pass."""
+
+    def name(self, source: str | Path) -> str:
+        return str(Path(source))
+
+    def read(self, source: str | Path, anatomy: Anatomy) -> Prepared:
+        image = read_image(source)
+        return Prepared(image, grid_pixels(image.image, anatomy.grid), image.header)
+
+
+FILES = FileReader()
+
+
+def prepare(source: Any, anatomy: Anatomy, reader: Reader = FILES) -> Prepared | ImageFailure:
+    """Read and resize one input; a bad one becomes its :class:`ImageFailure`, so a run never stops for it."""
     try:
-        image = read_image(path)
-        return Prepared(image, grid_pixels(image.image, anatomy.grid))
+        return reader.read(source, anatomy)
     except InputError as error:
-        return ImageFailure(path=str(path), error=str(error))
+        return ImageFailure(path=reader.name(source), error=str(error))
 
 
 def prepare_in_order(
-    paths: Iterable[Path], anatomy: Anatomy, workers: int, lookahead: int
+    sources: Iterable[Any], anatomy: Anatomy, workers: int, lookahead: int, reader: Reader = FILES
 ) -> Iterator[Prepared | ImageFailure]:
-    """:func:`prepare` each path on ``workers`` threads, at most ``lookahead`` images ahead of the consumer."""
+    """:func:`prepare` each source on ``workers`` threads, at most ``lookahead`` inputs ahead of the consumer."""
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="prepare") as pool:
         pending: deque[Future] = deque()
         try:
-            for path in paths:
-                pending.append(pool.submit(prepare, Path(path), anatomy))
+            for source in sources:
+                pending.append(pool.submit(prepare, source, anatomy, reader))
                 if len(pending) >= lookahead:
                     yield pending.popleft().result()
             while pending:
@@ -74,55 +110,99 @@ def _batches(items: Iterable[Prepared | ImageFailure], batch_size: int) -> Itera
         yield group
 
 
-def run_inference(
-    paths: Iterable[Path],
-    anatomy: Anatomy,
-    backend: Backend,
-    *,
-    batch_size: int = 8,
-    spacing_mm: float | None = None,
-    workers: int = 2,
-    heatmap_sink=None,
-    overlay_sink=None,
-    min_confidence: float | None = None,
-) -> Iterator[Outcome]:
-    """Yield one *finished* outcome per path, in order: flags included (peaks below ``min_confidence``, by default
-    the calibrated per-landmark minimums; an implausible layout or geometry), so every caller gets the same result. ``heatmap_sink(path, heatmaps)`` receives
-    (C, H, W) float32 maps; ``overlay_sink(xray, result)`` the decoded image with its finished result, so an
-    overlay never decodes the file a second time.
+@dataclass
+class Inference:
+    """One image's finished result with the backend's own output it was made from: ``grid_xy`` and
+    ``confidence`` unrounded (the result's fields are rounded for reporting), ``heatmaps`` (C, H, W) float32 when
+    the session keeps them."""
 
-    While the backend runs batch ``n`` the workers already read and resize the images of batch ``n + 1``
-    (two batches of look-ahead keep them busy without holding a whole folder in memory).
+    result: ImageResult
+    grid_xy: np.ndarray
+    confidence: np.ndarray
+    heatmaps: np.ndarray | None = None
+
+
+class InferenceSession:
+    """One anatomy's backend run over inputs in batches, yielding *finished* results in input order: flags
+    included (peaks below ``min_confidence``, by default the calibrated per-landmark minimums; an implausible
+    layout or geometry), and the sinks' files written. ``heatmap_sink(path, heatmaps)`` receives (C, H, W)
+    float32 maps; ``overlay_sink(xray, result)`` the decoded image with its finished result, so an overlay never
+    decodes the file a second time. ``keep_heatmaps`` puts the maps on each :class:`Inference` as well (for a
+    caller that scores them).
     """
-    prepared = prepare_in_order(paths, anatomy, workers, lookahead=2 * batch_size + workers)
-    for group in _batches(prepared, batch_size):
-        ready = [item for item in group if isinstance(item, Prepared)]
-        prediction = None
-        if ready:
-            pixels = np.stack([item.pixels for item in ready])
-            prediction = backend.run(pixels, return_heatmaps=heatmap_sink is not None)
-        position = 0
-        for item in group:
-            if isinstance(item, ImageFailure):
-                yield item
-                continue
-            if heatmap_sink is not None:
-                heatmap_sink(item.image.path, prediction.heatmaps[position])
-            result = to_result(item.image, anatomy, prediction, position, backend.decode.value, spacing_mm)
-            result.flags = flag_result(result, anatomy, min_confidence)
-            if overlay_sink is not None:
-                overlay_sink(item.image, result)
-            yield result
-            position += 1
+
+    def __init__(
+        self,
+        anatomy: Anatomy,
+        backend: Backend,
+        *,
+        batch_size: int = 8,
+        workers: int = 2,
+        spacing_mm: float | None = None,
+        min_confidence: float | None = None,
+        keep_heatmaps: bool = False,
+        heatmap_sink: HeatmapSink | None = None,
+        overlay_sink: OverlaySink | None = None,
+    ) -> None:
+        self.anatomy, self.backend = anatomy, backend
+        self.batch_size, self.workers = batch_size, workers
+        self.spacing_mm, self.min_confidence = spacing_mm, min_confidence
+        self.keep_heatmaps = keep_heatmaps
+        self.heatmap_sink, self.overlay_sink = heatmap_sink, overlay_sink
+
+    def run(self, sources: Iterable[Any], reader: Reader = FILES) -> Iterator[Inference | ImageFailure]:
+        """Read ``sources`` with ``reader`` and infer them. While the backend runs batch ``n`` the workers already
+        read the inputs of batch ``n + 1`` (two batches of look-ahead keep them busy without holding a whole
+        folder in memory)."""
+        lookahead = 2 * self.batch_size + self.workers
+        return self.infer(prepare_in_order(sources, self.anatomy, self.workers, lookahead, reader))
+
+    def infer(self, items: Iterable[Prepared | ImageFailure]) -> Iterator[Inference | ImageFailure]:
+        """Infer inputs already read (``bench`` resizes its images once and reuses them); failures pass through."""
+        for group in _batches(items, self.batch_size):
+            finished = self._batch([item for item in group if isinstance(item, Prepared)])
+            for item in group:
+                yield item if isinstance(item, ImageFailure) else next(finished)
+
+    def _batch(self, ready: list[Prepared]) -> Iterator[Inference]:
+        """Run the backend on one batch now; each image is finished (sinks, result, flags) as it is asked for."""
+        if not ready:
+            return iter(())
+        wants_heatmaps = self.keep_heatmaps or self.heatmap_sink is not None
+        prediction = self.backend.run(np.stack([item.pixels for item in ready]), return_heatmaps=wants_heatmaps)
+        return (self._inference(item, prediction, position) for position, item in enumerate(ready))
+
+    def _inference(self, item: Prepared, prediction: Prediction, position: int) -> Inference:
+        heatmaps = None if prediction.heatmaps is None else prediction.heatmaps[position]
+        if self.heatmap_sink is not None:
+            self.heatmap_sink(item.image.path, heatmaps)
+        result = self.finish(item.header, prediction, position)
+        if self.overlay_sink is not None:
+            self.overlay_sink(item.image, result)
+        return Inference(result, prediction.xy[position], prediction.confidence[position],
+                         heatmaps if self.keep_heatmaps else None)  # fmt: skip
+
+    def finish(self, header: ImageHeader, prediction: Prediction, position: int) -> ImageResult:
+        """The result of image ``position`` of a batch's ``prediction``, flagged (the Ray actors batch their own)."""
+        result = to_result(header, self.anatomy, prediction, position, self.backend.decode.value, self.spacing_mm)
+        result.flags = flag_result(result, self.anatomy, self.min_confidence)
+        return result
+
+
+def run_inference(paths: Iterable[Path], anatomy: Anatomy, backend: Backend, **settings: Any) -> Iterator[Outcome]:
+    """One finished outcome per file, in order: :meth:`InferenceSession.run` over paths, without the backend's
+    raw output (what ``infer`` writes). ``settings`` are the session's keyword arguments."""
+    for item in InferenceSession(anatomy, backend, **settings).run(paths):
+        yield item.result if isinstance(item, Inference) else item
 
 
 def to_result(
-    image: XrayImage, anatomy: Anatomy, prediction: Prediction, position: int, decode: str, spacing_mm: float | None
+    header: ImageHeader, anatomy: Anatomy, prediction: Prediction, position: int, decode: str, spacing_mm: float | None
 ) -> ImageResult:
     """Map one image's grid predictions to original pixels and millimetres."""
-    spacing, source = resolve_spacing(image, anatomy, spacing_mm)
+    spacing, source = resolve_spacing(header, anatomy, spacing_mm)
     grid_xy = prediction.xy[position]
-    original_xy = grid_to_original(grid_xy, image.size, anatomy.grid)
+    original_xy = grid_to_original(grid_xy, header.size, anatomy.grid)
     if spacing is None:  # no stated spacing: the anatomy's own rule may give one (hand: the wrist width)
         spacing, source = anatomy.spacing_from_landmarks(original_xy, prediction.confidence[position]) or (None, source)
     landmarks = []
@@ -143,10 +223,10 @@ def to_result(
             )
         )
     return ImageResult(
-        path=str(image.path),
+        path=str(header.path),
         anatomy=anatomy.name,
-        width=image.size[0],
-        height=image.size[1],
+        width=header.size[0],
+        height=header.size[1],
         spacing_mm=spacing,
         spacing_source=source,
         decode=decode,
