@@ -12,10 +12,11 @@ consumers want different graphs:
   conv. What stays float32 and why (measured on the shipped weights, 16 chest test images, against fp32; the
   record is ``benchmarks/results/int8_recipe.md``):
 
-  - the stages at full and half resolution. Activations are quantized per tensor, and their channels use a
-    small part of the tensor's range (the median channel 10-50 %), so each quantized conv keeps only about 25 dB
-    of signal; through the U-Net's 40 convolutions the heatmaps drifted by up to 0.33 and a weak peak (0.1-0.4)
-    could move by 11-20 px. Keeping the two finest levels float brings the largest move under 1 px.
+  - every node that reads or writes a map at full or half resolution. Activations are quantized per tensor, and
+    their channels use a small part of the tensor's range (the median channel 10-50 %), so each quantized conv
+    keeps only about 25 dB of signal; through the U-Net's 40 convolutions the heatmaps drifted by up to 0.4 and
+    a weak peak (0.1-0.4) could move by 10-12 px. Keeping the two finest levels float brings the largest move
+    under 1 px; the coarser levels, where the channels are many and the maps small, keep most of the speed-up.
   - the heatmap product and the in-graph decoder: the sub-pixel fit takes the log of the heatmap around its
     peak, which 8-bit steps would flatten.
 
@@ -86,8 +87,10 @@ def float_tail_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def fine_stage_nodes(model: onnx.ModelProto) -> list[str]:
-    """Nodes whose output is a feature map at half the grid's resolution or finer (the U-Net's two finest levels,
-    encoder and decoder): kept in float32 for ``cpu``, where per-tensor 8-bit activations cost the most accuracy.
+    """Nodes that read or write a feature map at half the grid's resolution or finer (the U-Net's two finest
+    levels, encoder and decoder, and the poolings and resizes that leave them): kept in float32 for ``cpu``, where
+    per-tensor 8-bit activations cost the most accuracy. The pooling out of the half-resolution level counts: left
+    int8, it alone moved one weak chest landmark by 12 px (``benchmarks/results/int8_recipe.md``).
 
     Read from the graph's inferred shapes, so it holds for any anatomy's grid and any network width.
     """
@@ -95,13 +98,15 @@ def fine_stage_nodes(model: onnx.ModelProto) -> list[str]:
     image = next(v for v in inferred.graph.input if v.name == INPUT)
     height, width = (d.dim_value for d in image.type.tensor_type.shape.dim[2:])
     sizes = {}
-    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
         dims = value.type.tensor_type.shape.dim
         if len(dims) == 4 and all(d.HasField("dim_value") for d in dims[2:]):
             sizes[value.name] = (dims[2].dim_value, dims[3].dim_value)
-    fine = [node for node in inferred.graph.node
-            if (size := sizes.get(node.output[0])) and 2 * size[0] >= height and 2 * size[1] >= width]  # fmt: skip
-    return [node.name for node in fine]
+    def is_fine(name: str) -> bool:
+        size = sizes.get(name)
+        return size is not None and 2 * size[0] >= height and 2 * size[1] >= width
+
+    return [node.name for node in inferred.graph.node if any(map(is_fine, [*node.input, *node.output]))]
 
 
 def quantize_onnx(

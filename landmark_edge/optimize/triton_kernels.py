@@ -62,6 +62,23 @@ def require() -> None:
 
 if triton is not None:
     # Inputs (N, C, H, W) are addressed through strides; weights keep PyTorch's conv layout and strides.
+    # Both kernels run one program per (pixel tile, output-channel tile, image): the two helpers below are
+    # where they start and end (inlined by Triton, so they cost nothing).
+
+    @triton.jit
+    def _tile(C_out, H, W, BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr):
+        """This program's pixels and output channels, their masks, the pixels' rows and columns, the image."""
+        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+        co = tl.program_id(1) * BLOCK_CO + tl.arange(0, BLOCK_CO)
+        return p, co, p < H * W, co < C_out, p // W, p % W, tl.program_id(2).to(tl.int64)
+
+    @triton.jit
+    def _store_tile(y_n, acc, h, w, co, p_ok, co_ok, syc, syh, syw):
+        """Write the fp32 accumulator tile into image ``y_n`` of the output, in the output's dtype."""
+        tl.store(
+            y_n + h[:, None] * syh + w[:, None] * syw + co[None, :] * syc,
+            acc.to(y_n.dtype.element_ty), mask=p_ok[:, None] & co_ok[None, :],
+        )  # fmt: skip
 
     @triton.jit
     def _separable_kernel(
@@ -74,11 +91,7 @@ if triton is not None:
         negative_slope,
         BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr, IEEE: tl.constexpr,
     ):  # fmt: skip
-        pid_p, pid_co, n = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
-        p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-        co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
-        p_ok, co_ok = p < H * W, co < C_out
-        h, w = p // W, p % W
+        p, co, p_ok, co_ok, h, w, n = _tile(C_out, H, W, BLOCK_P, BLOCK_CO)
         x_n = x_ptr + n * sxn
         acc = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
         for ci0 in range(0, C_in, BLOCK_CI):
@@ -103,10 +116,7 @@ if triton is not None:
                 acc = tl.dot(depthwise.to(pw.dtype), pw, acc)
         acc += tl.load(b_ptr + co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
         acc = tl.where(acc >= 0, acc, acc * negative_slope)
-        tl.store(
-            y_ptr + n * syn + h[:, None] * syh + w[:, None] * syw + co[None, :] * syc,
-            acc.to(y_ptr.dtype.element_ty), mask=p_ok[:, None] & co_ok[None, :],
-        )  # fmt: skip
+        _store_tile(y_ptr + n * syn, acc, h, w, co, p_ok, co_ok, syc, syh, syw)
 
     @triton.jit
     def _dilated_kernel(
@@ -118,11 +128,7 @@ if triton is not None:
         DILATION: tl.constexpr,
         BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr, IEEE: tl.constexpr,
     ):  # fmt: skip
-        pid_p, pid_co, n = tl.program_id(0), tl.program_id(1), tl.program_id(2).to(tl.int64)
-        p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
-        co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
-        p_ok, co_ok = p < H * W, co < C_out
-        h, w = p // W, p % W
+        p, co, p_ok, co_ok, h, w, n = _tile(C_out, H, W, BLOCK_P, BLOCK_CO)
         x_n = x_ptr + n * sxn
         acc = tl.zeros((BLOCK_P, BLOCK_CO), dtype=tl.float32)
         for tap in tl.static_range(9):
@@ -145,10 +151,7 @@ if triton is not None:
                     acc = tl.dot(xv, wv, acc)
         acc += tl.load(b_ptr + co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
         acc = tl.maximum(acc, 0.0)
-        tl.store(
-            y_ptr + n * syn + h[:, None] * syh + w[:, None] * syw + co[None, :] * syc,
-            acc.to(y_ptr.dtype.element_ty), mask=p_ok[:, None] & co_ok[None, :],
-        )  # fmt: skip
+        _store_tile(y_ptr + n * syn, acc, h, w, co, p_ok, co_ok, syc, syh, syw)
 
     def _configs() -> list[triton.Config]:
         """A small search space: pixel tiles of 64/128, output-channel tiles of 32-128, 4 or 8 warps."""
