@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # infer --engine ray (local mode, 2 CPUs) against the single-process path, same backend, weights and images:
 # ISBI test images from 151 on (COUNT of them, 250 = the whole test split), head, ONNX Runtime on the CPU, the
-# shipped default weights, batch 2 (at batch 8 the process took 7 GB and was OOM-killed on the shared 24 GiB
-# machine). Each run once, nice'd. Reports the wall time of the whole command (start-up included), the
+# shipped default weights, batch 2 (the recorded run's setting; batch 8 once took 7 GB through ONNX Runtime's CPU
+# arena, which the backend now turns off: 0.9 GB). Each run once, nice'd. Reports the wall time of the whole command (start-up included), the
 # steady rate (between the first and the last per-image JSON written) and the Ray run's own summary line.
 # Usage: bash benchmarks/ray_local.sh [OUT_DIR] [COUNT]   (results recorded in benchmarks/results/ray.md)
 set -euo pipefail
