@@ -260,3 +260,23 @@ def test_infer_measurements_refused_for_other_anatomies(scan, tiny_weights):
     result = runner.invoke(app, ["infer", str(scan), "-a", "chest", "-w", str(tiny_weights), "--measurements"])
     assert result.exit_code == 2 and "head landmarks" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_library_session_measures_before_the_overlay_sink_sees_the_result(scan, tiny_weights):
+    """The measurements are part of the finished result, for library callers as for `infer`; a chest session
+    cannot be asked for them."""
+    from landmark_edge.anatomy import CHEST
+    from landmark_edge.runtime.eager import TorchBackend
+    from landmark_edge.runtime.pipeline import InferenceSession
+    from landmark_edge.weights import load_weights
+
+    seen = []
+    backend = TorchBackend(load_weights(tiny_weights, "head")[0], HEAD)
+    session = InferenceSession(HEAD, backend, min_confidence=1, measurements=True,
+                               overlay_sink=lambda xray, result: seen.append(list(result.measurements)))  # fmt: skip
+    (inference,) = session.run([scan])
+    assert [m.name for m in inference.result.measurements] == [d.name for d in MEASUREMENTS]
+    assert seen == [inference.result.measurements] and all(m.low_confidence for m in seen[0])
+    assert inference.result.measurements == measure(inference.result, 1)
+    with pytest.raises(ValueError, match="need the head landmarks, not chest's"):
+        InferenceSession(CHEST, backend, measurements=True)

@@ -200,7 +200,7 @@ def test_image_gone_before_a_ray_overlay_rereads_it_is_that_inputs_failure(tmp_p
     store = ResultStore(out_dir, [image])
     finished = store.load(image)
     image.unlink()
-    outcome = _finish(finished, get_anatomy("chest"), None, store, tmp_path / "overlays")
+    outcome = _finish(finished, store, tmp_path / "overlays")
     assert isinstance(outcome, ImageFailure) and outcome.error == f"{image}: file not found"
 
 

@@ -187,16 +187,16 @@ def infer(
             cluster = RaySettings(ray_address, ray_actors, gpu=not device.startswith("cpu"))
             fresh = ray_inference(
                 todo, target, partial(create_backend, backend, request), cluster, batch_size=batch_size,
-                spacing_mm=spacing, min_confidence=min_confidence, heatmap_sink=sink,
+                spacing_mm=spacing, min_confidence=min_confidence, measurements=measurements, heatmap_sink=sink,
                 log=partial(err_console.print, markup=False),
             )  # fmt: skip
         else:
             with build_status() as status:  # the progress callback stays here: Ray pickles the request
                 runner = create_backend(backend, replace(request, progress=status))
-            drawer = None if overlay is None else _overlay_writer(store, overlay, target, min_confidence, measurements)
+            drawer = None if overlay is None else _overlay_writer(store, overlay, measurements)
             fresh = run_inference(
                 todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink,
-                overlay_sink=drawer, min_confidence=min_confidence,
+                overlay_sink=drawer, min_confidence=min_confidence, measurements=measurements,
             )  # fmt: skip
         # Ray decodes in its read tasks and ships only results back: its overlays read the image again
         redraw = overlay if engine == "ray" else None
@@ -207,7 +207,7 @@ def infer(
             for path in inputs.files:
                 outcome = done.get(path) or next(fresh)
                 if path not in done and isinstance(outcome, ImageResult):
-                    outcome = _finish(outcome, target, min_confidence, store, redraw, measurements)
+                    outcome = _finish(outcome, store, redraw, measurements)
                 elif measurements and isinstance(outcome, ImageResult) and outcome.measurements is None:
                     outcome.measurements = measure(outcome, min_confidences(target, min_confidence))  # reused result
                 _report(outcome, counts, emit, warn=shows_flags)
@@ -251,15 +251,10 @@ def _reusable(
     return done
 
 
-def _finish(
-    result: ImageResult, anatomy: Anatomy, min_confidence: float | None, store: ResultStore, overlay: Path | None,
-    measurements: bool = False,
-) -> Outcome:  # fmt: skip
-    """Measure a fresh result (unless its overlay sink did) and write its per-image files; the JSON comes last, as
-    the mark that all are done. ``overlay`` is given only where the image must be read again to draw it (Ray): one
-    that changed or vanished by then becomes that input's failure."""
-    if measurements and result.measurements is None:
-        result.measurements = measure(result, min_confidences(anatomy, min_confidence))
+def _finish(result: ImageResult, store: ResultStore, overlay: Path | None, measurements: bool = False) -> Outcome:
+    """Write a fresh result's per-image files; the JSON comes last, as the mark that all are done. ``overlay`` is
+    given only where the image must be read again to draw it (Ray): one that changed or vanished by then becomes
+    that input's failure."""
     if overlay is not None:
         decorate = measurement_drawer(result) if measurements else None
         try:
@@ -271,14 +266,11 @@ def _finish(
     return result
 
 
-def _overlay_writer(store: ResultStore, overlay: Path, anatomy: Anatomy, min_confidence: float | None,
-                    measurements: bool) -> Callable[[XrayImage, ImageResult], None]:  # fmt: skip
+def _overlay_writer(store: ResultStore, overlay: Path, measurements: bool) -> Callable[[XrayImage, ImageResult], None]:
     """The session's overlay sink: draws from the image it decoded for the network, so no file is read twice
-    (measured first when asked: the overlay draws their lines)."""
+    (with the measurements' lines when asked: the session measured the result before handing it over)."""
 
     def draw(xray: XrayImage, result: ImageResult) -> None:
-        if measurements:
-            result.measurements = measure(result, min_confidences(anatomy, min_confidence))
         decorate = measurement_drawer(result) if measurements else None
         write_overlay(xray, result, store.path(result.path, ".png", overlay), decorate)
 

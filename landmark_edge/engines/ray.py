@@ -95,6 +95,7 @@ def ray_inference(
     batch_size: int = 8,
     spacing_mm: float | None = None,
     min_confidence: float | None = None,
+    measurements: bool = False,
     heatmap_sink=None,
     log: Callable[[str], None] = print,
 ) -> Iterator[Outcome]:
@@ -109,7 +110,7 @@ def ray_inference(
     if not paths:  # every result reused (--skip-existing): no cluster needed
         return iter(())
     ray, started = connect(settings.address)
-    finishing = (spacing_mm, min_confidence, heatmap_sink is not None)
+    finishing = (spacing_mm, min_confidence, measurements, heatmap_sink is not None)
     dataset = _dataset(ray, paths, anatomy, make_backend, settings, batch_size, finishing)
     return _stream(ray, dataset, len(paths), heatmap_sink, log, shutdown=started)
 
@@ -194,13 +195,15 @@ class _Predictor:
     """
 
     def __init__(
-        self, make_backend, anatomy: Anatomy, spacing_mm: float | None, min_confidence: float | None, heatmaps: bool
-    ) -> None:
+        self, make_backend, anatomy: Anatomy, spacing_mm: float | None, min_confidence: float | None,
+        measurements: bool, heatmaps: bool,
+    ) -> None:  # fmt: skip
         self.heatmaps = heatmaps
         self.unusable = ""
         try:
             self.backend = make_backend()
-            self.session = InferenceSession(anatomy, self.backend, spacing_mm=spacing_mm, min_confidence=min_confidence)
+            self.session = InferenceSession(anatomy, self.backend, spacing_mm=spacing_mm, min_confidence=min_confidence,
+                                            measurements=measurements)  # fmt: skip
         except LandmarkEdgeError as error:
             self.unusable = str(error)
         except Exception as error:  # noqa: BLE001 - a library's own failure, reported the same way

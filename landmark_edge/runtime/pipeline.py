@@ -28,7 +28,8 @@ from landmark_edge.anatomy import Anatomy
 from landmark_edge.errors import InputError
 from landmark_edge.io.images import read_image, resolve_spacing
 from landmark_edge.io.xray import ImageHeader, XrayImage
-from landmark_edge.plausibility import flag_result
+from landmark_edge.analysis.cephalometry import measure, supports
+from landmark_edge.plausibility import flag_result, min_confidences
 from landmark_edge.results import ImageFailure, ImageResult, Landmark, Outcome
 from landmark_edge.runtime.backend import Backend, Prediction
 from landmark_edge.transforms import grid_pixels, grid_to_original
@@ -128,7 +129,8 @@ class InferenceSession:
     layout or geometry), and the sinks' files written. ``heatmap_sink(path, heatmaps)`` receives (C, H, W)
     float32 maps; ``overlay_sink(xray, result)`` the decoded image with its finished result, so an overlay never
     decodes the file a second time. ``keep_heatmaps`` puts the maps on each :class:`Inference` as well (for a
-    caller that scores them).
+    caller that scores them). ``measurements`` adds the cephalometric measurements (head landmarks only) before
+    the overlay sink sees the result, so an overlay can draw their lines.
     """
 
     def __init__(
@@ -141,10 +143,14 @@ class InferenceSession:
         spacing_mm: float | None = None,
         min_confidence: float | None = None,
         keep_heatmaps: bool = False,
+        measurements: bool = False,
         heatmap_sink: HeatmapSink | None = None,
         overlay_sink: OverlaySink | None = None,
     ) -> None:
+        if measurements and not supports(anatomy.landmark_names):
+            raise ValueError(f"the cephalometric measurements need the head landmarks, not {anatomy.name}'s")
         self.anatomy, self.backend = anatomy, backend
+        self.measurements = measurements
         self.batch_size, self.workers = batch_size, workers
         self.spacing_mm, self.min_confidence = spacing_mm, min_confidence
         self.keep_heatmaps = keep_heatmaps
@@ -183,9 +189,12 @@ class InferenceSession:
                          heatmaps if self.keep_heatmaps else None)  # fmt: skip
 
     def finish(self, header: ImageHeader, prediction: Prediction, position: int) -> ImageResult:
-        """The result of image ``position`` of a batch's ``prediction``, flagged (the Ray actors batch their own)."""
+        """The result of image ``position`` of a batch's ``prediction``, flagged and measured when asked (the Ray
+        actors batch their own)."""
         result = to_result(header, self.anatomy, prediction, position, self.backend.decode.value, self.spacing_mm)
         result.flags = flag_result(result, self.anatomy, self.min_confidence)
+        if self.measurements:
+            result.measurements = measure(result, min_confidences(self.anatomy, self.min_confidence))
         return result
 
 
