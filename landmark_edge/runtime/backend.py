@@ -147,21 +147,24 @@ class BuiltFor:
     rebuild: str
 
 
-def check_built_for(path: object, built: BuiltFor, anatomy: Anatomy, precision: str, max_batch_size: int) -> None:
+def check_built_for(
+    path: object, built: BuiltFor, anatomy: Anatomy, precision: str | None = None, max_batch_size: int | None = None
+) -> None:
     """Refuse a request that a prebuilt artifact cannot honour, before it is loaded onto a device.
 
     An artifact's precision and batch range are fixed when it is built, so a request for another precision or for
     larger batches would otherwise run silently as something else (a bench row labelled fp32 timing an fp16
-    engine, batch 8 timed as two batches of 4).
+    engine, batch 8 timed as two batches of 4). ``None`` leaves a field unchecked (a library caller that takes
+    the artifact as it is).
     """
     if built.anatomy != anatomy.name:
         raise BackendUnavailable(f"{path}: {built.kind} is for {built.anatomy}, not {anatomy.name}")
-    if precision != built.precision:
+    if precision is not None and precision != built.precision:
         raise BackendUnavailable(
             f"{path}: a {built.precision} {built.kind}; run it with --precision {built.precision} or make a "
             f"{precision} one ({built.rebuild} --precision {precision})"
         )
-    if max_batch_size > built.max_batch_size:
+    if max_batch_size is not None and max_batch_size > built.max_batch_size:
         raise BackendUnavailable(
             f"{path}: the {built.kind} runs batches up to {built.max_batch_size}, not {max_batch_size}: pass "
             f"--batch-size {built.max_batch_size} or make a larger one ({built.rebuild} --max-batch {max_batch_size})"

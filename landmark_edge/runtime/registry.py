@@ -236,14 +236,12 @@ def _onnxruntime_backend(request: BackendRequest) -> Backend:
     _no_options,
 )
 def _tensorrt_backend(request: BackendRequest) -> Backend:
-    from landmark_edge.contracts import read_engine
-    from landmark_edge.runtime.tensorrt import TensorRTBackend, built_for
+    from landmark_edge.runtime.tensorrt import TensorRTBackend
 
     if request.artifact is None:
         raise BackendUnavailable("tensorrt backend: needs an engine file (--artifact MODEL.engine from `landmark-edge build`)")
-    header, _ = read_engine(request.artifact)
-    check_built_for(request.artifact, built_for(header), request.anatomy, request.precision, request.max_batch_size)
     kind, _, index = request.device.partition(":")
     if kind != "cuda":
         raise BackendUnavailable(f"tensorrt backend: runs on cuda[:N], not {request.device}")
-    return TensorRTBackend(request.artifact, request.anatomy, request.decode, int(index or 0))
+    return TensorRTBackend(request.artifact, request.anatomy, request.decode, int(index or 0),
+                           precision=request.precision, max_batch_size=request.max_batch_size)  # fmt: skip

@@ -19,9 +19,8 @@ import torch
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.contracts import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS, EngineFileError, EngineHeader, read_engine
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
-from landmark_edge.errors import BackendUnavailable
 from landmark_edge.gpu import TensorRTUnavailable, check_cuda, cuda_runtime, gpu_info, import_tensorrt
-from landmark_edge.runtime.backend import Backend, BuiltFor, Prediction
+from landmark_edge.runtime.backend import Backend, BuiltFor, Prediction, check_built_for
 from landmark_edge.transforms import zscore_batch
 
 if TYPE_CHECKING:  # the 10.x type stubs (tensorrt-stubs): tests/test_tensorrt_api.py runs mypy against them
@@ -185,11 +184,13 @@ class TensorRTBackend(Backend):
         decode: DecodeMethod | str = DecodeMethod.SUBPIXEL,
         device_index: int = 0,
         device: DeviceMemory | None = None,
+        *,
+        precision: str | None = None,
+        max_batch_size: int | None = None,
     ) -> None:
         super().__init__(anatomy, decode)
         self.header, blob = read_engine(engine_path)
-        if self.header.anatomy != anatomy.name:
-            raise BackendUnavailable(f"{engine_path}: engine is for {self.header.anatomy}, not {anatomy.name}")
+        check_built_for(engine_path, built_for(self.header), anatomy, precision, max_batch_size)  # before a GPU
         trt = import_tensorrt()
         gpu = gpu_info(device_index)
         check_header(engine_path, self.header, str(trt.__version__), gpu.name, gpu.compute_capability)
