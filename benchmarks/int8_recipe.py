@@ -44,7 +44,7 @@ from landmark_edge.data import load_split
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.export.profiles import Calibration
-from landmark_edge.export.quantize import calibration_batches, float_tail_nodes, quantize_for_cpu
+from landmark_edge.export.quantize import calibration_batches, calibration_reader, float_tail_nodes, quantize_for_cpu
 from landmark_edge.io.atomic import atomic_write_text
 from landmark_edge.transforms import read_grid_pixels, zscore_batch
 from landmark_edge.weights import DEFAULT_WEIGHTS, file_sha256
@@ -55,22 +55,14 @@ GOAL_PX = 1.0
 
 def ablation(graph: onnx.ModelProto, calibration: Calibration, moving_average: bool) -> onnx.ModelProto:
     """Every network operator int8 (only the heatmap product and the decoder float), MinMax as asked."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = calibration_batches(calibration, CHEST)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {INPUT: batch}
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
         source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
         onnx.save(graph, str(source))
         quantize_static(
-            str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(source), str(target), calibration_reader(calibration_batches(calibration, CHEST)),
+            quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=float_tail_nodes(graph), extra_options={"CalibMovingAverage": moving_average},
         )  # fmt: skip

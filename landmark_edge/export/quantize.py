@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from enum import Enum
 from pathlib import Path
 
@@ -71,6 +71,21 @@ def calibration_batches(calibration: Calibration, anatomy: Anatomy) -> Iterator[
     for path in calibration_paths(calibration):
         pixels = read_grid_pixels(path, anatomy.grid)
         yield zscore_batch(torch.from_numpy(np.array(pixels[None]))).numpy()  # a writable copy
+
+
+def calibration_reader(batches: Iterable[np.ndarray]):
+    """ONNX Runtime's calibration data reader over z-scored input batches (see :func:`calibration_batches`)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT: batch}
+
+    return Reader()
 
 
 def float_tail_nodes(model: onnx.ModelProto) -> list[str]:
@@ -121,16 +136,7 @@ def quantize_onnx(
     target: QuantTarget = QuantTarget.TENSORRT,
 ) -> Path:
     """Write ``onnx_path`` quantized to ``precision`` (int8, or fp8 for TensorRT) with ``target``'s recipe."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(batches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {INPUT: batch}
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if target is QuantTarget.CPU and precision != "int8":
         raise QuantizationError(f"ONNX Runtime on CPU quantizes to int8 only, not {precision}")
@@ -154,7 +160,8 @@ def quantize_onnx(
     try:
         with contextlib.redirect_stdout(chatter), quiet_logger("root"):
             quantize_static(
-                str(onnx_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, **recipe
+                str(onnx_path), str(out_path), calibration_reader(batches), quant_format=QuantFormat.QDQ,
+                per_channel=True, **recipe,
             )
     except LandmarkEdgeError:  # an unreadable calibration image: its own one-line message
         raise
