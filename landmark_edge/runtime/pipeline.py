@@ -24,11 +24,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from landmark_edge.analysis.cephalometry import measure, supports
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.errors import InputError
 from landmark_edge.io.images import read_image, resolve_spacing
 from landmark_edge.io.xray import ImageHeader, XrayImage
-from landmark_edge.analysis.cephalometry import measure, supports
 from landmark_edge.plausibility import flag_result, min_confidences
 from landmark_edge.results import ImageFailure, ImageResult, Landmark, Outcome
 from landmark_edge.runtime.backend import Backend, Prediction
