@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.cli import app
+from landmark_edge.commands.options import current_spellings
 from landmark_edge.runtime.onnxruntime import OrtOptions
 from landmark_edge.runtime.options import BackendOptionError
 from landmark_edge.runtime.registry import BackendRequest, check_options, create_backend
@@ -137,3 +138,23 @@ def test_a_flag_prints_once(image, tiny_weights):
     assert result.exit_code == 0, result.output
     flag = "6 of 6 landmarks below confidence 1"
     assert (result.stdout + result.stderr).count(flag) == 1
+
+
+def test_old_spelling_still_works_with_one_deprecation_line(image, tiny_weights):
+    base = ["infer", str(image), "-a", "chest", "-w", str(tiny_weights), "--backend", "torch", "-f", "json"]
+    new = runner.invoke(app, [*base, "--executor", "process"])
+    old = runner.invoke(app, [*base, "--engine", "process"])
+    assert new.exit_code == old.exit_code == 0
+    assert old.stdout == new.stdout
+    assert old.stderr.count("--engine is deprecated") == 1
+    assert "warning: --engine is deprecated: use --executor" in old.stderr and "deprecated" not in new.stderr
+    assert "--engine" not in runner.invoke(app, ["infer", "--help"], env={"COLUMNS": "200"}).stdout
+
+
+def test_old_spellings_are_rewritten_only_where_the_new_one_exists():
+    assert current_spellings(["--engine=ray", "x", "--", "--engine"], {"--executor"}) == [
+        "--executor=ray", "x", "--", "--engine"
+    ]
+    assert current_spellings(["--engine", "ray"], {"--backend"}) == ["--engine", "ray"]  # no --executor: untouched
+    bad = runner.invoke(app, ["infer", "x.png", "-a", "chest", "--engine", "spark"])
+    assert bad.exit_code == 2 and "--executor must be one of process, ray" in bad.stderr

@@ -23,7 +23,7 @@ from landmark_edge.export.engine import write_engine
 from landmark_edge.export.onnx import EXAMPLE_IMAGE
 from landmark_edge.export.profiles import BatchRange, Calibration, DeploymentProfile
 from landmark_edge.export.tensorrt import BuildError, build_engine, precision_plan
-from landmark_edge.gpu import GpuInfo, TensorRTUnavailable
+from landmark_edge.tensorrt_probe import GpuInfo, TensorRTUnavailable
 from landmark_edge.runtime import tensorrt as runtime_module
 from landmark_edge.runtime.tensorrt import TensorRTBackend, check_header
 from tests.fake_tensorrt import HostMemory, make_tensorrt, peak

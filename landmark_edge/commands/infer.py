@@ -47,7 +47,7 @@ from landmark_edge.commands.options import (
     out_console,
 )
 from landmark_edge.decode import DecodeMethod
-from landmark_edge.engines.ray import RaySettings, ray_inference  # imports Ray only when it runs
+from landmark_edge.distributed.ray import RaySettings, ray_inference  # imports Ray only when it runs
 from landmark_edge.errors import InputError
 from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
@@ -70,7 +70,7 @@ from landmark_edge.runtime.registry import BackendRequest, backend_names, check_
 from landmark_edge.weights import resolve_weights
 
 FORMATS = ("table", "json", "csv", "jsonl", "parquet")
-ENGINES = ("process", "ray")
+EXECUTORS = ("process", "ray")
 
 
 def infer(
@@ -138,16 +138,17 @@ def infer(
             "SNA, ODI, APDI, FHI, FMA, MW) to every result, table and overlay."
         ),
     ] = False,
-    engine: Annotated[
+    executor: Annotated[
         str,
         typer.Option(help="process: batches in this process; ray: a Ray cluster (pip install 'landmark-edge\\[ray]')."),
     ] = "process",
     ray_address: Annotated[
-        str, typer.Option(help="--engine ray: 'local' starts an in-process cluster; else a head node, e.g. HOST:6379.")
+        str,
+        typer.Option(help="--executor ray: 'local' starts an in-process cluster; else a head node, e.g. HOST:6379."),
     ] = "local",
     ray_actors: Annotated[
         int | None,
-        typer.Option(min=1, help="--engine ray: network actors (default: one per GPU with --device cuda, else 1)."),
+        typer.Option(min=1, help="--executor ray: network actors (default: one per GPU with --device cuda, else 1)."),
     ] = None,
 ) -> None:
     """Detect an anatomy's landmarks; coordinates in original pixels, and in mm where the spacing is known.
@@ -160,8 +161,8 @@ def infer(
     options = _options_of(backend, option or [], allow_fallback)  # before any input or weights are touched
     if output_format not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}", param_hint="--format")
-    if engine not in ENGINES:
-        raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}", param_hint="--engine")
+    if executor not in EXECUTORS:
+        raise typer.BadParameter(f"--executor must be one of {', '.join(EXECUTORS)}", param_hint="--executor")
     if output_format == "parquet" and out is None:
         fail("--format parquet writes a file: give --out FILE")
     if skip_existing and out_dir is None:
@@ -183,7 +184,7 @@ def infer(
             onnx_loader=None if weights is None else OnnxFromWeights(weights, target, decode),
         )  # fmt: skip
         sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
-        if engine == "ray":
+        if executor == "ray":
             cluster = RaySettings(ray_address, ray_actors, gpu=not device.startswith("cpu"))
             fresh = ray_inference(
                 todo, target, partial(create_backend, backend, request), cluster, batch_size=batch_size,
@@ -199,7 +200,7 @@ def infer(
                 overlay_sink=drawer, min_confidence=min_confidence, measurements=measurements,
             )  # fmt: skip
         # Ray decodes in its read tasks and ships only results back: its overlays read the image again
-        redraw = overlay if engine == "ray" else None
+        redraw = overlay if executor == "ray" else None
         shows_flags = not (output_format == "table" and out is None)  # the table on screen prints them itself
         with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
             for failure in inputs.failures:

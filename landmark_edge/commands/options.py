@@ -116,8 +116,30 @@ def _name_values(params: list, ctx: typer.Context) -> list:
     return params
 
 
+# Old spellings still accepted: each use prints one deprecation line and is read as the new spelling, so a
+# renamed option keeps scripts working without a second, hidden parameter in the command's signature.
+OLD_SPELLINGS = {"--engine": "--executor"}
+
+
+def current_spellings(args: list[str], known: set[str]) -> list[str]:
+    """``args`` with every old spelling whose new one is in ``known`` replaced (``--old=value`` too), each said
+    once in a deprecation line; nothing after ``--`` is touched."""
+    rewritten: list[str] = []
+    for position, arg in enumerate(args):
+        if arg == "--":
+            return rewritten + args[position:]
+        name, equals, value = arg.partition("=")
+        new = OLD_SPELLINGS.get(name)
+        if new in known:
+            warning_line(f"{name} is deprecated: use {new}")
+            arg = new + equals + value
+        rewritten.append(arg)
+    return rewritten
+
+
 class Command(TyperCommand):
-    """A subcommand whose help reads as prose, with placeholders a newcomer understands."""
+    """A subcommand whose help reads as prose, with placeholders a newcomer understands, that still accepts the
+    old spellings of its options (:data:`OLD_SPELLINGS`)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -125,6 +147,10 @@ class Command(TyperCommand):
 
     def get_params(self, ctx: typer.Context) -> list:
         return _name_values(super().get_params(ctx), ctx)
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        known = {name for param in self.params for name in getattr(param, "opts", ())}
+        return super().parse_args(ctx, current_spellings(args, known))
 
 
 class Group(TyperGroup):

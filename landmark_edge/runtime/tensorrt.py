@@ -4,7 +4,8 @@ Written to the ``tensorrt`` Python API shared by 10.x and 11.x (``num_io_tensors
 ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``). Device memory comes from torch when torch
 has CUDA (then the z-score and the decoder also run on the GPU and only coordinates are copied back), else from
 cuda-python (``cuda.bindings.runtime``). TensorRT can abort the process when it is used without a working CUDA
-device, so :func:`landmark_edge.gpu.gpu_info` is asked first and every missing piece is one line, never a crash.
+device, so :func:`landmark_edge.tensorrt_probe.gpu_info` is asked first and every missing piece is one line,
+never a crash.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.contracts import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS, EngineFileError, EngineHeader, read_engine
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
-from landmark_edge.gpu import TensorRTUnavailable, check_cuda, cuda_runtime, gpu_info, import_tensorrt
+from landmark_edge.tensorrt_probe import TensorRTUnavailable, check_cuda, cuda_runtime, gpu_info, import_tensorrt
 from landmark_edge.runtime.backend import Backend, BuiltFor, Prediction, check_built_for
 from landmark_edge.transforms import zscore_batch
 

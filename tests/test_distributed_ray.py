@@ -1,4 +1,4 @@
-"""``infer --engine ray`` on a local 2-CPU Ray cluster: the same results, failures and exit code as the
+"""``infer --executor ray`` on a local 2-CPU Ray cluster: the same results, failures and exit code as the
 single-machine path, resuming from ``--out-dir``, and a killed actor retried without losing a result.
 
 One cluster serves the whole module (starting Ray costs seconds); the tiny random weights keep the network fast.
@@ -20,7 +20,7 @@ from landmark_edge.cli import app
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'landmark-edge[ray]')")
 pq = pytest.importorskip("pyarrow.parquet")
-from landmark_edge.engines import ray as ray_engine  # noqa: E402
+from landmark_edge.distributed import ray as ray_executor  # noqa: E402
 
 runner = CliRunner()
 SUMMARY = re.compile(r"^ray: (\d+) images, (\d+) failed in .* images/s\); time summed over workers: preprocess ")
@@ -31,12 +31,12 @@ BAD = ("empty PNG", "truncated JPEG", "constant 16-bit", "DICOM without pixel da
 def cluster(tmp_path_factory):
     """A local cluster for the module; its workers see the crash-marker variable (the marker file is absent)."""
     marker = tmp_path_factory.mktemp("crash") / "crash-next-batch"
-    os.environ[ray_engine.CRASH_MARKER_ENV] = str(marker)  # inherited by the workers Ray starts now
-    _, started = ray_engine.connect("local", num_cpus=2)
+    os.environ[ray_executor.CRASH_MARKER_ENV] = str(marker)  # inherited by the workers Ray starts now
+    _, started = ray_executor.connect("local", num_cpus=2)
     yield marker
     if started:
         ray.shutdown()
-    del os.environ[ray_engine.CRASH_MARKER_ENV]
+    del os.environ[ray_executor.CRASH_MARKER_ENV]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def single(scans, tiny_weights, tmp_path_factory):
 
 def test_ray_gives_the_single_machine_results_failures_and_exit_code(cluster, scans, tiny_weights, single, tmp_path):
     reference, expected = single
-    result = infer(scans, tiny_weights, tmp_path, "--engine", "ray", "-f", "parquet", "-o", str(tmp_path / "all.pq"))
+    result = infer(scans, tiny_weights, tmp_path, "--executor", "ray", "-f", "parquet", "-o", str(tmp_path / "all.pq"))
     assert result.exit_code == expected.exit_code == 10 + len(BAD), result.output
     assert error_lines(result) == error_lines(expected) and len(error_lines(result)) == len(BAD)
     assert summary(result) == (5 + len(BAD), len(BAD))  # ours, once; no Ray progress bars or log lines
@@ -111,12 +111,12 @@ def test_resumed_ray_run_skips_finished_images(cluster, scans, tiny_weights, sin
             yield outcome
 
     monkeypatch.setattr(infer_command, "ray_inference", interrupted)
-    assert infer(scans, tiny_weights, tmp_path, "--engine", "ray").exit_code == 130
+    assert infer(scans, tiny_weights, tmp_path, "--executor", "ray").exit_code == 130
     finished = [outcome for outcome in received if outcome.ok]
     assert len(per_image(tmp_path)) == len(finished) >= 1  # a.png comes first and is good
     monkeypatch.undo()
     out = str(tmp_path / "all.jsonl")
-    result = infer(scans, tiny_weights, tmp_path, "--engine", "ray", "--skip-existing", "-f", "jsonl", "-o", out)
+    result = infer(scans, tiny_weights, tmp_path, "--executor", "ray", "--skip-existing", "-f", "jsonl", "-o", out)
     assert result.exit_code == 10 + len(BAD), result.output
     assert summary(result) == (5 + len(BAD) - len(finished), len(BAD))  # failures are retried, results reused
     assert (tmp_path / "all.jsonl").read_bytes() == (reference / "all.jsonl").read_bytes()
@@ -126,7 +126,7 @@ def test_resumed_ray_run_skips_finished_images(cluster, scans, tiny_weights, sin
 def test_killed_actor_is_retried_without_losing_a_result(cluster, scans, tiny_weights, single, tmp_path):
     reference, expected = single
     cluster.write_text("the first actor to read this exits\n")
-    result = infer(scans, tiny_weights, tmp_path, "--engine", "ray")
+    result = infer(scans, tiny_weights, tmp_path, "--executor", "ray")
     assert not cluster.exists()  # an actor did die on its first batch
     assert result.exit_code == expected.exit_code, result.output
     assert error_lines(result) == error_lines(expected)
@@ -137,15 +137,15 @@ def test_ray_missing_is_one_line(monkeypatch, tmp_path, tiny_weights):
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if the extra were not installed
     save(tmp_path / "scan.png", Image.fromarray(gradient()))
     result = runner.invoke(app, ["infer", str(tmp_path / "scan.png"), "-a", "chest", "-w", str(tiny_weights),
-                                 "--engine", "ray"])
+                                 "--executor", "ray"])
     assert result.exit_code == 2
-    assert result.stderr.strip() == 'error: the ray engine needs Ray: pip install "landmark-edge[ray]"'
+    assert result.stderr.strip() == 'error: the ray executor needs Ray: pip install "landmark-edge[ray]"'
 
 
 def test_backend_that_cannot_load_on_the_cluster_is_one_line(cluster, scans, tiny_weights, tmp_path):
-    result = infer(scans, tiny_weights, tmp_path, "--engine", "ray", "--backend", "aoti")  # aoti needs --artifact
+    result = infer(scans, tiny_weights, tmp_path, "--executor", "ray", "--backend", "aoti")  # aoti needs --artifact
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines()[-1] == (
-        "error: ray engine: aoti backend: pass the package with --artifact (make one: landmark-edge compile)"
+        "error: ray executor: aoti backend: pass the package with --artifact (make one: landmark-edge compile)"
     )
     assert not (tmp_path / "results").exists()

@@ -14,7 +14,7 @@ actor that dies mid-batch is restarted and its batch retried: Ray Data creates i
 ``max_restarts=-1, max_task_retries=-1`` (passing them ourselves is deprecated since Ray 2.60); results the
 driver already received are written by then, so nothing finished is lost.
 
-Ray is optional (``pip install "landmark-edge[ray]"``) and imported only here, only when this engine runs.
+Ray is optional (``pip install "landmark-edge[ray]"``) and imported only here, only when this executor runs.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from landmark_edge.runtime.pipeline import InferenceSession, prepare
 # readers on a node than its memory allows. Differing from the actors' resources, it also keeps Ray from fusing
 # reading into the network actors: reading runs as CPU tasks beside them, not in their process between batches.
 READ_MEMORY = 256 * 2**20
-RAY_MISSING = 'the ray engine needs Ray: pip install "landmark-edge[ray]"'
+RAY_MISSING = 'the ray executor needs Ray: pip install "landmark-edge[ray]"'
 # Test hook: the path of a marker file; the first actor to find it deletes it and kills its own process, the
 # way a node lost mid-run does, so a test can check that the batch is retried and no result is lost.
 CRASH_MARKER_ENV = "LANDMARK_EDGE_RAY_CRASH_MARKER"
@@ -268,7 +268,7 @@ def _stream(ray, dataset, total: int, heatmap_sink, log, shutdown: bool) -> Iter
     try:
         for row in _rows(dataset):
             if row["unusable"]:
-                raise RayUnavailable(f"ray engine: {row['unusable']}")
+                raise RayUnavailable(f"ray executor: {row['unusable']}")
             outcome = _outcome(json.loads(row["outcome"]))
             if heatmap_sink is not None and row["heatmaps"]:
                 heatmap_sink(Path(outcome.path), np.load(io.BytesIO(row["heatmaps"])))
@@ -296,7 +296,7 @@ def _rows(dataset) -> Iterator[dict]:
         cause = error
         while cause.__cause__ is not None and not isinstance(cause, LandmarkEdgeError):
             cause = cause.__cause__
-        raise RayUnavailable(f"ray engine: {type(cause).__name__}: {first_line(cause)}") from None
+        raise RayUnavailable(f"ray executor: {type(cause).__name__}: {first_line(cause)}") from None
 
 
 def _outcome(values: dict) -> Outcome:
