@@ -196,6 +196,9 @@ def main() -> None:
         target: calibrate(measured(arrays, target), get_anatomy(target), args.budget, label_rules[target])
         for target in TARGETS if (target, "calibration") in measured(arrays, target)
     }  # fmt: skip
+    if not calibration:
+        raise SystemExit(f"{cache}: no anatomy's val images measured with their image sizes (a cache from before "
+                         "the geometry check was fitted is measured again: run without --fit-only)")
     report = {"data": str(args.data), "weights_sha256": file_sha256(args.weights), "budget": args.budget,
               "anatomies": calibration}  # fmt: skip
     record = write_record(args.out, report, markdown)

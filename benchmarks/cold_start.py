@@ -14,10 +14,7 @@ the cached path pulled it in). Writes ``OUT.json`` and ``OUT.md``.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -26,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from landmark_edge.io.atomic import atomic_write_text
+from landmark_edge.bench.records import write_record
 from landmark_edge.io.cache import CACHE_ENV
 
 EXAMPLE = Path("landmark_edge/examples/chest_CHNCXR_0282_0.png")
@@ -63,7 +60,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# Cold start: one-image `infer` from the shell",
         "",
-        f"{report['date']}, {report['machine']}. Command: `{report['command']}` (each call a new process).",
+        f"Timed command: `{report['command']}` (each call a new process).",
         "The machine is shared: the 1-minute load average is given per call; CPU time (user + sys) is the figure "
         "that depends least on the load.",
         "",
@@ -98,16 +95,8 @@ def main() -> None:
     finally:
         if args.cache is None:
             shutil.rmtree(cache, ignore_errors=True)
-    report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
-        "command": " ".join(COMMAND),
-        "calls": calls,
-        "imports": imports,
-    }
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), markdown(report))
-    print(markdown(report))
+    report = {"command": " ".join(COMMAND), "calls": calls, "imports": imports}
+    print(markdown(write_record(args.out, report, markdown)))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# infer --executor ray (local mode, 2 CPUs) against the single-process path, same backend, weights and images:
+# infer --executor ray (local mode, this machine's CPUs) against the single-process path, same backend, weights and images:
 # ISBI test images from 151 on (COUNT of them, 250 = the whole test split), head, ONNX Runtime on the CPU, the
 # shipped default weights, batch 2 (the recorded run's setting; batch 8 once took 7 GB through ONNX Runtime's CPU
 # arena, which the backend now turns off: 0.9 GB). Each run once, nice'd. Reports the wall time of the whole command (start-up included), the

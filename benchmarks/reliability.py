@@ -1,6 +1,6 @@
 """Long runs: flat memory over thousands of inputs, and a SIGKILLed run resumed to byte-identical outputs.
 
-    PYTHONPATH=. python benchmarks/reliability.py [--images 2000] [--work DIR] [--out FILE.md]
+    PYTHONPATH=. python benchmarks/reliability.py [--images 2000] [--work DIR] [--out FILE.md]   (and FILE.json)
 
 1. ``landmark-edge infer FOLDER --backend onnxruntime --out-dir D -f jsonl -o D.jsonl`` over 200 and over
    ``--images`` small synthetic images; peak RSS of each run (``wait4``'s ``ru_maxrss`` of that process alone).
@@ -10,17 +10,15 @@
    with ``--skip-existing``: its JSONL and every per-image JSON must be byte-identical to the uninterrupted run's.
 
 The network is a *tiny random-architecture* GU2Net (the widths of ``tests/conftest.py`` ``TINY``), exported once
-to ONNX and run by ONNX Runtime (5-6x faster than eager torch on CPU): this measures memory and resume, not
-accuracy, and the network always runs at the anatomy's full grid (512 x 512 for chest), so every stage of a real
+to ONNX and run by ONNX Runtime (faster than eager torch on a CPU: ``benchmarks/results/cpu-2core-chest``):
+this measures memory and resume, not accuracy, and the network always runs at the anatomy's full grid (512 x 512 for chest), so every stage of a real
 run is exercised at a fraction of the CPU cost.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -32,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from landmark_edge.io.atomic import atomic_write_text
+from landmark_edge.bench.records import write_record
 from landmark_edge.model import gu2net
 from landmark_edge.weights import save_weights
 
@@ -128,27 +126,24 @@ def main() -> None:
     identical_jsonl = killed_jsonl.read_bytes() == (work / f"out{large}.jsonl").read_bytes()
     print(f"killed (status {status}) with {done_at_kill} of {large} results; resumed: exit {status_resumed}, "
           f"{seconds:.0f} s; per-image JSON identical {identical_files} ({files}), JSONL identical {identical_jsonl}")
-    atomic_write_text(args.out, report(small, large, rss, rss_resumed, status, done_at_kill, jsonl_after_kill,
-                                       status_resumed, identical_files, files, identical_jsonl))  # fmt: skip
-    print(f"wrote {args.out}")
+    results = {"small": small, "large": large, "image_side": IMAGE_SIDE, "peak_rss_mib": rss,
+               "resumed_peak_rss_mib": rss_resumed, "killed_status": status, "done_at_kill": done_at_kill,
+               "jsonl_after_kill": jsonl_after_kill, "resumed_status": status_resumed,
+               "identical_files": identical_files, "files": files, "identical_jsonl": identical_jsonl}  # fmt: skip
+    write_record(args.out.with_suffix(""), results, report, markdown_path=args.out)
+    print(f"wrote {args.out} and its .json")
 
 
-def report(small, large, rss, rss_resumed, killed_status, done_at_kill, jsonl_after_kill, resumed_status,
-           identical_files, files, identical_jsonl) -> str:  # fmt: skip
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
+def report(record: dict) -> str:
+    small, large, rss = record["small"], record["large"], {int(k): v for k, v in record["peak_rss_mib"].items()}
+    rss_resumed, killed_status = record["resumed_peak_rss_mib"], record["killed_status"]
+    done_at_kill, jsonl_after_kill = record["done_at_kill"], record["jsonl_after_kill"]
+    resumed_status, files = record["resumed_status"], record["files"]
+    identical_files, identical_jsonl = record["identical_files"], record["identical_jsonl"]
     return f"""# Reliability: memory over long runs, and resume after SIGKILL
 
-Recorded {datetime.date.today().isoformat()} on {os.cpu_count()} CPU cores ({cpu}),
-Python {platform.python_version()}, torch {torch.__version__}, backend `onnxruntime` (CPU; 5-6x faster than eager
-torch here). Reproduce:
-
-```bash
-PYTHONPATH=. nice -n 10 python benchmarks/reliability.py --images {large}
-```
-
-Each run is `landmark-edge infer FOLDER -a chest --backend onnxruntime --artifact tiny_chest.onnx --out-dir DIR
--f jsonl -o DIR.jsonl` (the graph exported once with `landmark-edge export`) over {IMAGE_SIDE} x {IMAGE_SIDE}
+Backend `onnxruntime` (CPU). Each run is `landmark-edge infer FOLDER -a chest --backend onnxruntime --artifact
+tiny_chest.onnx --out-dir DIR -f jsonl -o DIR.jsonl` (the graph exported once with `landmark-edge export`) over {IMAGE_SIDE} x {IMAGE_SIDE}
 synthetic PNGs. The weights are a tiny random-architecture GU2Net (the test suite's `TINY` widths): the benchmark
 is about memory and resume, not accuracy, and the network still runs on the full 512 x 512 chest grid, so reading,
 resizing, batching, decoding, flagging and writing are those of a real run.

@@ -22,7 +22,7 @@ def test_a_record_says_where_when_and_how(tmp_path):
     assert stored == record and stored["rows"] == [1, 2]
     made = stored["record"]
     assert set(made) == {"created", "command", "git_commit", "environment", "libraries"}
-    assert made["command"] == "python benchmarks/x.py --data 'dir with space'"
+    assert made["command"] == "PYTHONPATH=. python benchmarks/x.py --data 'dir with space'"
     environment = made["environment"]
     assert environment["cpu_cores"] >= 1 and environment["landmark_edge"] == __version__ and environment["torch"]
     assert made["libraries"]["numpy"]  # installed: a version; an absent library is null
@@ -58,5 +58,6 @@ def test_an_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
 
 def test_the_command_is_relative_to_the_repository_root_when_it_can_be(tmp_path):
-    assert command_line(["benchmarks/cold_start.py", "--runs", "2"]) == "python benchmarks/cold_start.py --runs 2"
-    assert command_line([str(tmp_path / "x.py")]) == f"python {tmp_path / 'x.py'}"
+    expected = "PYTHONPATH=. python benchmarks/cold_start.py --runs 2"
+    assert command_line(["benchmarks/cold_start.py", "--runs", "2"]) == expected
+    assert command_line([str(tmp_path / "x.py")]) == f"PYTHONPATH=. python {tmp_path / 'x.py'}"

@@ -27,14 +27,15 @@ LIBRARIES = ("numpy", "onnx", "onnxslim", "pillow", "pydicom", "ray", "triton")
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:
-    """The command that reran this script, from the repository root: ``python benchmarks/x.py ARGS``."""
+    """The command that reruns this script from the repository root: ``PYTHONPATH=. python benchmarks/x.py ARGS``
+    (the scripts import ``scripts.`` helpers beside the package)."""
     argv = list(sys.argv if argv is None else argv)
     script = Path(argv[0]).resolve() if argv else Path("python")
     try:
         script = script.relative_to(Path.cwd())
     except ValueError:
         pass
-    return shlex.join(["python", str(script), *argv[1:]])
+    return "PYTHONPATH=. " + shlex.join(["python", str(script), *argv[1:]])
 
 
 def library_versions(names: Sequence[str] = LIBRARIES) -> dict[str, str | None]:
@@ -92,9 +93,10 @@ def write_record(
     *,
     device: str = "cpu",
     argv: Sequence[str] | None = None,
+    markdown_path: Path | None = None,
 ) -> dict:
-    """Write ``STEM.json`` (``data`` with its ``record``) and ``STEM.md`` (``markdown(record)`` with the
-    "Recorded" block under its title); returns the record. NaN is refused: JSON has no such number."""
+    """Write ``STEM.json`` (``data`` with its ``record``) and ``STEM.md`` (or ``markdown_path``: ``markdown(record)``
+    with the "Recorded" block under its title); returns the record. NaN is refused: JSON has no such number."""
     record = {"record": provenance(device, argv), **data}
     json_text = json.dumps(record, indent=2, allow_nan=False) + "\n"
     title, _, body = markdown(record).partition("\n")
@@ -103,5 +105,5 @@ def write_record(
     parts = [title, provenance_markdown(record), body.strip("\n")]
     markdown_text = "\n\n".join(part for part in parts if part) + "\n"
     atomic_write_text(stem.with_suffix(".json"), json_text)
-    atomic_write_text(stem.with_suffix(".md"), markdown_text)
+    atomic_write_text(markdown_path or stem.with_suffix(".md"), markdown_text)
     return record

@@ -6,8 +6,9 @@ construction compiles and warms every *bucket* (powers of two up to ``max_batch_
 itself; short batches are padded up to theirs) and, on CUDA, captures each as a CUDA graph to replay: at batch 1
 the network is ~100 small kernels, so launch overhead, not arithmetic, is what graphs remove.
 
-Build time is the constraint behind the defaults (issue 14: on an H100, ``max-autotune-no-cudagraphs`` was still
-autotuning after 130 s, 6-10 s per convolution shape, per bucket, per precision):
+Build time is the constraint behind the defaults (issue 14: ``max-autotune-no-cudagraphs`` autotunes every
+convolution shape, per bucket, per precision, which took minutes on an H100; the GPU check that times the
+defaults is ``benchmarks/device/gpu_check.sh``, its records go to ``benchmarks/results/<gpu>-chest/``):
 
 * mode ``default``: Inductor benchmarks no convolution or GEMM choices (only ``max-autotune*`` modes do); the
   convolutions are cuDNN's and Inductor generates the kernels around them (casts, bias, activations, padding,

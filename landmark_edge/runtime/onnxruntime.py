@@ -2,7 +2,7 @@
 
 ONNX Runtime quietly falls back to the CPU when a requested GPU provider cannot load (``onnxruntime`` installed
 instead of ``onnxruntime-gpu``, CUDA libraries missing, no device). A deployment that asked for the GPU and got
-the CPU runs 50x slower without a word, so after the session is made we compare the providers it really uses
+the CPU runs far slower without a word, so after the session is made we compare the providers it really uses
 with the ones asked for and refuse a silent fallback unless ``allow_fallback`` says it is acceptable.
 """
 

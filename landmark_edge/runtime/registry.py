@@ -91,9 +91,10 @@ def create_backend(name: str, request: BackendRequest | None = None, /, **keywor
 def default_backend(device: str, precision: str, artifact: Path | None) -> str:
     """``infer``'s backend when none is named: ONNX Runtime for fp32 on the CPU, eager torch otherwise.
 
-    On 2 CPU cores ONNX Runtime runs the network 5-6x faster than eager torch and equals it within 1e-4, and its
-    graph is cached per weights (:class:`~landmark_edge.export.loaders.OnnxFromWeights`), so a one-image ``infer``
-    starts in a fraction of eager torch's time. torch stays the reference for ``evaluate`` and ``bench``.
+    On a CPU ONNX Runtime runs the network several times faster than eager torch (the record:
+    ``benchmarks/results/cpu-2core-chest/bench.md``) and equals it within 1e-4, and its graph is cached per
+    weights (:class:`~landmark_edge.export.loaders.OnnxFromWeights`), so a one-image ``infer`` starts in a fraction
+    of eager torch's time (``benchmarks/results/cold_start.md``). torch stays the reference for ``evaluate`` and ``bench``.
     """
     return "onnxruntime" if device == "cpu" and precision == "fp32" and artifact is None else "torch"
 

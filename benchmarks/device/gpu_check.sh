@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 14's GPU check as ONE device call (benchmarks/README.md, "GPU check"). Run ON the GPU machine from the
-# repository root, after `benchmarks/prepare_device.sh` here:
+# Issue 14's GPU check as ONE device call (benchmarks/device/README.md, "GPU check"). Run ON the GPU machine from the
+# repository root, after `benchmarks/device/prepare_device.sh` here:
 #
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".carry"], timeout_s=420)
+#   run(command="bash benchmarks/device/gpu_check.sh", carry=[".carry"], timeout_s=420)
 #
 # Phases, in priority order (each under `timeout -s INT`, so a bench cut short still writes its finished rows):
 #   tests             every CUDA test (pytest -m gpu), sized to ~2 minutes
@@ -17,9 +17,9 @@
 # Phases that do not fit in GPU_CHECK_BUDGET_S (default 330 s after set-up, so that the call, ~6 minutes, can be
 # run twice in a 15-minute device lease) are skipped and the log ends with the command that runs just those.
 #
-# usage: bash benchmarks/gpu_check.sh [PHASE,PHASE,...]     (default: all, in the order above)
-#        bash benchmarks/gpu_check.sh --dry-run [PHASES]     here, on a CPU: print every command, check the rest
-#        GPU_CHECK_DEVICE=cpu bash benchmarks/gpu_check.sh tests,kernels   here: the phase machinery for real
+# usage: bash benchmarks/device/gpu_check.sh [PHASE,PHASE,...]     (default: all, in the order above)
+#        bash benchmarks/device/gpu_check.sh --dry-run [PHASES]     here, on a CPU: print every command, check the rest
+#        GPU_CHECK_DEVICE=cpu bash benchmarks/device/gpu_check.sh tests,kernels   here: the phase machinery for real
 # Writes to $OUT (7 files): gpu_check.log, environment.txt, cuda_tests.xml, timings.tsv, bench.tar.gz (every
 # bench's bench.json/.md/.png and the compile report), gpu_fast_path_<gpu>_<time>.json and .md.
 set -uo pipefail
@@ -56,7 +56,7 @@ setup() {
 
 environment() {
   {
-    echo "command: bash benchmarks/gpu_check.sh $*"
+    echo "command: bash benchmarks/device/gpu_check.sh $*"
     echo "date: $(date -u +%FT%TZ)"
     echo "commit: $(cat .carry/commit.txt 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)"
     echo "compiler cache at start: $cache; budget ${budget} s"
@@ -113,10 +113,10 @@ main() {
     --precision fp16 -b 32 "${weights[@]}" --format jsonl -o "$work/bench/startup_compiled.jsonl"
   phase bench_main 120 "${bench[@]}" --out-dir "$work/bench/main" --backends torch,compiled --precisions fp16,bf16
   if ! phase compile_pt2 150 $py -m landmark_edge compile -a chest --device "$device" --precision fp16 "${weights[@]}" \
-    -o "$pt2" --json; then
+    -o "$pt2" --format json; then
     rm -f "$pt2"
     phase compile_pt2 60 $py -m landmark_edge compile -a chest --device "$device" --precision fp16 "${weights[@]}" \
-      -o "$pt2" --json --no-autotune
+      -o "$pt2" --format json --no-autotune
   fi
   phase startup_aoti 30 $py -m landmark_edge infer "${images[0]}" -a chest --device "$device" --backend aoti \
     --artifact "$pt2" --format json -o "$work/bench/startup_aoti.json"
@@ -134,7 +134,7 @@ main() {
   echo "== done in $((SECONDS - t0)) s of ${budget} s (+ set-up); files in $out:"
   ls -l "$out"
   if ((${#skipped[@]})); then
-    echo "== not run (budget): rerun with  bash benchmarks/gpu_check.sh $(IFS=,; echo "${skipped[*]}")"
+    echo "== not run (budget): rerun with  bash benchmarks/device/gpu_check.sh $(IFS=,; echo "${skipped[*]}")"
   fi
 }
 
