@@ -120,7 +120,7 @@ def test_bench_end_to_end(tiny_weights, head_images, test_backends, tmp_path):
         "bench", "--anatomy", "head", "-w", str(tiny_weights), "--images", str(head_images), "--device", "cpu",
         "--backends", "torch," + ",".join(test_backends), "--precisions", "fp32,int8", "--batch-sizes", "1,2",
         "--iters", "1", "--warmup", "0", "--option", "test-shifted:dx=3", "--option", "test-shifted:dy=-4",
-        "--out-dir", str(out), "--json",
+        "--out-dir", str(out), "--format", "json",
     ])  # fmt: skip
     failed_rows = 2 * 2  # test-broken at two precisions x two batch sizes
     assert result.exit_code == EXIT_FAILED_BASE + failed_rows, result.output

@@ -156,5 +156,35 @@ def test_old_spellings_are_rewritten_only_where_the_new_one_exists():
         "--executor=ray", "x", "--", "--engine"
     ]
     assert current_spellings(["--engine", "ray"], {"--backend"}) == ["--engine", "ray"]  # no --executor: untouched
+    assert current_spellings(["--json", "--max-batch-size", "2"], {"--format", "--max-batch"}) == [
+        "--format", "json", "--max-batch", "2"
+    ]
+    assert current_spellings(["--image", "a.png", "--overlays", "d"], {"--images", "--overlay"}) == [
+        "--images", "a.png", "--overlay", "d"
+    ]
+
+
+@pytest.mark.parametrize(("command", "old", "new"), [
+    ("infer", ["--engine", "ray"], "--executor"), ("export", ["--image", "x.png"], "--images"),
+    ("evaluate", ["--overlays", "d"], "--overlay"), ("compile", ["--max-batch-size", "2"], "--max-batch"),
+    ("bench", ["--json"], "--format json"), ("build", ["--json"], "--format json"),
+])  # fmt: skip
+def test_every_old_spelling_parses_as_its_new_one_with_one_line(command, old, new, capsys):
+    """Each command accepts its old spelling (one deprecation line) and hides it from the help."""
+    import typer
+
+    from landmark_edge.cli import make_app
+
+    click_command = typer.main.get_command(make_app([command])).get_command(None, command)
+    required = {"infer": ["x.png", "-a", "chest"], "compile": ["-a", "chest", "-o", "x.pt2"], "build": ["x.onnx"],
+                "export": ["-a", "chest"], "bench": ["-a", "chest"], "evaluate": ["--data", "d"]}[command]  # fmt: skip
+    parsed = click_command.make_context(command, [*required, *old]).params  # parsed, never run
+    assert capsys.readouterr().err.count(f"{old[0]} is deprecated: use {new}") == 1
+    key = {"--executor": "executor", "--images": "images", "--overlay": "overlay", "--max-batch": "max_batch",
+           "--format json": "output_format"}[new]  # fmt: skip
+    assert str(getattr(parsed[key], "value", parsed[key])) == {"--executor": "ray", "--images": "[PosixPath('x.png')]",
+                                                               "--overlay": "d", "--max-batch": "2"}.get(new, "json")
+    help_text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
+    assert new.split()[0] in help_text and not re.search(rf"{old[0]}(?![\w-])", help_text)
     bad = runner.invoke(app, ["infer", "x.png", "-a", "chest", "--engine", "spark"])
     assert bad.exit_code == 2 and "--executor must be one of process, ray" in bad.stderr

@@ -300,7 +300,7 @@ def test_compile_command_package_runs_in_infer_without_weights(tmp_path, chest_o
     runner = CliRunner()
     package = tmp_path / "chest.pt2"
     result = runner.invoke(app, ["compile", "-w", str(chest_only_weights), "-a", "chest", "-o", str(package),
-                                 "--max-batch-size", "2", "--json"])  # fmt: skip
+                                 "--max-batch", "2", "--format", "json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["max_abs_heatmap_diff_vs_eager_fp32"] < 1e-5

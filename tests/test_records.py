@@ -61,3 +61,4 @@ def test_the_command_is_relative_to_the_repository_root_when_it_can_be(tmp_path)
     expected = "PYTHONPATH=. python benchmarks/cold_start.py --runs 2"
     assert command_line(["benchmarks/cold_start.py", "--runs", "2"]) == expected
     assert command_line([str(tmp_path / "x.py")]) == f"PYTHONPATH=. python {tmp_path / 'x.py'}"
+    assert command_line(["benchmarks/ray_local.sh", "/tmp/out", "250"]) == "bash benchmarks/ray_local.sh /tmp/out 250"

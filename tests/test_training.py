@@ -204,7 +204,7 @@ def test_pack_train_resume_and_evaluate_from_the_command_line(tmp_path):
 
     out = tmp_path / "eval.json"
     args = ["evaluate", "--data", str(tmp_path / "packed"), "--weights", str(run / "best.safetensors"),
-            "--out", str(out), "--overlays", str(tmp_path / "overlays"), "--worst", "2"]  # fmt: skip
+            "--out", str(out), "--overlay", str(tmp_path / "overlays"), "--worst", "2"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())["anatomies"]["chest"]

@@ -18,7 +18,8 @@
 # run twice in a 15-minute device lease) are skipped and the log ends with the command that runs just those.
 #
 # usage: bash benchmarks/device/gpu_check.sh [PHASE,PHASE,...]     (default: all, in the order above)
-#        bash benchmarks/device/gpu_check.sh --dry-run [PHASES]     here, on a CPU: print every command, check the rest
+#        bash benchmarks/device/gpu_check.sh --dry-run [PHASES]     here, on a CPU: print and parse every command,
+#                                                                   check the rest
 #        GPU_CHECK_DEVICE=cpu bash benchmarks/device/gpu_check.sh tests,kernels   here: the phase machinery for real
 # Writes to $OUT (7 files): gpu_check.log, environment.txt, cuda_tests.xml, timings.tsv, bench.tar.gz (every
 # bench's bench.json/.md/.png and the compile report), gpu_fast_path_<gpu>_<time>.json and .md.
@@ -89,7 +90,12 @@ phase() {
     return 0
   fi
   echo "== $name (at most ${cap} s): $*"
-  if ((dry_run)); then return 0; fi
+  if ((dry_run)); then
+    if [[ " $* " == *" -m landmark_edge "* ]]; then  # parsed together at the end of the dry run
+      printf '%q ' "${@:4}" >>"$work/commands.txt" && echo >>"$work/commands.txt"
+    fi
+    return 0
+  fi
   local start
   start=$(date +%s.%N)
   timeout -s INT -k 15 "$cap" "$@"
@@ -141,6 +147,28 @@ main() {
 if ((dry_run)); then
   echo "dry run: commands only (no GPU); checks below"
   main "$@"
+  echo "== check: every landmark-edge command line parses as the real run would (an unknown option fails here;"
+  echo "   an old spelling prints its deprecation line); nothing runs"
+  python - "$work/commands.txt" <<'PY'
+import shlex
+import sys
+
+import typer
+
+from landmark_edge.cli import make_app
+
+failed = 0
+for line in open(sys.argv[1]).read().splitlines():
+    name, *args = shlex.split(line)
+    try:
+        typer.main.get_command(make_app([name])).get_command(None, name).make_context(name, args)
+    except Exception as error:  # noqa: BLE001 - Click's usage errors: say which command and why, check the rest
+        failed += 1
+        print(f"   FAILS: landmark-edge {name}: {getattr(error, 'format_message', error.__str__)()}")
+    else:
+        print(f"   parses: landmark-edge {name} {shlex.join(args)[:80]}...")
+print(f"   {failed} command line(s) do not parse" if failed else "   every command line parses")
+PY
   echo "== check: pytest selects the CUDA tests"
   python -m pytest -q -p no:cacheprovider --collect-only -m gpu | tail -n 3
   echo "== check: gpu_fast_path.py --sections kernels runs (kernel rows skip without CUDA)"

@@ -35,6 +35,8 @@ def command_line(argv: Sequence[str] | None = None) -> str:
         script = script.relative_to(Path.cwd())
     except ValueError:
         pass
+    if script.suffix == ".sh":  # a shell script that writes its record through this module
+        return shlex.join(["bash", str(script), *argv[1:]])
     return "PYTHONPATH=. " + shlex.join(["python", str(script), *argv[1:]])
 
 

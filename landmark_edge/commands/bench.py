@@ -28,7 +28,6 @@ from landmark_edge.commands.options import (
     DecodeOpt,
     DeviceOpt,
     FormatOpt,
-    JsonAliasOpt,
     ReportFormat,
     WeightsOpt,
     anatomy_or_exit,
@@ -39,7 +38,6 @@ from landmark_edge.commands.options import (
     one_line_errors,
     options_for,
     stdout_is_terminal,
-    wants_json,
     out_console,
 )
 from landmark_edge.decode import DecodeMethod
@@ -74,7 +72,6 @@ def bench(
         Path | None, typer.Option(help="Where bench.json/.md/.png go. Default: benchmarks/results/<device>-<anatomy>.")
     ] = None,
     output_format: FormatOpt = ReportFormat.TABLE,
-    json_alias: JsonAliasOpt = False,
 ) -> None:
     """Time every backend (latency percentiles, images/s, stage split, peak GPU memory) against the eager fp32
     torch reference, which always runs first in the same process, and measure each one's landmark drift from it on
@@ -114,7 +111,7 @@ def bench(
         )
         report = _run_keeping_partial(config, out_dir)
         paths = write_outputs(report, out_dir)
-    if wants_json(output_format, json_alias):
+    if output_format is ReportFormat.JSON:
         typer.echo(report.model_dump_json(indent=2))
     else:
         out_console(width=None if stdout_is_terminal() else 200).print(rich_table(report))

@@ -13,7 +13,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from landmark_edge.commands.options import AnatomyOpt, DeviceOpt, WeightsOpt, anatomy_or_exit
-from landmark_edge.commands.options import FormatOpt, JsonAliasOpt, ReportFormat, wants_json
+from landmark_edge.commands.options import FormatOpt, ReportFormat
 from landmark_edge.commands.options import err_console, one_line_errors
 from landmark_edge.export.pt2 import export_pt2
 from landmark_edge.optimize import Kernels, rewrite_for_inference, select_anatomy, summarize
@@ -29,9 +29,6 @@ def compile_package(
     device: DeviceOpt = "cpu",
     precision: Annotated[str, typer.Option(help="Compute precision baked into the package: fp32, fp16, bf16.")] = "fp32",
     max_batch: Annotated[int, typer.Option(min=1, help="Largest batch the package accepts.")] = 32,
-    max_batch_alias: Annotated[
-        int | None, typer.Option("--max-batch-size", min=1, hidden=True, help="Old spelling of --max-batch.")
-    ] = None,
     channels_last: Annotated[bool, typer.Option(help="Run the convolutions in channels_last (NHWC).")] = False,
     kernels: Annotated[
         Kernels, typer.Option(help="Fused stages: triton kernels on CUDA when installed (auto), or cuDNN convs.")
@@ -43,7 +40,6 @@ def compile_package(
     ] = True,
     verify: Annotated[bool, typer.Option(help="Load the package and compare it with the eager model.")] = True,
     output_format: FormatOpt = ReportFormat.TABLE,
-    json_alias: JsonAliasOpt = False,
 ) -> None:
     """Fold BatchNorm, fuse the separable and dilated stages, export and AOT-compile one anatomy's network.
 
@@ -52,7 +48,6 @@ def compile_package(
     mostly --autotune), loading it takes seconds.
     """
     target = anatomy_or_exit(anatomy)
-    max_batch_size = max_batch_alias or max_batch
     with one_line_errors():
         dtype = torch_dtype(precision)
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -66,7 +61,7 @@ def compile_package(
             "anatomy": target.name,
             "device": device,
             "precision": precision,
-            "max_batch_size": max_batch_size,
+            "max_batch_size": max_batch,
             "channels_last": channels_last,
             "kernels": kernels.value,
             "autotune": autotune and device.startswith("cuda"),
@@ -79,13 +74,13 @@ def compile_package(
             step = "export + AOTInductor compile" + (" (autotuning every convolution)" if report["autotune"] else "")
             progress.add_task(step, total=None)
             started = time.perf_counter()
-            export_pt2(net, target, out, device=device, max_batch_size=max_batch_size,
+            export_pt2(net, target, out, device=device, max_batch_size=max_batch,
                        info={"weights_sha256": info.sha256, "preprocessing": info.preprocessing},
                        autotune=report["autotune"])
             report["compile_seconds"] = round(time.perf_counter() - started, 1)
         if verify:
             report["max_abs_heatmap_diff_vs_eager_fp32"] = _verify(out, model, target.name, device)
-    if wants_json(output_format, json_alias):
+    if output_format is ReportFormat.JSON:
         typer.echo(json.dumps(report, indent=2))
     else:
         _print(report)

@@ -55,9 +55,6 @@ def evaluate(
     overlay: Annotated[
         Path | None, typer.Option(help="Write PNG overlays of the worst images per anatomy into this folder.")
     ] = None,
-    overlays_alias: Annotated[
-        Path | None, typer.Option("--overlays", hidden=True, help="Old spelling of --overlay.")
-    ] = None,
     worst: Annotated[int, typer.Option(min=1, help="How many worst images get an overlay.")] = 5,
     per_landmark: Annotated[bool, typer.Option("--per-landmark", help="Also print per-landmark tables.")] = False,
     shift: Annotated[
@@ -69,12 +66,11 @@ def evaluate(
 ) -> None:
     if split not in SPLITS:
         fail(f"--split must be one of {', '.join(SPLITS)}")
-    overlays = overlay or overlays_alias
     with one_line_errors():  # a misspelt backend is one line before any weights or data are read
         check_options(backend, {})
     if shift != "none" and shift not in SHIFTS:
         fail(f"--shift must be none or one of {', '.join(SHIFTS)}")
-    if shift != "none" and overlays is not None:
+    if shift != "none" and overlay is not None:
         fail("--overlay draws the unshifted images: leave it out with --shift")
     with one_line_errors():
         weights_path = resolve_weights(weights)
@@ -115,8 +111,8 @@ def evaluate(
             report["anatomies"][anatomy.name] = evaluation.report()
             if not evaluation.samples:
                 print_line("note:", f"{anatomy.name}: the {split} split has no images under {data}", "yellow")
-            if overlays is not None:
-                write_overlays(evaluation, overlays, worst)
+            if overlay is not None:
+                write_overlays(evaluation, overlay, worst)
     if out is not None:
         atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     console = out_console(width=None if stdout_is_terminal() else 120)

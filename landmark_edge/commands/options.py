@@ -45,11 +45,6 @@ class ReportFormat(str, Enum):
 
 
 FormatOpt = Annotated[ReportFormat, typer.Option("--format", "-f", help="table for people, json for tools.")]
-JsonAliasOpt = Annotated[bool, typer.Option("--json", hidden=True, help="The old spelling of --format json.")]
-
-
-def wants_json(output_format: ReportFormat, json_alias: bool) -> bool:
-    return output_format is ReportFormat.JSON or json_alias
 
 
 WeightsOpt = Annotated[
@@ -116,9 +111,15 @@ def _name_values(params: list, ctx: typer.Context) -> list:
     return params
 
 
-# Old spellings still accepted: each use prints one deprecation line and is read as the new spelling, so a
-# renamed option keeps scripts working without a second, hidden parameter in the command's signature.
-OLD_SPELLINGS = {"--engine": "--executor"}
+# Old spellings still accepted: each use prints one deprecation line and is read as the new spelling (its
+# tokens), so a renamed option keeps scripts working without a second, hidden parameter in the command's signature.
+OLD_SPELLINGS = {
+    "--engine": ("--executor",),  # infer
+    "--image": ("--images",),  # export
+    "--overlays": ("--overlay",),  # evaluate
+    "--max-batch-size": ("--max-batch",),  # compile
+    "--json": ("--format", "json"),  # bench, build, compile, export
+}
 
 
 def current_spellings(args: list[str], known: set[str]) -> list[str]:
@@ -130,10 +131,11 @@ def current_spellings(args: list[str], known: set[str]) -> list[str]:
             return rewritten + args[position:]
         name, equals, value = arg.partition("=")
         new = OLD_SPELLINGS.get(name)
-        if new in known:
-            warning_line(f"{name} is deprecated: use {new}")
-            arg = new + equals + value
-        rewritten.append(arg)
+        if new is None or new[0] not in known:
+            rewritten.append(arg)
+            continue
+        warning_line(f"{name} is deprecated: use {' '.join(new)}")
+        rewritten += [new[0] + equals + value] if equals else list(new)
     return rewritten
 
 
