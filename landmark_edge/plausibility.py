@@ -112,9 +112,7 @@ class Evidence:
 
 def evidence(points: np.ndarray, confidence: Sequence[float], size: tuple[int, int], anatomy: Anatomy) -> Evidence:
     """The evidence of (C, 2) detected points (original pixels) with their peaks, in a ``size`` (W, H) image."""
-    layout = typical_layouts().get(anatomy.name)
-    fit = None if layout is None else affine_residual(np.asarray(points, dtype=np.float64), layout.mean)
-    return Evidence(int(size[0]), int(size[1]), np.asarray(confidence, dtype=np.float64), fit)
+    return Evidence(int(size[0]), int(size[1]), np.asarray(confidence, dtype=np.float64), _layout_fit(points, anatomy))
 
 
 def result_evidence(result: ImageResult, anatomy: Anatomy) -> Evidence:
@@ -139,9 +137,13 @@ CHECKS = ("geometry", "confidence", "layout")  # the keys of rule_flags, in the 
 
 def layout_flags(points: np.ndarray, anatomy: Anatomy) -> list[str]:
     """Flags for a (C, 2) arrangement of detected points, in original pixels."""
+    return _layout_verdict(_layout_fit(points, anatomy), anatomy, None)
+
+
+def _layout_fit(points: np.ndarray, anatomy: Anatomy) -> tuple[float, float] | None:
+    """(residual, determinant) of the points against the anatomy's typical layout; None where it has none."""
     layout = typical_layouts().get(anatomy.name)
-    fit = None if layout is None else affine_residual(np.asarray(points, dtype=np.float64), layout.mean)
-    return _layout_verdict(fit, anatomy, None)
+    return None if layout is None else affine_residual(np.asarray(points, dtype=np.float64), layout.mean)
 
 
 def _layout_verdict(fit: tuple[float, float] | None, anatomy: Anatomy, max_residual: float | None) -> list[str]:
