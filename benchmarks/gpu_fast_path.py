@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 import torch
 
 from landmark_edge.anatomy import get_anatomy
+from landmark_edge.bench.environment import cpu_name
 from landmark_edge.bench.records import write_record
 from landmark_edge.model import SingleAnatomy, gu2net
 from landmark_edge.optimize import Kernels, rewrite_for_inference, triton_kernels
@@ -114,7 +114,7 @@ def environment(args: argparse.Namespace, device: torch.device) -> dict:
     props = torch.cuda.get_device_properties(device) if cuda else None
     return {  # the machine, versions, command and commit are in the record (landmark_edge.bench.records)
         "device": str(device),
-        "device_name": props.name if cuda else platform.processor() or "cpu",
+        "device_name": props.name if cuda else cpu_name(),
         "compute_capability": f"{props.major}.{props.minor}" if cuda else None,
         "gpu_memory_gib": round(props.total_memory / 2**30, 1) if cuda else None,
         "triton": getattr(triton_kernels.triton, "__version__", None),

@@ -62,3 +62,16 @@ def test_the_command_is_relative_to_the_repository_root_when_it_can_be(tmp_path)
     assert command_line(["benchmarks/cold_start.py", "--runs", "2"]) == expected
     assert command_line([str(tmp_path / "x.py")]) == f"PYTHONPATH=. python {tmp_path / 'x.py'}"
     assert command_line(["benchmarks/ray_local.sh", "/tmp/out", "250"]) == "bash benchmarks/ray_local.sh /tmp/out 250"
+
+
+def test_every_benchmark_script_writes_through_the_helper():
+    """A record that does not say where it was made cannot be compared: no script describes the machine itself."""
+    from pathlib import Path
+
+    scripts = sorted((Path(__file__).parents[1] / "benchmarks").glob("*.py"))
+    assert scripts
+    for script in scripts:
+        text = script.read_text()
+        assert "write_record" in text, f"{script.name}: write its record through landmark_edge.bench.records"
+        for own_description in ("CPU cores", "cpu_count()", "platform.processor", "platform.machine()"):
+            assert own_description not in text, f"{script.name}: {own_description} (the record says where)"
