@@ -1,6 +1,6 @@
 """Per-image result files: one JSON file per image in an output folder, the unit a folder run resumes from
-(``--skip-existing``), each written atomically, so a killed run leaves whole files only and a resumed run rebuilds
-exactly the aggregate an uninterrupted one writes."""
+(``--skip-existing``: :meth:`ResultStore.reusable`), each written atomically, so a killed run leaves whole files
+only and a resumed run rebuilds exactly the aggregate an uninterrupted one writes."""
 
 from __future__ import annotations
 
@@ -40,3 +40,19 @@ class ResultStore:
     def save(self, result: ImageResult) -> None:
         atomic_write_text(self.path(result.path), json.dumps(result.to_dict(), indent=1) + "\n")
 
+    def reusable(
+        self, files: list[Path], anatomy: str, decode: str, overlay: Path | None = None
+    ) -> dict[Path, ImageResult]:
+        """Results already in the folder for the same anatomy and decoding (with their overlay in ``overlay``,
+        when one is asked): what a resumed run takes instead of computing again."""
+        done = {}
+        for path in files:
+            if not self.has(path) or (overlay is not None and not self.path(path, ".png", overlay).is_file()):
+                continue
+            try:
+                result = self.load(path)
+            except (ValueError, TypeError, KeyError):  # not one of ours: compute it again
+                continue
+            if result.anatomy == anatomy and result.decode == decode:
+                done[path] = result
+        return done
