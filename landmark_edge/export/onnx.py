@@ -275,6 +275,10 @@ def export_anatomy(
     how much drift is acceptable is the deployment's call, and it depends on the trained weights).
     """
     target = get_anatomy(anatomy)
+    if calibration is not None:
+        from landmark_edge.export.quantize import calibration_paths
+
+        calibration_paths(calibration)  # missing images fail now, not after the fp32 export
     graph, model = onnx_graph(weights, target, decode=decode, opset=opset, simplify=simplify, step=step)
     step("checking")
     check_onnx(graph)
