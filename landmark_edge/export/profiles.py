@@ -104,7 +104,8 @@ def profile_folder() -> Traversable:
 
 def profile_names() -> list[str]:
     """Every shipped profile (each ``*.yaml`` of the profile folder)."""
-    return sorted(entry.name.removesuffix(".yaml") for entry in profile_folder().iterdir() if entry.name.endswith(".yaml"))
+    return sorted(entry.name.removesuffix(".yaml") for entry in profile_folder().iterdir()
+                  if entry.name.endswith(".yaml"))  # fmt: skip
 
 
 def resolve_profile_path(name_or_path: str | Path) -> Traversable:
