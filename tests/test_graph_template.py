@@ -59,18 +59,18 @@ def test_every_anatomy_and_decoding_has_a_template_that_fills(shipped):
 
 def test_no_template_for_another_network_grid_or_opset(shipped, tiny_weights):
     _, info = shipped
-    chest = get_anatomy("chest")
-    assert shipped_template(chest, None, 18, info.architecture) is not None
-    assert shipped_template(chest, None, 18, read_info(tiny_weights).architecture) is None
-    assert shipped_template(chest, None, 17, info.architecture) is None
+    chest, subpixel = get_anatomy("chest"), DecodeMethod.SUBPIXEL
+    assert shipped_template(chest, subpixel, 18, info.architecture) is not None
+    assert shipped_template(chest, subpixel, 18, read_info(tiny_weights).architecture) is None
+    assert shipped_template(chest, subpixel, 17, info.architecture) is None
     other_grid = dataclasses.replace(chest, grid=(chest.grid[0] // 2, chest.grid[1] // 2))
-    assert shipped_template(other_grid, None, 18, info.architecture) is None
+    assert shipped_template(other_grid, subpixel, 18, info.architecture) is None
 
 
 def test_a_template_that_does_not_fit_the_tensors_is_refused(shipped):
     model, info = shipped
-    template = shipped_template(get_anatomy("chest"), None, 18, info.architecture)
-    tensors = module_tensors(export_module(model, "chest", None))
+    template = shipped_template(get_anatomy("chest"), DecodeMethod.SUBPIXEL, 18, info.architecture)
+    tensors = module_tensors(export_module(model, "chest", DecodeMethod.SUBPIXEL))
     name = next(t.name for t in template.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
     with pytest.raises(TemplateError, match=name):
         fill_template(template, {**tensors, name: tensors[name][:1]})
