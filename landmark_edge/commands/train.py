@@ -36,6 +36,11 @@ class Amp(str, Enum):
     fp16 = "fp16"
 
 
+class Schedule(str, Enum):
+    cyclic = "cyclic"
+    cosine = "cosine"
+
+
 def _widths(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",")]
@@ -100,6 +105,23 @@ def train(
     ] = "64,128,256,512,512",
     global_width: Annotated[int, typer.Option(min=2, help="Global branch width (paper: 128).")] = 128,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
+    init: Annotated[
+        Path | None,
+        typer.Option("--init", help="Start from this weights file: its shared layers and every head it has "
+                     "(matched by anatomy name; heads it lacks start fresh, heads not in --anatomies are kept "
+                     "and left as they are)."),
+    ] = None,
+    freeze: Annotated[
+        str, typer.Option(help="Comma-separated groups left as they are: shared (the layers all anatomies share), "
+                          "an anatomy's name (its own layers), bn-stats (BatchNorm statistics).")
+    ] = "",
+    schedule: Annotated[
+        Schedule | None,
+        typer.Option(help="cyclic: the reference's CyclicLR from --lr to --max-lr; cosine: linear warm-up to --lr, "
+                     "then cosine decay to --min-lr (default: cosine with --init, cyclic otherwise)."),
+    ] = None,
+    warmup: Annotated[int, typer.Option(min=0, help="Cosine schedule: warm-up iterations.")] = 50,
+    min_lr: Annotated[float, typer.Option(help="Cosine schedule: the rate at the last iteration.")] = 1e-6,
 ) -> None:
     """Train GU2Net on mixed single-anatomy batches with the reference schedule (Adam, CyclicLR triangular2).
 
@@ -133,6 +155,8 @@ def train(
                 max_lr=max_lr, step_size=step_size, weight_decay=weight_decay, val_every=val_every, amp=amp.value,
                 channels_last=channels_last, seed=seed, local_widths=_widths(local_widths),
                 global_width=global_width, limit=limit, checkpoint_every=checkpoint_every, part_mib=part_mib,
+                init=None if init is None else str(init), freeze=[g for g in freeze.split(",") if g],
+                schedule=None if schedule is None else schedule.value, warmup=warmup, min_lr=min_lr,
             )
             options = RunOptions(data=data, device=device, workers=workers, max_minutes=max_minutes,
                                  progress=progress, report=report)

@@ -7,8 +7,14 @@ unaugmented images with the same sub-pixel targets).
 
 One iteration = one single-anatomy batch (reference §7): z-score on the device, forward (optionally under
 bf16/fp16 autocast, optionally channels_last), BCE summed over batch x landmarks x pixels on the *product*
-output in float32, Adam step, CyclicLR step. Validation every ``val_every`` epochs and at the last one: per
+output in float32, Adam step, scheduler step. Validation every ``val_every`` epochs and at the last one: per
 anatomy the mean per-image BCE sum, summed over anatomies; the lowest value is exported as ``best.safetensors``.
+
+A fine-tune starts from a weights file (``init``): the shared layers and every head the file has are taken
+from it by anatomy name, heads it lacks start fresh. Groups can be frozen (``freeze``: the shared layers, an
+anatomy's own layers, the BatchNorm statistics); a frozen group's tensors are left bit-identical (its
+parameters are not given to Adam, its BatchNorms stay in eval mode), and so are the heads of anatomies the run
+has no batches of. Such a run uses the ``cosine`` schedule (linear warm-up, then cosine decay from ``lr``).
 
 Everything a run needs to continue exactly is in its checkpoint (model, optimizer, scheduler, grad scaler, RNG
 states, epoch, position in the epoch, iteration, best so far, the epoch's running loss) and the data order is a
@@ -31,20 +37,23 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
+from torch import nn
 
 from landmark_edge.anatomy import PAPER_ORDER, get_anatomy
 from landmark_edge.data import Augmentation, Batch, GridDataset, load_split, render_heatmaps
 from landmark_edge.errors import LandmarkEdgeError, first_line
 from landmark_edge.io.atomic import atomic_write_text
-from landmark_edge.model import gu2net
+from landmark_edge.model import SHARED, GU2Net, gu2net, tensor_owners
 from landmark_edge.transforms import zscore_batch
 from landmark_edge.training.checkpoint import DEFAULT_PART_MIB, has_checkpoint, load_checkpoint, save_checkpoint
 from landmark_edge.training.logs import METRICS, MetricsLog, plot_curves, read_metrics
-from landmark_edge.training.schedule import build_optimizer, build_scheduler, epoch_plan
-from landmark_edge.weights import save_weights
+from landmark_edge.training.schedule import build_cosine_scheduler, build_optimizer, build_scheduler, epoch_plan
+from landmark_edge.weights import checked_sha256, load_weights, read_info, save_weights
 
 CONFIG = "config.json"
+BN_STATS = "bn-stats"
+FREEZE_GROUPS = (SHARED, BN_STATS)  # besides an anatomy's name (its own layers)
 BEST = "best.safetensors"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 RECIPES = {
@@ -75,6 +84,31 @@ class TrainConfig(BaseModel):
     limit: int | None = None  # use only the first N samples of each split (smoke tests)
     checkpoint_every: int = 0  # iterations between checkpoints; 0 = at the end of each epoch only
     part_mib: float = DEFAULT_PART_MIB
+    init: str | None = None  # weights file the run starts from; heads matched by anatomy name, missing ones fresh
+    init_sha256: str = ""  # of ``init``, recorded at the start (a resumed run refuses a changed file)
+    model_anatomies: list[str] = Field(default_factory=list)  # the model's heads in order; empty: ``anatomies``
+    freeze: list[str] = Field(default_factory=list)  # "shared", an anatomy's name, "bn-stats"
+    schedule: Literal["cyclic", "cosine"] | None = None  # None: cosine with ``init``, cyclic otherwise
+    warmup: int = 50  # cosine schedule: iterations of linear warm-up up to ``lr``
+    min_lr: float = 1e-6  # cosine schedule: the rate at the last iteration
+
+    @field_validator("freeze")
+    @classmethod
+    def _known_groups(cls, groups: list[str]) -> list[str]:
+        """Anatomy aliases become names (the trainer refuses what is not a group of its model)."""
+        return [group if group in FREEZE_GROUPS else _anatomy_name(group) for group in groups]
+
+    @model_validator(mode="after")
+    def _resolve_schedule(self) -> TrainConfig:
+        """A run from trained weights fine-tunes: CyclicLR up to ``max_lr`` would undo what they converged to."""
+        if self.schedule is None:
+            self.schedule = "cosine" if self.init else "cyclic"
+        return self
+
+    @property
+    def heads(self) -> list[str]:
+        """The model's anatomies, in order: the init file's, then those it lacks."""
+        return self.model_anatomies or self.anatomies
 
 
 @dataclass
@@ -133,23 +167,32 @@ class _PlanItems(torch.utils.data.Dataset):
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, run_dir: Path, options: RunOptions) -> None:
+    """One run: its model, data, optimizer and position; ``initialise`` applies ``config.init`` (a new run, or
+    one resumed before its first checkpoint)."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, options: RunOptions, initialise: bool = True) -> None:
         self.config, self.run_dir, self.options = config, Path(run_dir), options
         self.device = torch.device(options.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise TrainingError(f"--device {options.device}: CUDA is not available on this machine")
         self.anatomies = [get_anatomy(name) for name in config.anatomies]
         _seed_everything(config.seed)
-        model = gu2net([a.name for a in self.anatomies], local_widths=config.local_widths,
-                       global_width=config.global_width)
+        model = gu2net(config.heads, local_widths=config.local_widths, global_width=config.global_width)
+        if initialise and config.init:
+            self._initialise(model)
+        trainable = self._freeze(model)
         memory_format = torch.channels_last if config.channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=memory_format)
         self.train_sets = self._datasets("train")
         self.val_sets = self._datasets("val")
         if not any(len(d) >= config.batch_size for d in self.train_sets.values()):
             raise TrainingError(f"{options.data}: no anatomy has a full training batch of {config.batch_size}")
-        self.optimizer = build_optimizer(self.model, config.lr, config.weight_decay)
-        self.scheduler = build_scheduler(self.optimizer, config.lr, config.max_lr, config.step_size)
+        self.optimizer = build_optimizer(trainable, config.lr, config.weight_decay)
+        if config.schedule == "cosine":
+            total = config.epochs * self.iterations_per_epoch
+            self.scheduler = build_cosine_scheduler(self.optimizer, config.lr, config.min_lr, config.warmup, total)
+        else:
+            self.scheduler = build_scheduler(self.optimizer, config.lr, config.max_lr, config.step_size)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.epoch = self.position = self.iteration = 0
         self.best_val, self.best_epoch = math.inf, -1
@@ -158,6 +201,62 @@ class Trainer:
         self._elapsed_before = 0.0
         self._chunk_start = time.monotonic()
         self.failed_reads: set[str] = set()
+
+    # -- weights and freezing ------------------------------------------------------------------------------
+    def _initialise(self, model: GU2Net) -> None:
+        """Shared layers and every head the file has come from ``config.init``; the heads it lacks stay fresh."""
+        path = Path(self.config.init)
+        source, info = load_weights(path, require_fit=False)
+        if self.config.init_sha256 and info.sha256 != self.config.init_sha256:
+            raise TrainingError(f"{path}: changed since the run started (sha256 {info.sha256[:12]}..., the run "
+                                f"recorded {self.config.init_sha256[:12]}...)")
+        theirs = {k: v for k, v in source.config.items() if k != "num_landmarks"}
+        ours = {k: v for k, v in model.config.items() if k != "num_landmarks"}
+        if theirs != ours:
+            differ = ", ".join(f"{k} {theirs.get(k)} (run: {v})" for k, v in ours.items() if theirs.get(k) != v)
+            raise TrainingError(f"{path}: another architecture than this run's: {differ}")
+        weights = source.state_dict()
+        taken = {k: weights[k] for k, owner in tensor_owners(model).items() if owner in (SHARED, *info.anatomy_names)}
+        model.load_state_dict({**model.state_dict(), **taken})
+        fresh = [name for name in model.anatomies if name not in info.anatomy_names]
+        self.options.report(f"init: {path} (shared layers, {', '.join(n for n in model.anatomies if n not in fresh)})"
+                            + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
+
+    def frozen_groups(self) -> list[str]:
+        """What does not train: the groups in ``freeze`` and the heads of anatomies the run has no batches of."""
+        idle = [name for name in self.config.heads if name not in self.config.anatomies]
+        return list(dict.fromkeys([*self.config.freeze, *idle]))
+
+    def _freeze(self, model: GU2Net) -> list[nn.Parameter]:
+        """Turn off gradients of frozen groups; returns the parameters that train (the only ones Adam gets)."""
+        unknown = [g for g in self.config.freeze if g not in (*FREEZE_GROUPS, *model.anatomies)]
+        if unknown:
+            raise TrainingError(f"--freeze {','.join(unknown)}: not a group of this model ({', '.join(FREEZE_GROUPS)}"
+                                f" or one of its anatomies: {', '.join(model.anatomies)})")
+        frozen = set(self.frozen_groups())
+        owners = tensor_owners(model)
+        trainable = []
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(owners[name] not in frozen)
+            if parameter.requires_grad:
+                trainable.append(parameter)
+        if not trainable:
+            raise TrainingError(f"--freeze {','.join(self.config.freeze)}: leaves nothing to train")
+        self._still_norms = [module for prefix, module in model.named_modules()
+                             if isinstance(module, nn.modules.batchnorm._BatchNorm)
+                             and (BN_STATS in frozen or owners[f"{prefix}.running_mean"] in frozen)]  # fmt: skip
+        count = sum(p.numel() for p in trainable)
+        total = sum(p.numel() for p in model.parameters())
+        self.options.report(f"training {count:,} of {total:,} parameters"
+                            + (f"; frozen: {', '.join(sorted(frozen))}" if frozen else ""))
+        return trainable
+
+    def _train_mode(self) -> None:
+        """Training mode, except BatchNorms whose statistics are frozen: they normalise with their running
+        statistics and leave them as they are (a frozen head stays bit-identical)."""
+        self.model.train()
+        for module in self._still_norms:
+            module.eval()
 
     # -- data -------------------------------------------------------------------------------------------
     def _datasets(self, split: str) -> dict[str, GridDataset]:
@@ -210,7 +309,7 @@ class Trainer:
                     images += len(batch.ids)
             if images:
                 losses[name] = total / images
-        self.model.train()
+        self._train_mode()
         return losses
 
     # -- the loop -----------------------------------------------------------------------------------------
@@ -228,7 +327,7 @@ class Trainer:
         resumed_at = self.iteration if has_checkpoint(self.run_dir) else None
         log = MetricsLog(self.run_dir / METRICS, keep_until_iteration=resumed_at)
         total = self.config.epochs * self.iterations_per_epoch
-        self.model.train()
+        self._train_mode()
         try:
             with _progress(self.options.progress, total, self.iteration) as progress:
                 while self.epoch < self.config.epochs:
@@ -314,6 +413,8 @@ class Trainer:
         metrics = {"best_epoch": self.best_epoch, "val_loss": None if math.isinf(self.best_val) else self.best_val,
                    "iteration": self.iteration, "train_config": self.config.model_dump()}
         source = f"landmark-edge train --recipe {self.config.recipe}, run {self.run_dir.name}, epoch {self.best_epoch}"
+        if self.config.init:
+            source += f", from {Path(self.config.init).name} (sha256 {self.config.init_sha256[:12]}...)"
         save_weights(self.model, path, source=source, metrics=metrics)
 
     def _note_failures(self, batch: Batch) -> None:
@@ -362,6 +463,8 @@ def start_run(config: TrainConfig, run_dir: Path, options: RunOptions) -> Traine
     run_dir = Path(run_dir)
     if has_checkpoint(run_dir) or (run_dir / CONFIG).exists():
         raise TrainingError(f"{run_dir}: already holds a run; continue it with --resume {run_dir}")
+    if config.init:
+        config = _with_init(config)
     trainer = Trainer(config, run_dir, options)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG, config.model_dump_json(indent=2) + "\n")
@@ -377,10 +480,27 @@ def resume_run(run_dir: Path, options: RunOptions) -> Trainer:
         raise TrainingError(f"{run_dir / CONFIG}: not a run directory ({first_line(error)})") from None
     if options.data is None:
         options.data = Path(config.data)
-    trainer = Trainer(config, run_dir, options)
-    if has_checkpoint(run_dir):
+    checkpointed = has_checkpoint(run_dir)
+    trainer = Trainer(config, run_dir, options, initialise=not checkpointed)
+    if checkpointed:
         trainer.load_state_dict(load_checkpoint(run_dir, map_location=trainer.device))
     return trainer
+
+
+def _with_init(config: TrainConfig) -> TrainConfig:
+    """Record what ``init`` is (its sha256) and the model it makes: the file's heads in its order, then those of
+    ``anatomies`` it lacks; every other head of the file is kept and left as it is."""
+    info = read_info(config.init)
+    names = [get_anatomy(name).name for name in config.anatomies]
+    heads = [*info.anatomy_names, *(name for name in names if name not in info.anatomy_names)]
+    return config.model_copy(update={"init_sha256": checked_sha256(config.init), "model_anatomies": heads})
+
+
+def _anatomy_name(text: str) -> str:
+    try:
+        return get_anatomy(text).name
+    except ValueError:
+        return text
 
 
 def _seed_everything(seed: int) -> None:
