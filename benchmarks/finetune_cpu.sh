@@ -6,7 +6,7 @@
 #   benchmarks/finetune_cpu.sh head   # phase 2: start from phase 1's best.safetensors, or continue
 #
 # In the background, niced, with the cores to itself (two jobs sharing 2 cores slow each other ~30x):
-#   nohup nice -n 10 benchmarks/finetune_cpu.sh hand > runs/finetune-hand.log 2>&1 &
+#   mkdir -p runs && nohup nice -n 10 benchmarks/finetune_cpu.sh hand > runs/finetune-hand.log 2>&1 &
 # Each phase is one `train` run directory under $RUNS (git-ignored /runs/): config.json, metrics.jsonl,
 # loss.png, the checkpoint in parts and best.safetensors. Running the same command again continues the run from
 # its last checkpoint (`train --resume`); MINUTES=N stops a chunk after N minutes (exit 75: run it again).

@@ -23,6 +23,7 @@ from landmark_edge.training.checkpoint import CheckpointError
 from landmark_edge.training.logs import read_metrics
 from landmark_edge.training.schedule import build_cosine_scheduler, build_optimizer, build_scheduler, epoch_plan
 from landmark_edge.training.schedule import warmup_cosine
+from landmark_edge.training.selection import framing_score
 from landmark_edge.training.trainer import batch_loss
 from landmark_edge.weights import file_sha256, load_weights, save_weights
 from tests.conftest import TINY
@@ -66,6 +67,15 @@ def test_warmup_cosine_rises_linearly_then_decays_to_the_floor():
         optimizer.step()
         scheduler.step()
     assert {s: seen[s] for s in expected if s in seen} == pytest.approx({s: v for s, v in expected.items() if s in seen})
+
+
+def test_framing_score_is_the_mean_relative_mre_over_conditions_and_anatomies():
+    """Head (paper 1.54 mm) and chest (5.57 px): each anatomy's mean over its measured conditions over its paper
+    figure, then the mean over anatomies; a condition with nothing measured is left out."""
+    mre = {"head": {"none": 1.54, "zoom-0.8": 4.62, "crop-top-1.4": None}, "chest": {"none": 5.57, "zoom-0.8": 16.71}}
+    expected = ((1.54 + 4.62) / 2 / 1.54 + (5.57 + 16.71) / 2 / 5.57) / 2
+    assert framing_score(mre, {n: registry.get_anatomy(n) for n in mre}) == pytest.approx(expected)
+    assert framing_score({}, {}) == float("inf")
 
 
 def test_epoch_plan_mixes_single_anatomy_batches_like_mixiter():
@@ -146,13 +156,22 @@ def _kill_at(iteration: int):
     return hook
 
 
+def split_chest_root(root, train: int, val: int, test: int):
+    """A synthetic chest layout with a ``split.csv``: the first ``train`` images train, then val, then test."""
+    make_chest_root(root, train + val + test)
+    splits = ["train"] * train + ["val"] * val + ["test"] * test
+    rows = "".join(f"CHNCXR_{n:04d}_0,{split}\n" for n, split in enumerate(splits, start=1))
+    (root / "chest/split.csv").write_text("id,split\n" + rows)
+    return root
+
+
 FINE_TUNE = {"init": "tiny", "freeze": ["shared", "bn-stats"], "warmup": 2}
 
 
 # robust: the augmentation draws replay too; fine-tune: the init, the frozen groups and the cosine schedule
 @pytest.mark.parametrize("variant", [{"recipe": "reference"}, {"recipe": "robust"}, FINE_TUNE])
 def test_kill_and_resume_reaches_the_same_weights_and_schedule(tmp_path, tiny_weights, variant):
-    data = make_chest_root(tmp_path / "data", 2)
+    data = split_chest_root(tmp_path / "data", 2, 2, 1)
     variant = {**variant, "init": str(tiny_weights)} if "init" in variant else variant
     config = TrainConfig(data=str(data), anatomies=["chest"], epochs=2, batch_size=1, lr=1e-3, max_lr=5e-3,
                          step_size=2, checkpoint_every=3, **variant, **TINY_CONFIG)  # fmt: skip
@@ -169,6 +188,7 @@ def test_kill_and_resume_reaches_the_same_weights_and_schedule(tmp_path, tiny_we
     chunk = resume_run(tmp_path / "killed", options(max_minutes=0))  # last checkpoint: iteration 3, mid-epoch
     assert (chunk.iteration, chunk.epoch, chunk.position) == (3, 1, 1)
     assert chunk.run() is False and chunk.iteration == 4  # stopped by the time limit, checkpointed
+    assert not (tmp_path / "killed/test.json").exists()  # the test split is looked at once, at the very end
     rest = resume_run(tmp_path / "killed", options())
     assert rest.run() is True and rest.iteration == 4
 
@@ -182,6 +202,16 @@ def test_kill_and_resume_reaches_the_same_weights_and_schedule(tmp_path, tiny_we
     assert [(r["loss"], r["lr"]) for r in rows] == [(r["loss"], r["lr"]) for r in reference]
     _, info = load_weights(tmp_path / "killed/best.safetensors")
     assert info.anatomy_names == rest.config.heads and (tmp_path / "killed/loss.png").stat().st_size > 0
+    validations = [r for r in read_metrics(tmp_path / "killed/metrics.jsonl") if r["kind"] == "val"]
+    assert [r["score"] for r in validations] == [r["score"] for r in read_metrics(tmp_path / "whole/metrics.jsonl")
+                                                 if r["kind"] == "val"]  # fmt: skip
+    assert set(validations[0]["mre"]["chest"]) == {"none", "zoom-0.8", "crop-top-1.4"}
+    best = min(validations, key=lambda r: r["score"])
+    assert info.metrics["best_epoch"] == best["epoch"] and info.metrics["score"] == best["score"]
+    assert [r["best"] for r in validations] == [r is best or r["epoch"] < best["epoch"] for r in validations]
+    test = json.loads((tmp_path / "killed/test.json").read_text())
+    assert test["epoch"] == best["epoch"] and test["images"] == {"chest": 1}
+    assert set(test["mre"]["chest"]) == {"none", "zoom-0.8", "crop-top-1.4"}
 
 
 def test_sigterm_stops_at_an_iteration_boundary_with_a_checkpoint(tmp_path):

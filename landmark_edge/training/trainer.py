@@ -24,6 +24,7 @@ rates as an uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import signal
@@ -41,13 +42,14 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from torch import nn
 
 from landmark_edge.anatomy import PAPER_ORDER, get_anatomy
-from landmark_edge.data import Augmentation, Batch, GridDataset, load_split, render_heatmaps
+from landmark_edge.data import Augmentation, Batch, GridDataset, SplitData, load_split, render_heatmaps
 from landmark_edge.errors import LandmarkEdgeError, first_line
 from landmark_edge.io.atomic import atomic_write_text
 from landmark_edge.model import SHARED, GU2Net, gu2net, tensor_owners
 from landmark_edge.transforms import zscore_batch
 from landmark_edge.training.checkpoint import DEFAULT_PART_MIB, has_checkpoint, load_checkpoint, save_checkpoint
 from landmark_edge.training.logs import METRICS, MetricsLog, plot_curves, read_metrics
+from landmark_edge.training.selection import SELECTION_SHIFTS, framing_mre, framing_score, named_shift
 from landmark_edge.training.schedule import build_cosine_scheduler, build_optimizer, build_scheduler, epoch_plan
 from landmark_edge.weights import checked_sha256, load_weights, read_info, save_weights
 
@@ -55,6 +57,7 @@ CONFIG = "config.json"
 BN_STATS = "bn-stats"
 FREEZE_GROUPS = (SHARED, BN_STATS)  # besides an anatomy's name (its own layers)
 BEST = "best.safetensors"
+TEST = "test.json"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 RECIPES = {
     "reference": "the paper's: no augmentation, targets on the reference's rounded grid labels",
@@ -91,6 +94,10 @@ class TrainConfig(BaseModel):
     schedule: Literal["cyclic", "cosine"] | None = None  # None: cosine with ``init``, cyclic otherwise
     warmup: int = 50  # cosine schedule: iterations of linear warm-up up to ``lr``
     min_lr: float = 1e-6  # cosine schedule: the rate at the last iteration
+    select: Literal["framing", "loss"] = "framing"  # what picks best.safetensors (see training/selection.py)
+    select_shifts: list[str] = Field(default_factory=lambda: list(SELECTION_SHIFTS))  # framing: the shifts
+    shifted_val_images: int = 8  # framing: the first N validation images go through each shift
+    test_at_end: bool = True  # evaluate best.safetensors on the test split once, at the end (test.json)
 
     @field_validator("freeze")
     @classmethod
@@ -183,8 +190,14 @@ class Trainer:
         trainable = self._freeze(model)
         memory_format = torch.channels_last if config.channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=memory_format)
+        for name in config.select_shifts:
+            try:
+                named_shift(name)
+            except ValueError as error:
+                raise TrainingError(f"--select-shifts: {error}") from None
         self.train_sets = self._datasets("train")
-        self.val_sets = self._datasets("val")
+        self.val_splits = self._splits("val")
+        self.val_sets = self._datasets("val", self.val_splits)
         if not any(len(d) >= config.batch_size for d in self.train_sets.values()):
             raise TrainingError(f"{options.data}: no anatomy has a full training batch of {config.batch_size}")
         self.optimizer = build_optimizer(trainable, config.lr, config.weight_decay)
@@ -259,8 +272,9 @@ class Trainer:
             module.eval()
 
     # -- data -------------------------------------------------------------------------------------------
-    def _datasets(self, split: str) -> dict[str, GridDataset]:
-        sets = {}
+    def _splits(self, split: str) -> dict[str, SplitData]:
+        """Each anatomy's usable samples of ``split`` (the first ``limit``), skipped ones reported."""
+        splits = {}
         for anatomy in self.anatomies:
             loaded = load_split(self.options.data, anatomy, split)
             for line in loaded.skipped:
@@ -268,10 +282,16 @@ class Trainer:
             if loaded.skipped:
                 self.options.report(f"{anatomy.name} {split}: {len(loaded.skipped)} samples skipped")
             samples = loaded.samples[: self.config.limit] if self.config.limit else loaded.samples
-            robust = self.config.recipe == "robust"
-            augmentation = Augmentation() if robust and split == "train" else None
-            sets[anatomy.name] = GridDataset(samples, anatomy, "subpixel" if robust else "reference", augmentation)
-        return sets
+            splits[anatomy.name] = SplitData(anatomy.name, split, samples, [])
+        return splits
+
+    def _datasets(self, split: str, splits: dict[str, SplitData] | None = None) -> dict[str, GridDataset]:
+        robust = self.config.recipe == "robust"
+        augmentation = Augmentation() if robust and split == "train" else None
+        return {
+            anatomy.name: GridDataset(loaded.samples, anatomy, "subpixel" if robust else "reference", augmentation)
+            for anatomy, loaded in zip(self.anatomies, (splits or self._splits(split)).values(), strict=True)
+        }
 
     def plan(self, epoch: int) -> list[tuple[str, list[int]]]:
         sizes = {name: len(d) for name, d in self.train_sets.items()}
@@ -311,6 +331,18 @@ class Trainer:
                 losses[name] = total / images
         self._train_mode()
         return losses
+
+    def validate_framing(self) -> dict[str, dict[str, float | None]]:
+        """Per anatomy with validation images, MRE unshifted and under each ``select_shifts`` shift."""
+        mre = {}
+        for anatomy in self.anatomies:
+            split = self.val_splits[anatomy.name]
+            if split.samples:
+                mre[anatomy.name] = framing_mre(self.model, split, anatomy, self.config.select_shifts,
+                                                self.config.shifted_val_images, self.device,
+                                                self.config.batch_size, self.options.workers)  # fmt: skip
+        self._train_mode()
+        return mre
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self) -> bool:
@@ -383,16 +415,7 @@ class Trainer:
         if self.epoch % self.config.val_every == 0 or last:
             losses = self.validate()
             if losses:
-                val_loss = sum(losses.values())
-                improved = val_loss < self.best_val
-                if improved:
-                    self.best_val, self.best_epoch = val_loss, self.epoch
-                    self.export(self.run_dir / BEST)
-                log.write({"kind": "val", "epoch": self.epoch, "iteration": self.iteration, "val_loss": val_loss,
-                           "per_anatomy": losses, "best": improved})
-                self.options.report(f"epoch {self.epoch}: validation loss {val_loss:.1f}"
-                                    + (" (best)" if improved else f" (best {self.best_val:.1f}, epoch "
-                                                                  f"{self.best_epoch})"))
+                self._select(log, losses)
         log.write(row)
         self.epoch += 1
         self.position = 0
@@ -400,18 +423,56 @@ class Trainer:
         self.save()
         self._plot()
 
+    def _select(self, log: MetricsLog, losses: dict[str, float]) -> None:
+        """Score this validation (framing: relative MRE over conditions; loss: the summed BCE) and keep the
+        model as best.safetensors when it beats every earlier one."""
+        val_loss = sum(losses.values())
+        mre = self.validate_framing() if self.config.select == "framing" else {}
+        score = framing_score(mre, {a.name: a for a in self.anatomies}) if mre else val_loss
+        improved = score < self.best_val
+        if improved:
+            self.best_val, self.best_epoch = score, self.epoch
+            self.export(self.run_dir / BEST)
+        log.write({"kind": "val", "epoch": self.epoch, "iteration": self.iteration, "val_loss": val_loss,
+                   "per_anatomy": losses, "mre": mre, "score": score, "best": improved})
+        measured = "".join(f"; {name} MRE " + ", ".join(f"{c} {_figure(v)}" for c, v in conditions.items())
+                           for name, conditions in mre.items())  # fmt: skip
+        self.options.report(f"epoch {self.epoch}: validation loss {val_loss:.1f}{measured}; score {score:.4g}"
+                            + (" (best)" if improved else f" (best {self.best_val:.4g}, epoch {self.best_epoch})"))
+
     def _finish(self) -> None:
         if self.best_epoch < 0:  # no validation images at all: the final model is the best one known
             self.options.report("no validation images: exporting the final model as best.safetensors")
             self.best_epoch = self.config.epochs - 1
             self.export(self.run_dir / BEST)
         if not self.finished:
+            if self.config.test_at_end:
+                self.test()
             self.finished = True
             self.save()
 
+    def test(self) -> dict[str, Any]:
+        """best.safetensors on the test split, unshifted and under each ``select_shifts`` shift (every image):
+        the run's one look at the test split, written to test.json."""
+        model, info = load_weights(self.run_dir / BEST, require_fit=False)
+        model = model.to(self.device)
+        splits = self._splits("test")
+        mre = {a.name: framing_mre(model, splits[a.name], a, self.config.select_shifts, None, self.device,
+                                   self.config.batch_size, self.options.workers)
+               for a in self.anatomies if splits[a.name].samples}  # fmt: skip
+        report = {"weights": str(self.run_dir / BEST), "sha256": info.sha256, "epoch": self.best_epoch,
+                  "split": "test", "protocol": "original", "images": {n: len(s.samples) for n, s in splits.items()},
+                  "unit": {a.name: a.unit for a in self.anatomies}, "mre": mre}  # fmt: skip
+        atomic_write_text(self.run_dir / TEST, json.dumps(report, indent=2) + "\n")
+        for name, conditions in mre.items():
+            self.options.report(f"test {name} ({report['images'][name]} images), MRE {report['unit'][name]}: "
+                                + ", ".join(f"{c} {_figure(v)}" for c, v in conditions.items()))
+        return report
+
     def export(self, path: Path) -> None:
-        metrics = {"best_epoch": self.best_epoch, "val_loss": None if math.isinf(self.best_val) else self.best_val,
-                   "iteration": self.iteration, "train_config": self.config.model_dump()}
+        metrics = {"best_epoch": self.best_epoch, "selection": self.config.select,
+                   "score": None if math.isinf(self.best_val) else self.best_val, "iteration": self.iteration,
+                   "train_config": self.config.model_dump()}
         source = f"landmark-edge train --recipe {self.config.recipe}, run {self.run_dir.name}, epoch {self.best_epoch}"
         if self.config.init:
             source += f", from {Path(self.config.init).name} (sha256 {self.config.init_sha256[:12]}...)"
@@ -494,6 +555,10 @@ def _with_init(config: TrainConfig) -> TrainConfig:
     names = [get_anatomy(name).name for name in config.anatomies]
     heads = [*info.anatomy_names, *(name for name in names if name not in info.anatomy_names)]
     return config.model_copy(update={"init_sha256": checked_sha256(config.init), "model_anatomies": heads})
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _anatomy_name(text: str) -> str:
