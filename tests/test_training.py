@@ -6,14 +6,18 @@ import json
 import os
 import signal
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import typer
 from typer.testing import CliRunner
 
 from landmark_edge import anatomy as registry
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.cli import app
+from landmark_edge.commands.train import CONFIG_OPTIONS, NOT_OPTIONS, config_from_options
 from landmark_edge.data import Batch
 from landmark_edge.decode import decode_heatmaps
 from landmark_edge.model import SHARED, gu2net, tensor_owners
@@ -66,7 +70,8 @@ def test_warmup_cosine_rises_linearly_then_decays_to_the_floor():
         seen[step] = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
-    assert {s: seen[s] for s in expected if s in seen} == pytest.approx({s: v for s, v in expected.items() if s in seen})
+    steps = [s for s in expected if s in seen]
+    assert [seen[s] for s in steps] == pytest.approx([expected[s] for s in steps])
 
 
 def test_framing_score_is_the_mean_relative_mre_over_conditions_and_anatomies():
@@ -288,7 +293,8 @@ def test_init_takes_shared_layers_and_heads_by_name_and_leaves_missing_heads_fre
     for key, value in ours.items():
         expected = fresh[key] if owners[key] == "chest" else theirs[key]
         assert torch.equal(value, expected), key
-    assert not torch.equal(fresh["local_net.in_block.pointwise1.weight"], theirs["local_net.in_block.pointwise1.weight"])
+    shared = "local_net.in_block.pointwise1.weight"
+    assert not torch.equal(fresh[shared], theirs[shared])  # so the comparison above tells the two apart
     assert trainer.frozen_groups() == ["head", "hand"]  # no batches of them: kept as they are
 
 
@@ -335,3 +341,28 @@ def test_train_init_refuses_unknown_groups_and_other_architectures_in_one_line(t
     result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b")])
     assert result.exit_code == 2 and f"{tiny_weights}: another architecture" in result.stderr
     assert "local_widths [4, 4, 8, 8, 8] (run: [64, 128, 256, 512, 512])" in result.stderr
+
+
+def test_train_options_are_generated_from_train_config_with_its_defaults():
+    """Every field of TrainConfig but those the trainer fills is an option whose default is the field's."""
+    command = typer.main.get_command(app).commands["train"]
+    context = command.make_context("train", ["--data", "d", "--out", "o"])
+    settings = {k: v for k, v in context.params.items() if k in CONFIG_OPTIONS}
+    assert set(context.params) >= set(TrainConfig.model_fields) - NOT_OPTIONS
+    assert config_from_options(Path("d"), settings) == TrainConfig(data="d")
+    args = ["--anatomies", "chest,cephalometric", "--freeze", "shared, bn-stats", "--amp", "bf16", "-b", "2",
+            "--no-test-at-end", "--local-widths", "4,4,8,8,8", "--init", "w.safetensors", "--limit", "3"]  # fmt: skip
+    context = command.make_context("train", ["--data", "d", "--out", "o", *args])
+    config = config_from_options(Path("d"), {k: v for k, v in context.params.items() if k in CONFIG_OPTIONS})
+    assert config.anatomies == ["chest", "head"] and config.freeze == ["shared", "bn-stats"]
+    assert (config.amp, config.batch_size, config.test_at_end, config.init, config.limit) == ("bf16", 2, False,
+                                                                                              "w.safetensors", 3)
+    assert config.local_widths == [4, 4, 8, 8, 8]
+    assert config.schedule == "cosine"
+
+
+def test_a_config_value_the_library_refuses_is_one_line_naming_its_option(tmp_path):
+    args = ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--local-widths", "4,4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--local-widths: " in result.stderr and "five" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()

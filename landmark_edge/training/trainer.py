@@ -67,37 +67,81 @@ RECIPES = {
 
 
 class TrainConfig(BaseModel):
-    """What defines a run (fixed for its whole life; ``config.json`` in the run directory)."""
+    """What defines a run (fixed for its whole life; ``config.json`` in the run directory).
 
-    data: str = ""  # where the data was when the run started (a resumed chunk may pass another --data)
-    recipe: Literal["reference", "robust"] = "reference"
-    anatomies: list[str] = Field(default_factory=lambda: list(PAPER_ORDER))
-    epochs: int = 100
-    batch_size: int = 4
-    lr: float = 1e-4
-    max_lr: float = 1e-2
-    weight_decay: float = 1e-4
-    step_size: int = 2000
-    val_every: int = 2
-    amp: Literal["none", "bf16", "fp16"] = "none"
-    channels_last: bool = False
-    seed: int = 42
-    local_widths: list[int] = Field(default_factory=lambda: [64, 128, 256, 512, 512])
-    global_width: int = 128
-    limit: int | None = None  # use only the first N samples of each split (smoke tests)
-    checkpoint_every: int = 0  # iterations between checkpoints; 0 = at the end of each epoch only
-    part_mib: float = DEFAULT_PART_MIB
-    init: str | None = None  # weights file the run starts from; heads matched by anatomy name, missing ones fresh
-    init_sha256: str = ""  # of ``init``, recorded at the start (a resumed run refuses a changed file)
-    model_anatomies: list[str] = Field(default_factory=list)  # the model's heads in order; empty: ``anatomies``
-    freeze: list[str] = Field(default_factory=list)  # "shared", an anatomy's name, "bn-stats"
-    schedule: Literal["cyclic", "cosine"] | None = None  # None: cosine with ``init``, cyclic otherwise
-    warmup: int = 50  # cosine schedule: iterations of linear warm-up up to ``lr``
-    min_lr: float = 1e-6  # cosine schedule: the rate at the last iteration
-    select: Literal["framing", "loss"] = "framing"  # what picks best.safetensors (see training/selection.py)
-    select_shifts: list[str] = Field(default_factory=lambda: list(SELECTION_SHIFTS))  # framing: the shifts
-    shifted_val_images: int = 8  # framing: the first N validation images go through each shift
-    test_at_end: bool = True  # evaluate best.safetensors on the test split once, at the end (test.json)
+    The one place of each setting's default, help and bounds: ``landmark-edge train`` generates its options from
+    these fields (``commands/train.py``), so the command and the library cannot disagree.
+    """
+
+    data: str = Field("", description="Where the data was when the run started (a resumed chunk may pass another).")
+    recipe: Literal["reference", "robust"] = Field(
+        "reference", description="; ".join(f"{name}: {text}" for name, text in RECIPES.items()) + "."
+    )
+    anatomies: list[str] = Field(
+        default_factory=lambda: list(PAPER_ORDER),
+        description="Comma-separated anatomies the run has batches of, in model order.",
+    )
+    epochs: int = Field(100, ge=1, description="Epochs (reference: 100).")
+    batch_size: int = Field(4, ge=1, description="Images per batch (one anatomy per batch).")
+    lr: float = Field(1e-4, gt=0, description="Base learning rate (Adam; CyclicLR's lower bound; the cosine "
+                      "schedule's peak).")  # fmt: skip
+    max_lr: float = Field(1e-2, gt=0, description="CyclicLR upper bound.")
+    weight_decay: float = Field(1e-4, ge=0, description="Adam (coupled L2) weight decay.")
+    step_size: int = Field(2000, ge=1, description="CyclicLR half-cycle in iterations.")
+    val_every: int = Field(2, ge=1, description="Validate every N epochs (and at the last).")
+    amp: Literal["none", "bf16", "fp16"] = Field(
+        "none", description="Autocast the forward in bf16/fp16 (the loss stays fp32)."
+    )
+    channels_last: bool = Field(False, description="channels_last memory format.")
+    seed: int = Field(42, description="Seed of weights init and data order.")
+    local_widths: list[int] = Field(
+        default_factory=lambda: [64, 128, 256, 512, 512], description="U-Net level widths (paper: 64,128,256,512,512)."
+    )
+    global_width: int = Field(128, ge=2, description="Global branch width (paper: 128).")
+    limit: int | None = Field(None, ge=1, description="Use only the first N images of each split (smoke tests).")
+    checkpoint_every: int = Field(
+        0, ge=0, description="Also checkpoint every N iterations (0: at each epoch's end only)."
+    )
+    part_mib: float = Field(DEFAULT_PART_MIB, ge=0.01, description="Checkpoint part size limit in MiB.")
+    init: str | None = Field(
+        None, description="Start from this weights file: its shared layers and every head it has (matched by "
+        "anatomy name; heads it lacks start fresh, heads not in --anatomies are kept and left as they are)."
+    )
+    init_sha256: str = Field("", description="Of the init file, recorded at the start (a resume refuses a change).")
+    model_anatomies: list[str] = Field(
+        default_factory=list, description="The model's heads in order (from the init file); empty: the anatomies."
+    )
+    freeze: list[str] = Field(
+        default_factory=list, description="Comma-separated groups left as they are: shared (the layers all "
+        "anatomies share), an anatomy's name (its own layers), bn-stats (BatchNorm statistics)."
+    )
+    schedule: Literal["cyclic", "cosine"] | None = Field(
+        None, description="cyclic: the reference's CyclicLR from --lr to --max-lr; cosine: linear warm-up to --lr, "
+        "then cosine decay to --min-lr (default: cosine with --init, cyclic otherwise)."
+    )
+    warmup: int = Field(50, ge=0, description="Cosine schedule: warm-up iterations.")
+    min_lr: float = Field(1e-6, ge=0, description="Cosine schedule: the rate at the last iteration.")
+    select: Literal["framing", "loss"] = Field(
+        "framing", description="What picks best.safetensors: framing, the mean validation MRE unshifted and under "
+        "--select-shifts relative to the paper's figure; loss, the validation BCE (the reference's)."
+    )
+    select_shifts: list[str] = Field(
+        default_factory=lambda: list(SELECTION_SHIFTS),
+        description="Comma-separated framing changes of `evaluate --shift` that model selection sees.",
+    )
+    shifted_val_images: int = Field(
+        8, ge=1, description="How many validation images (the first) go through each selection shift."
+    )
+    test_at_end: bool = Field(
+        True, description="Evaluate best.safetensors on the test split once, at the end (test.json)."
+    )
+
+    @field_validator("local_widths")
+    @classmethod
+    def _five_levels(cls, widths: list[int]) -> list[int]:
+        if len(widths) != 5 or min(widths) < 1:
+            raise ValueError("give five positive comma-separated integers")
+        return widths
 
     @field_validator("freeze")
     @classmethod
