@@ -35,6 +35,7 @@ HAND_RECIPE=${HAND_RECIPE:-robust}
 HEAD_EPOCHS=${HEAD_EPOCHS:-20}           # 32 iterations each (130 images, batch 4)
 HEAD_LR=${HEAD_LR:-1e-4}
 WARMUP=${WARMUP:-30}
+FAST=${FAST---amp bf16 --channels-last}   # precision/layout of a new run (check with benchmarks/cpu_training.py)
 SMOKE=${SMOKE:-}                         # extra options of a new run (smoke tests only)
 train() { python -m landmark_edge train "$@"; }
 
@@ -51,7 +52,7 @@ run_phase() {
   else
     mkdir -p "$RUNS"
     # shellcheck disable=SC2046
-    train --data "$PACKED" --out "$dir" "$@" --amp bf16 --channels-last --device cpu --workers "$WORKERS" \
+    train --data "$PACKED" --out "$dir" "$@" $FAST --device cpu --workers "$WORKERS" \
       --checkpoint-every 10 --warmup "$WARMUP" --no-progress $SMOKE $(limit) || status=$?
   fi
   if [[ $status == 75 ]]; then
