@@ -16,7 +16,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 from rich.console import Console
 from rich.text import Text
 
-from landmark_edge.anatomy import ANATOMIES, Anatomy, get_anatomy, parse_anatomy_list
+from landmark_edge.anatomy import ANATOMIES, PAPER_ORDER, Anatomy, get_anatomy, parse_anatomy_list
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import LandmarkEdgeError
 from landmark_edge.runtime.registry import (
@@ -83,7 +83,8 @@ DataOpt = Annotated[
 AnatomiesOpt = Annotated[
     str, typer.Option("--anatomies", help=f"Comma-separated anatomies, in model order ({', '.join(ANATOMIES)}).")
 ]
-ALL_ANATOMIES = ",".join(ANATOMIES)  # the default of --anatomies: every anatomy of the registry
+# pack's default, the same one constant as train's (TrainConfig.anatomies): the paper's model, in its order.
+PAPER_ANATOMIES = ",".join(PAPER_ORDER)
 WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Image-loading workers.")]
 
 
