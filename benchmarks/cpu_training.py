@@ -6,17 +6,16 @@ same model (same seed), the same ``--learn-iterations`` batches in the same orde
 setting; bf16 learns as fp32 does when its loss curve stays close to fp32's (the mean and the last relative
 difference are printed; bf16 rounds activations to 8 bits of mantissa, so the curves are never bit-equal).
 
-Prints a Markdown table and, with ``--out``, writes the JSON; it records nothing by itself (the lead records it on
-a quiet machine: two jobs sharing 2 cores slow each other ~30x).
+Prints a Markdown table and, with ``--out STEM``, writes ``STEM.json`` and ``STEM.md`` through the records helper.
+Run it on a quiet machine: two jobs sharing the cores slow each other many times over.
 
-    python benchmarks/cpu_training.py --data data_packed                     # head, 5 timed iterations, 20 learning
+    PYTHONPATH=. python benchmarks/cpu_training.py --data data_packed --out benchmarks/results/cpu_training
     python benchmarks/cpu_training.py --data data_packed --anatomy hand --iterations 3 --learn-iterations 10
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 
 from landmark_edge.anatomy import PAPER_ORDER, get_anatomy
 from landmark_edge.data import Batch, GridDataset, load_split
-from landmark_edge.io.atomic import atomic_write_text
+from landmark_edge.bench.records import write_record
 from landmark_edge.model import gu2net
 from landmark_edge.training.schedule import build_optimizer
 from landmark_edge.training.trainer import batch_loss
@@ -102,7 +101,7 @@ def main() -> None:
     parser.add_argument("--local-widths", type=lambda t: [int(v) for v in t.split(",")],
                         default=[64, 128, 256, 512, 512])
     parser.add_argument("--global-width", type=int, default=128)
-    parser.add_argument("--out", type=Path, help="Also write the results as JSON.")
+    parser.add_argument("--out", type=Path, help="Also write the record STEM.json and STEM.md.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     anatomy = get_anatomy(args.anatomy)
@@ -114,18 +113,31 @@ def main() -> None:
     seconds = speed(batches[0], args)
     curves = learning(batches[:count], args) if count else {}
     close = closeness(curves) if curves else {}
-    print(f"\n{anatomy.name}, batch {size}, {args.threads} threads, torch {torch.__version__}\n")
-    print("| setting | s/iteration | speed-up | mean rel. loss difference to fp32 | last |")
-    print("|---|---:|---:|---:|---:|")
+    report = {"anatomy": anatomy.name, "batch_size": size, "threads": args.threads, "torch": torch.__version__,
+              "seconds_per_iteration": seconds, "loss_per_image": curves, "closeness": close,
+              "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    print(markdown(report))
+    if args.out:
+        write_record(args.out, report, markdown)
+
+
+def markdown(report: dict) -> str:
+    """The speed and learning table of a report."""
+    seconds, close = report["seconds_per_iteration"], report["closeness"]
+    lines = [
+        "# CPU training: fp32 vs bf16 vs bf16 + channels_last",
+        "",
+        f"{report['anatomy']}, batch {report['batch_size']}, {report['threads']} threads, torch {report['torch']}",
+        "",
+        "| setting | s/iteration | speed-up | mean rel. loss difference to fp32 | last |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name in SETTINGS:
         c = close.get(name, {})
-        mean, last = c.get("mean_relative_difference", float("nan")), c.get("last_relative_difference", float("nan"))
-        print(f"| {name} | {seconds[name]:.2f} | {seconds['fp32'] / seconds[name]:.2f}x | {mean:.2%} | {last:.2%} |")
-    if args.out:
-        report = {"anatomy": anatomy.name, "batch_size": size, "threads": args.threads, "torch": torch.__version__,
-                  "seconds_per_iteration": seconds, "loss_per_image": curves, "closeness": close, "args": vars(args)}
-        atomic_write_text(args.out, json.dumps(report, indent=2, default=str) + "\n")
-
+        mean, last = c.get("mean_relative_difference"), c.get("last_relative_difference")
+        cells = ["-" if v is None else f"{v:.2%}" for v in (mean, last)]
+        lines.append(f"| {name} | {seconds[name]:.2f} | {seconds['fp32'] / seconds[name]:.2f}x | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
 
 if __name__ == "__main__":
     main()

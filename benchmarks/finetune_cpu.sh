@@ -35,7 +35,11 @@ HAND_RECIPE=${HAND_RECIPE:-robust}
 HEAD_EPOCHS=${HEAD_EPOCHS:-20}           # 32 iterations each (130 images, batch 4)
 HEAD_LR=${HEAD_LR:-1e-4}
 WARMUP=${WARMUP:-30}
-FAST=${FAST---amp bf16 --channels-last}   # precision/layout of a new run (check with benchmarks/cpu_training.py)
+# Precision/layout of a new run: bf16 autocast + channels_last only where the CPU computes bf16 natively
+# (AVX512_BF16/AMX); on an AVX2-only CPU oneDNN emulates bf16 and it is slower than fp32 (measured with
+# benchmarks/cpu_training.py: a first hand iteration took over 30 minutes niced on a shared AVX2 machine).
+if grep -qw -e avx512_bf16 -e amx_bf16 /proc/cpuinfo 2>/dev/null; then NATIVE_BF16="--amp bf16 --channels-last"; else NATIVE_BF16=""; fi
+FAST=${FAST-$NATIVE_BF16}
 SMOKE=${SMOKE:-}                         # extra options of a new run (smoke tests only)
 train() { python -m landmark_edge train "$@"; }
 
