@@ -15,6 +15,7 @@ the folder was listed or still being written, a name too long for the kernel. Ea
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -115,3 +116,12 @@ def read_snapshot(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or len(data) != after.st_size:
         raise InputError(f"{path}: file changed while it was read (still being written?); run again when complete")
     return data
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """A file's sha256, read in 1 MiB chunks (weights, engines and IR weights files can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
