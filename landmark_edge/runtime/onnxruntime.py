@@ -156,14 +156,18 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, session, info: OnnxInfo, anatomy: Anatomy, decode: DecodeMethod | str) -> None:
+    def __init__(
+        self, session, info: OnnxInfo, anatomy: Anatomy, decode: DecodeMethod | str, precision: str | None = None
+    ) -> None:
+        """``precision`` is what the session runs when it is not the graph's own (fp16 on the TensorRT EP)."""
         super().__init__(anatomy, decode)
         if info.anatomy != anatomy.name:
             raise BackendUnavailable(f"onnxruntime: the model is for {info.anatomy}, not {anatomy.name}")
         self.session = session
         self.info = info
         self.graph_decodes = info.decode is not None and DecodeMethod(info.decode) is self.decode
-        self.precision = info.precision
+        self.precision = precision or info.precision
+        self.artifact_weights_sha256 = info.weights_sha256 or None
 
     def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
         image = zscore(pixels)[:, None]  # on the host, in numpy: this backend's path needs no torch

@@ -189,10 +189,11 @@ class InferenceSession:
                          heatmaps if self.keep_heatmaps else None)  # fmt: skip
 
     def finish(self, header: ImageHeader, prediction: Prediction, position: int) -> ImageResult:
-        """The result of image ``position`` of a batch's ``prediction``, flagged and measured when asked (the Ray
-        actors batch their own)."""
+        """The result of image ``position`` of a batch's ``prediction``, flagged, stamped with the backend's run
+        record and measured when asked (the Ray actors batch their own)."""
         result = to_result(header, self.anatomy, prediction, position, self.backend.decode.value, self.spacing_mm)
         result.flags = flag_result(result, self.anatomy, self.min_confidence)
+        result.run = self.backend.run_info()
         if self.measurements:
             result.measurements = measure(result, min_confidences(self.anatomy, self.min_confidence))
         return result
