@@ -59,6 +59,8 @@ from landmark_edge.results import (
     ImageResult,
     Outcome,
     ResultStore,
+    made_from,
+    reusable,
     to_csv,
     to_json,
     to_jsonl_line,
@@ -172,11 +174,11 @@ def infer(
     if inputs.skipped:
         err_console.print(f"note: skipped {inputs.skipped} files in folders that are not images or DICOM")
     store = ResultStore(out_dir, inputs.files)
-    done = _reusable(store, inputs.files, target, decode, overlay) if skip_existing else {}
-    todo = [path for path in inputs.files if path not in done]
     counts = {"failed": 0, "flagged": 0, "total": 0}
     with one_line_errors():
         weights = resolve_weights(weights) if artifact is None else weights  # an artefact carries its network
+        done = _reusable(store, inputs.files, target, decode, overlay, weights, artifact) if skip_existing else {}
+        todo = [path for path in inputs.files if path not in done]
         request = BackendRequest(
             weights=weights, anatomy=target, decode=decode, device=device, precision=precision,
             max_batch_size=batch_size, artifact=artifact, options=options,
@@ -235,20 +237,14 @@ def _options_of(backend: str, items: list[str], allow_fallback: bool) -> dict[st
 
 
 def _reusable(
-    store: ResultStore, files: list[Path], anatomy: Anatomy, decode: DecodeMethod, overlay: Path | None
-) -> dict[Path, ImageResult]:
-    """Results already in --out-dir for the same anatomy and decoding (with their overlay, when one is asked)."""
-    done = {}
-    for path in files:
-        if not store.has(path) or (overlay is not None and not store.path(path, ".png", overlay).is_file()):
-            continue
-        try:
-            result = store.load(path)
-        except (ValueError, TypeError, KeyError):  # not one of ours: compute it again
-            continue
-        if result.anatomy == anatomy.name and result.decode == decode.value:
-            done[path] = result
-    return done
+    store: ResultStore, files: list[Path], anatomy: Anatomy, decode: DecodeMethod, overlay: Path | None,
+    weights: Path | None, artifact: Path | None,
+) -> dict[Path, ImageResult]:  # fmt: skip
+    """Results already in --out-dir made the way this run makes them; one line says how many and why others not."""
+    reuse = reusable(store, files, anatomy.name, decode.value, made_from(weights, artifact), overlay)
+    if reuse.summary():
+        err_console.print(f"note: {reuse.summary()}")
+    return reuse.results
 
 
 def _finish(result: ImageResult, store: ResultStore, overlay: Path | None, measurements: bool = False) -> Outcome:
