@@ -15,6 +15,29 @@ from landmark_edge.io.atomic import atomic_write_text
 from landmark_edge.io.files import artifact_sha256, file_sha256
 from landmark_edge.results.records import ImageResult
 
+class JsonlResults:
+    """The results of an earlier ``-f jsonl -o FILE`` run (an interrupted one keeps every complete line), by input
+    path: what ``--skip-existing`` resumes from without ``--out-dir``. Failures and torn lines are not results."""
+
+    def __init__(self, path: Path) -> None:
+        self.results: dict[str, dict] = {}
+        try:
+            lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and data.get("ok") and "path" in data:
+                self.results[data["path"]] = data
+
+    def find(self, image: str | Path) -> ImageResult | None:
+        data = self.results.get(str(image))
+        return None if data is None else ImageResult.from_dict(data)
+
+
 class ResultStore:
     """One ``<out_dir>/<relative input path>.json`` per image, named relative to the inputs' common folder.
 
@@ -40,6 +63,10 @@ class ResultStore:
 
     def load(self, image: str | Path) -> ImageResult:
         return ImageResult.from_dict(json.loads(self.path(image).read_text(encoding="utf-8")))
+
+    def find(self, image: str | Path) -> ImageResult | None:
+        """The stored result of ``image`` (None: none stored; an unreadable one raises)."""
+        return self.load(image) if self.has(image) else None
 
     def save(self, result: ImageResult) -> None:
         atomic_write_text(self.path(result.path), json.dumps(result.to_dict(), indent=1) + "\n")
@@ -76,20 +103,21 @@ def made_from(weights: Path | None, artifact: Path | None) -> tuple[str | None, 
 
 
 def reusable(
-    store: ResultStore, files: list[Path], anatomy: str, decode: str, made_from: tuple[str | None, str | None],
-    overlay: Path | None = None,
+    found: ResultStore | JsonlResults, store: ResultStore, files: list[Path], anatomy: str, decode: str,
+    made_from: tuple[str | None, str | None], overlay: Path | None = None,
 ) -> Reuse:  # fmt: skip
-    """The ``--out-dir`` results this run may reuse: same anatomy and decoding, made by the same weights and
-    artifact (``made_from``: their sha256, None for no artifact), with their overlay when one is asked for. A result
-    another run made differently is redone, never mixed in; each is counted under its reason."""
+    """The earlier results (``found``: the ``--out-dir`` files or a JSONL output) this run may reuse: same anatomy
+    and decoding, made by the same weights and artifact (``made_from``: their sha256, None for no artifact), with
+    their overlay (named by ``store``) when one is asked for. A result another run made differently is redone,
+    never mixed in; each is counted under its reason."""
     reuse = Reuse()
     for path in files:
-        if not store.has(path):
-            continue
         try:
-            result = store.load(path)
+            result = found.find(path)
         except (OSError, ValueError, TypeError, KeyError):  # not one of ours, or damaged: compute it again
             reuse.redone["unreadable"] += 1
+            continue
+        if result is None:
             continue
         reason = _stale(result, anatomy, decode, made_from)
         if reason is None and overlay is not None and not store.path(path, ".png", overlay).is_file():
