@@ -69,8 +69,8 @@ def test_signal_stops_within_a_batch_and_the_resumed_run_is_byte_identical(
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     progress = (cut / "results") if with_out_dir else cut
     deadline = time.monotonic() + 300
-    while not any(p.suffix in (".json", ".tmp") for p in progress.rglob("*")) and time.monotonic() < deadline:
-        time.sleep(0.02)  # the first result (or the JSONL stream's temp file) is on disk: the run is going
+    while not _started(progress) and time.monotonic() < deadline:
+        time.sleep(0.02)
     process.send_signal(signal_number)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130, stderr
@@ -90,6 +90,11 @@ def test_signal_stops_within_a_batch_and_the_resumed_run_is_byte_identical(
     assert resumed.returncode == 0, resumed.stderr
     assert f"--skip-existing: reusing {len(kept)} of {len(kept)} results found" in resumed.stderr
     assert files(cut) == files(whole)
+
+
+def _started(folder: Path) -> bool:
+    """The first result is on disk (a result file, or a line in the JSONL stream's temp file): the run is going."""
+    return any(p.suffix == ".json" or (p.suffix == ".tmp" and p.stat().st_size) for p in folder.rglob("*"))
 
 
 # --- outputs that cannot be written --------------------------------------------------------------------------

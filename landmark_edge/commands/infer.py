@@ -324,7 +324,12 @@ def _output(output_format: str, out: Path | None, anatomy: Anatomy) -> Iterator[
         yield lambda outcome: typer.echo(to_jsonl_line(outcome), nl=False)
     elif output_format == "jsonl":  # an interrupted run keeps every line it wrote (resumed with --skip-existing)
         with atomic_open(out, "w", keep_partial=(RunInterrupted, KeyboardInterrupt), encoding="utf-8") as handle:
-            yield lambda outcome: handle.write(to_jsonl_line(outcome))
+
+            def write_line(outcome: Outcome) -> None:
+                handle.write(to_jsonl_line(outcome))
+                handle.flush()  # a line at a time: a killed run's temp file holds whole lines
+
+            yield write_line
     else:
         outcomes: list[Outcome] = []
         yield outcomes.append
