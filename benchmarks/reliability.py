@@ -103,13 +103,14 @@ def interrupted_case(command: list[str], out_dir: Path, jsonl: Path, total: int,
         at_signal = count_results(out_dir)
         process.send_signal(signal.SIGTERM)
         status = process.wait()
+    at_exit = count_results(out_dir)
     line = next((x for x in log.read_text().splitlines() if x.startswith("interrupted")), "")
     lines = jsonl.read_text().splitlines() if jsonl.exists() else []
     whole_lines = sum(1 for x in lines if x.endswith("}"))
     resume = shlex.split(line.split("resume with: ", 1)[1]) if "resume with: " in line else []
     resumed_status = subprocess.run([sys.executable, "-m", "landmark_edge", *resume[1:]], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL).returncode if resume else None  # fmt: skip
-    return {"status": status, "at_signal": at_signal, "at_exit": count_results(out_dir), "line": line,
+    return {"status": status, "at_signal": at_signal, "at_exit": at_exit, "line": line,
             "jsonl_lines": len(lines), "whole_lines": whole_lines, "resumed_status": resumed_status}  # fmt: skip
 
 
