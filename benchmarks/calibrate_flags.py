@@ -41,14 +41,12 @@ from pathlib import Path
 import numpy as np
 
 from landmark_edge.anatomy import get_anatomy
+from landmark_edge.backends import BackendChoice, open_backend
 from landmark_edge.data import load_split
-from landmark_edge.decode import DecodeMethod
-from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_path, atomic_write_text
 from landmark_edge.plausibility import LAYOUTS_FILE, affine_residual, typical_layouts
 from landmark_edge.results import ImageResult
 from landmark_edge.runtime.pipeline import run_inference
-from landmark_edge.runtime.registry import BackendRequest, create_backend
 from landmark_edge.weights import DEFAULT_WEIGHTS, file_sha256
 from scripts.make_layouts import layouts_document
 
@@ -124,10 +122,8 @@ def measure_all(data: Path, weights: Path, limits: dict[str, int], cache: Path) 
                 continue
             if target not in backends:
                 anatomy = get_anatomy(target)
-                loader = OnnxFromWeights(weights, anatomy, DecodeMethod.SUBPIXEL)
-                request = BackendRequest(weights, anatomy, DecodeMethod.SUBPIXEL, "cpu", "fp32", 2,
-                                         options={"threads": 1}, onnx_loader=loader)  # busy CPU: one thread
-                backends[target] = create_backend("onnxruntime", request)
+                choice = BackendChoice("onnxruntime", options={"threads": 1})  # busy CPU: one thread
+                backends[target] = open_backend(choice, weights, anatomy, max_batch_size=2)
             paths = case_images(data, source, role, limits[f"own {role}" if source == target else f"wrong {role}"])
             print(f"{source} as {target}, {role}: {len(paths)} images", flush=True)
             for key, value in measure(backends[target], paths, target).items():

@@ -28,13 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from landmark_edge.anatomy import get_anatomy
+from landmark_edge.backends import BackendChoice, open_backend
 from landmark_edge.data import load_split
-from landmark_edge.decode import DecodeMethod
 from landmark_edge.evaluation import PROTOCOLS, evaluate_split
 from landmark_edge.evaluation.evaluate import AnatomyEvaluation
-from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_path, atomic_write_text
-from landmark_edge.runtime.registry import BackendRequest, create_backend
 from landmark_edge.transforms import grid_to_original
 from landmark_edge.weights import file_sha256
 
@@ -50,10 +48,8 @@ def run(
     anatomy = get_anatomy(anatomy_name)
     split = load_split(data, anatomy, "test")
     split.samples = split.samples[:limit]
-    request = BackendRequest(weights, anatomy, DecodeMethod.SUBPIXEL, "cpu", "fp32", BATCH, require_fit=False,
-                             options={"threads": 1},  # a busy shared CPU: no spinning thread pool
-                             onnx_loader=OnnxFromWeights(weights, anatomy, DecodeMethod.SUBPIXEL, require_fit=False))
-    runner = create_backend(backend, request)
+    choice = BackendChoice(backend, options={"threads": 1})  # a busy shared CPU: no spinning thread pool
+    runner = open_backend(choice, weights, anatomy, max_batch_size=BATCH, require_fit=False)
     if peaks is not None:
         run_batch = runner.run
         runner.run = lambda pixels, **kw: _kept(run_batch(pixels, **kw), peaks)

@@ -121,7 +121,7 @@ main() {
   phase startup_aoti 30 $py -m landmark_edge infer "${images[0]}" -a chest --device "$device" --backend aoti \
     --artifact "$pt2" --format json -o "$work/bench/startup_aoti.json"
   phase bench_aoti 45 "${bench[@]}" --out-dir "$work/bench/aoti" --backends aoti --precisions fp16 \
-    --option "aoti:artifact=$pt2"
+    --artifact "aoti:$pt2"
   phase kernels 75 $py benchmarks/gpu_fast_path.py --device "$device" --sections kernels --iters 20 --budget-s 55 \
     --out "$out"
   phase bench_triton 75 "${bench[@]}" --out-dir "$work/bench/triton" --backends compiled --precisions fp16 \

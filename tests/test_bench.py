@@ -18,8 +18,9 @@ from landmark_edge.commands.options import EXIT_FAILED_BASE
 from landmark_edge.runtime import registry
 from landmark_edge.runtime.backend import Backend
 from landmark_edge.runtime.eager import TorchBackend
+from landmark_edge.runtime.options import BackendOptions
 from landmark_edge.runtime.pipeline import run_inference
-from landmark_edge.runtime.registry import BackendRequest, BackendUnavailable, register
+from landmark_edge.runtime.registry import BackendRequest, BackendSpec, BackendUnavailable, register
 from landmark_edge.weights import load_weights
 
 HEAD = get_anatomy("head")
@@ -65,7 +66,7 @@ class Shifted(TorchBackend):
             raise BackendUnavailable(f"test-shifted: no {request.precision}")
         model, _ = load_weights(request.weights, request.anatomy.name)
         super().__init__(model, request.anatomy, request.decode)
-        self.offset = np.array([request.options["dx"], request.options["dy"]], np.float32)
+        self.offset = np.array([request.options.dx, request.options.dy], np.float32)
 
     def run(self, pixels, *, return_heatmaps=False):
         prediction = super().run(pixels, return_heatmaps=return_heatmaps)
@@ -73,6 +74,11 @@ class Shifted(TorchBackend):
         if prediction.heatmaps is not None:
             prediction.heatmaps = prediction.heatmaps + 0.25
         return prediction
+
+
+class ShiftOptions(BackendOptions):
+    dx: float = 0.0
+    dy: float = 0.0
 
 
 class Broken(Backend):
@@ -88,17 +94,22 @@ def _unavailable(request):
     raise BackendUnavailable("test-unavailable: no CUDA device here")
 
 
+def _broken(request):
+    return Broken(request.anatomy)
+
+
 @pytest.fixture()
 def test_backends():
-    """Backends registered for this test only, removed afterwards."""
+    """Backends registered for this test only (declared as the built-in ones are), removed afterwards."""
     added = {
-        "test-shifted": Shifted,
-        "test-broken": lambda request: Broken(request.anatomy),
-        "test-needs-library": _needs_library,
-        "test-unavailable": _unavailable,
+        "test-shifted": "Shifted",
+        "test-broken": "_broken",
+        "test-needs-library": "_needs_library",
+        "test-unavailable": "_unavailable",
     }
     for name, factory in added.items():
-        register(name, "test only")(factory)
+        register(BackendSpec(name, "test only", f"{__name__}:{factory}", ("fp32", "int8"), ("cpu",), "host", "torch",
+                             options=f"{__name__}:ShiftOptions" if name == "test-shifted" else None))
     yield list(added)
     for name in added:
         registry._REGISTRY.pop(name)

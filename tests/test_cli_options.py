@@ -32,7 +32,7 @@ def test_unknown_backend_option_names_the_backend_and_its_keys():
         check_options("onnxruntime", {"thread": 2})
     line = str(error.value)
     assert line.startswith("onnxruntime backend: unknown option(s) thread (known: threads, ")
-    assert "allow_fallback" in line and "\n" not in line
+    assert "trt_engine_cache" in line and "\n" not in line
     with pytest.raises(BackendOptionError, match=r"torch backend: unknown option\(s\) threads \(known: none\)"):
         check_options("torch", {"threads": 2})
     with pytest.raises(BackendOptionError, match="onnxruntime backend: option threads: "):
@@ -40,17 +40,15 @@ def test_unknown_backend_option_names_the_backend_and_its_keys():
 
 
 def test_options_reach_the_backend_typed():
-    options = OrtOptions.parse("onnxruntime", {"threads": 2, "allow_fallback": True, "calibration": "calib"})
-    assert options.threads == 2 and options.allow_fallback is True and str(options.calibration) == "calib"
+    options = OrtOptions.parse("onnxruntime", {"threads": 2, "calibration": "calib"})
+    assert options.threads == 2 and str(options.calibration) == "calib"
     assert options.calibration_fields() == {"images": options.calibration, "count": 64, "method": "minmax"}
 
 
-def test_create_backend_takes_keywords_and_refuses_options_before_loading(tmp_path):
+def test_create_backend_refuses_options_before_loading(tmp_path):
     missing = tmp_path / "not-there.safetensors"  # never opened: the option is refused first
     with pytest.raises(BackendOptionError, match="torch backend: unknown option"):
-        create_backend("torch", weights=missing, anatomy=get_anatomy("chest"), options={"mode": "x"})
-    with pytest.raises(TypeError, match="not both"):
-        create_backend("torch", BackendRequest(missing, get_anatomy("chest")), device="cpu")
+        create_backend("torch", BackendRequest(missing, get_anatomy("chest"), options={"mode": "x"}))
 
 
 def test_infer_option_syntax_is_the_same_as_bench(image, tiny_weights):

@@ -8,6 +8,8 @@ import csv
 import io
 import os
 import re
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +17,9 @@ from factories import BAD_INPUTS, gradient, make_dicom, save
 from PIL import Image
 from typer.testing import CliRunner
 
-import landmark_edge.commands.infer as infer_command
+import landmark_edge.inference as infer_job
 from landmark_edge.cli import app
+from ray_crash import crash_once
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'landmark-edge[ray]')")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -28,15 +31,19 @@ BAD = ("empty PNG", "truncated JPEG", "constant 16-bit", "DICOM without pixel da
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A local cluster for the module; its workers see the crash-marker variable (the marker file is absent)."""
-    marker = tmp_path_factory.mktemp("crash") / "crash-next-batch"
-    os.environ[ray_engine.CRASH_MARKER_ENV] = str(marker)  # inherited by the workers Ray starts now
+def cluster():
+    """A local cluster for the module; its workers can import the tests' own modules (``ray_crash``)."""
+    saved = os.environ.get("PYTHONPATH")
+    tests = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, saved]))  # inherited by the workers Ray starts
     _, started = ray_engine.connect("local", num_cpus=2)
-    yield marker
+    yield
     if started:
         ray.shutdown()
-    del os.environ[ray_engine.CRASH_MARKER_ENV]
+    if saved is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +108,7 @@ def test_ray_gives_the_single_machine_results_failures_and_exit_code(cluster, sc
 
 def test_resumed_ray_run_skips_finished_images(cluster, scans, tiny_weights, single, tmp_path, monkeypatch):
     reference, _ = single
-    real, received = infer_command.ray_inference, []
+    real, received = infer_job.ray_inference, []
 
     def interrupted(*args, **kwargs):  # the user presses Ctrl-C after two results came back
         for outcome in real(*args, **kwargs):
@@ -110,7 +117,7 @@ def test_resumed_ray_run_skips_finished_images(cluster, scans, tiny_weights, sin
             received.append(outcome)
             yield outcome
 
-    monkeypatch.setattr(infer_command, "ray_inference", interrupted)
+    monkeypatch.setattr(infer_job, "ray_inference", interrupted)
     assert infer(scans, tiny_weights, tmp_path, "--engine", "ray").exit_code == 130
     finished = [outcome for outcome in received if outcome.ok]
     assert len(per_image(tmp_path)) == len(finished) >= 1  # a.png comes first and is good
@@ -123,11 +130,20 @@ def test_resumed_ray_run_skips_finished_images(cluster, scans, tiny_weights, sin
     assert per_image(tmp_path) == per_image(reference)
 
 
-def test_killed_actor_is_retried_without_losing_a_result(cluster, scans, tiny_weights, single, tmp_path):
+def test_killed_actor_is_retried_without_losing_a_result(
+    cluster, scans, tiny_weights, single, tmp_path, monkeypatch
+):  # fmt: skip
     reference, expected = single
-    cluster.write_text("the first actor to read this exits\n")
+    marker = tmp_path / "crash-next-batch"
+    marker.write_text("the first actor to read this exits\n")
+    real = infer_job.ray_inference
+
+    def with_a_crash(paths, anatomy, make_backend, *args, **kwargs):  # every actor's backend may kill its process
+        return real(paths, anatomy, partial(crash_once, str(marker), make_backend), *args, **kwargs)
+
+    monkeypatch.setattr(infer_job, "ray_inference", with_a_crash)
     result = infer(scans, tiny_weights, tmp_path, "--engine", "ray")
-    assert not cluster.exists()  # an actor did die on its first batch
+    assert not marker.exists()  # an actor did die on its first batch
     assert result.exit_code == expected.exit_code, result.output
     assert error_lines(result) == error_lines(expected)
     assert per_image(tmp_path) == per_image(reference)
@@ -143,9 +159,8 @@ def test_ray_missing_is_one_line(monkeypatch, tmp_path, tiny_weights):
 
 
 def test_backend_that_cannot_load_on_the_cluster_is_one_line(cluster, scans, tiny_weights, tmp_path):
-    result = infer(scans, tiny_weights, tmp_path, "--engine", "ray", "--backend", "aoti")  # aoti needs --artifact
+    package = tmp_path / "gone.pt2"  # the request is well formed; only loading it, in the actors, fails
+    result = infer(scans, tiny_weights, tmp_path, "--engine", "ray", "--backend", "aoti", "--artifact", str(package))
     assert result.exit_code == 2, result.output
-    assert result.stderr.splitlines()[-1] == (
-        "error: ray engine: aoti backend: pass the package with --artifact (make one: landmark-edge compile)"
-    )
+    assert result.stderr.splitlines()[-1] == f"error: ray engine: {package}: AOTInductor package not found"
     assert not (tmp_path / "results").exists()

@@ -23,6 +23,7 @@ from landmark_edge.bench.report import rich_table, write_outputs
 from landmark_edge.bench.results import BenchReport
 from landmark_edge.bench.runner import BenchConfig, parse_specs, run_bench
 from landmark_edge.commands.options import (
+    AllowFallbackOpt,
     AnatomyOpt,
     BackendOptionOpt,
     DecodeOpt,
@@ -44,7 +45,7 @@ from landmark_edge.commands.options import (
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.io.inputs import expand_inputs
-from landmark_edge.runtime.registry import backend_names, check_options
+from landmark_edge.runtime.registry import BackendChoice, backend_for_artifact, backend_names, check_options
 from landmark_edge.weights import resolve_weights
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -67,9 +68,18 @@ def bench(
     iters: Annotated[int, typer.Option(min=1, help="Timed batches per backend and batch size.")] = 50,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed batches after the drift pass.")] = 5,
     weights: WeightsOpt = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "cpu",  # the reference's device too: a torch device
     decode: DecodeOpt = DecodeMethod.SUBPIXEL,
     option: BackendOptionOpt = None,
+    artifact: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--artifact", metavar="[NAME:]PATH",
+            help="Exported model for one backend (repeatable): NAME:PATH, or PATH alone for the backend whose "
+            "files carry its suffix (see `infer --help`), e.g. aoti:chest.pt2, chest.onnx.",
+        ),
+    ] = None,
+    allow_fallback: AllowFallbackOpt = False,
     out_dir: Annotated[
         Path | None, typer.Option(help="Where bench.json/.md/.png go. Default: benchmarks/results/<device>-<anatomy>.")
     ] = None,
@@ -87,17 +97,21 @@ def bench(
     sizes = _int_list(batch_sizes, "--batch-sizes")
     names = backend_names() if backends.strip() == "all" else _text_list(backends)
     given = backend_options(option or [])
-    options = {name: options_for(given, name) for name in names}
+    artifacts = _artifacts(artifact or [], names)
+    choices = [
+        BackendChoice(name, artifacts.get(name), "fp32", device, decode, options_for(given, name), allow_fallback)
+        for name in names
+    ]
     with one_line_errors():  # a misspelt option or backend is one line before anything is measured
-        for name in names:
-            check_options(name, {k: v for k, v in options[name].items() if k != "artifact"})
+        for choice in choices:
+            check_options(choice.backend, choice.options)
     out_dir = out_dir or Path("benchmarks/results") / f"{_device_slug(device)}-{target.name}"
     with one_line_errors():
         weights_path = resolve_weights(weights)
         config = BenchConfig(
             anatomy=target,
             weights=weights_path,
-            specs=parse_specs(names, _text_list(precisions), options),
+            specs=parse_specs(choices, _text_list(precisions)),
             batch_sizes=sizes,
             images=_image_files(images, max_images),
             iters=iters,
@@ -110,7 +124,9 @@ def bench(
             ("--anatomy", target.name), ("--backends", ",".join(names)), ("--precisions", precisions),
             ("--batch-sizes", ",".join(map(str, sizes))), ("--images", images), ("--max-images", max_images),
             ("--iters", iters), ("--warmup", warmup), ("--weights", weights_path), ("--device", device),
-            ("--decode", decode.value), *(("--option", item) for item in option or []), ("--out-dir", out_dir),
+            ("--decode", decode.value), *(("--option", item) for item in option or []),
+            *(("--artifact", f"{name}:{path}") for name, path in artifacts.items()),
+            ("--allow-fallback", allow_fallback or None), ("--out-dir", out_dir),
         )
         report = _run_keeping_partial(config, out_dir)
         paths = write_outputs(report, out_dir)
@@ -141,6 +157,21 @@ def _run_keeping_partial(config: BenchConfig, out_dir: Path) -> BenchReport:
             write_outputs(finished[0], out_dir)
             err_console.print(f"interrupted: the finished backends' results are in {out_dir}")
         raise
+
+
+def _artifacts(items: list[str], names: list[str]) -> dict[str, Path]:
+    """``--artifact [NAME:]PATH`` items by backend: NAME: as in --option, else the backend whose suffix it has."""
+    artifacts: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition(":")
+        if not sep or name not in backend_names():  # no backend name in front: a plain path
+            name, path = backend_for_artifact(Path(item)), item
+        if name is None:
+            fail(f"--artifact {item}: name its backend (NAME:PATH, NAME one of {', '.join(backend_names())})")
+        if name not in names:
+            fail(f"--artifact {item}: the {name} backend is not among --backends ({', '.join(names)})")
+        artifacts[name] = Path(path)
+    return artifacts
 
 
 def _text_list(text: str) -> list[str]:
@@ -180,5 +211,5 @@ def _command(*flags: tuple[str, object]) -> str:
     args = ["landmark-edge", "bench"]
     for flag, value in flags:
         if value is not None:
-            args += [flag, str(value)]
+            args += [flag] if value is True else [flag, str(value)]  # True: a flag without a value
     return shlex.join(args)

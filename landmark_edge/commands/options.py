@@ -19,6 +19,14 @@ from rich.text import Text
 from landmark_edge.anatomy import ANATOMIES, Anatomy, get_anatomy, parse_anatomy_list
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import LandmarkEdgeError
+from landmark_edge.runtime.registry import (
+    BackendChoice,
+    all_precisions,
+    artifact_backends,
+    backend_names,
+    backend_specs,
+    check_choice,
+)
 
 EXIT_FATAL = 2  # nothing was processed: bad options, missing weights, ...
 EXIT_FAILED_BASE = 10  # 10 + N: N inputs failed (N capped at 100), the others were processed
@@ -61,7 +69,6 @@ def choices(values) -> str:
     return "[" + "|".join(values) + "]"
 
 
-PRECISIONS = choices(("fp32", "fp16", "bf16", "int8"))  # what the backends take (each says which it supports)
 ANATOMY_NAMES = ", ".join(f"{a.name} ({'/'.join(a.aliases)})" if a.aliases else a.name for a in ANATOMIES.values())
 # Each registered anatomy's raw dataset folder, for --data's help (an entry without a dataset spec has none).
 DATASET_FOLDERS = ", ".join(f"{a.dataset.folder}/" for a in ANATOMIES.values() if a.dataset is not None)
@@ -69,18 +76,6 @@ AnatomyOpt = Annotated[
     str, typer.Option("--anatomy", "-a", metavar=choices(ANATOMIES), help=f"Anatomy: {ANATOMY_NAMES}.")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="[cpu|cuda[:N]]", help="Device: cpu, cuda, cuda:1, ...")]
-ArtifactOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--artifact",
-        help="Exported model the backend runs: .onnx (onnxruntime), .engine (tensorrt), .pt2 (aoti, from "
-        "`landmark-edge compile`).",
-    ),
-]
-AllowFallbackOpt = Annotated[
-    bool,
-    typer.Option(help="Accept ONNX Runtime running on the CPU when the GPU provider asked for cannot load."),
-]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
 DecodeOpt = Annotated[
     DecodeMethod,
@@ -251,6 +246,54 @@ def options_for(options: dict[str, dict[str, object]], backend: str) -> dict[str
     return {**options.get(ANY_BACKEND, {}), **options.get(backend, {})}
 
 
+
+
+# --- the backend-arguments group: the same options, help and meaning in infer, evaluate and bench ---------------
+# Every help text here is read from the registry's capability entries, so a new backend appears in all of them.
+
+
+def backend_help(default: str) -> str:
+    """``--backend``'s help: each backend's precisions, devices and artifacts, then the command's default."""
+    return f"Inference backend: {'; '.join(spec.summary() for spec in backend_specs())}. Default: {default}."
+
+
+def backend_option(default: str) -> object:
+    """The ``--backend`` option, with the command's own default named in its help (each command keeps its own)."""
+    return typer.Option("--backend", metavar=choices(backend_names()), help=backend_help(default), show_default=False)
+
+
+def _artifact_kinds() -> str:
+    return ", ".join(
+        f"{'/'.join(spec.artifact.suffixes)} ({spec.name}, from `{spec.artifact.made_by}`)"
+        for spec in artifact_backends()
+    )
+
+
+ArtifactOpt = Annotated[
+    Path | None, typer.Option("--artifact", help=f"Exported model the backend runs: {_artifact_kinds()}.")
+]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        metavar=choices(all_precisions()),
+        help="Precision, as the backend supports it (see --backend).",
+    ),
+]
+BackendDeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        metavar=choices(dict.fromkeys(k if k == "cpu" else f"{k}[:N]" for s in backend_specs() for k in s.devices)),
+        help="Device: cpu, cuda, cuda:1, ... (as the backend supports it, see --backend).",
+    ),
+]
+AllowFallbackOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Accept a backend's CPU fallback when the GPU provider asked for cannot load (ONNX Runtime); "
+        "backends without a fallback ignore it."
+    ),
+]
 BackendOptionOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -260,3 +303,24 @@ BackendOptionOpt = Annotated[
         "(onnxruntime int8), compiled:mode=reduce-overhead.",
     ),
 ]
+
+
+def backend_choice(
+    backend: str,
+    artifact: Path | None,
+    precision: str,
+    device: str,
+    decode: DecodeMethod,
+    option: list[str] | None,
+    allow_fallback: bool,
+) -> BackendChoice:
+    """The group parsed into one :class:`BackendChoice` and checked against the backend's capability entry, before
+    any input or weights are read: a misspelt backend, option, precision or device is one line and exit 2."""
+    given = backend_options(option or [])
+    foreign = sorted(set(given) - {ANY_BACKEND, backend})
+    if foreign:
+        fail(f"--option {foreign[0]}:...: this run uses the {backend} backend")
+    choice = BackendChoice(backend, artifact, precision, device, decode, options_for(given, backend), allow_fallback)
+    with one_line_errors():
+        check_choice(choice)
+    return choice

@@ -8,6 +8,7 @@ with the ones asked for and refuse a silent fallback unless ``allow_fallback`` s
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from landmark_edge.anatomy import Anatomy
 from landmark_edge.contracts import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS, OnnxInfo
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
 from landmark_edge.errors import BackendUnavailable, first_line
-from landmark_edge.runtime.backend import Backend, Prediction
+from landmark_edge.runtime.backend import Backend, BackendRequest, BuiltFor, Prediction, check_built_for
 from landmark_edge.runtime.options import BackendOptions
 from landmark_edge.transforms import zscore
 
@@ -28,7 +29,6 @@ class OrtOptions(BackendOptions):
 
     threads: int = 0  # intra-op threads; 0 lets ONNX Runtime decide
     trt_engine_cache: Path | None = None  # TensorRT EP engine + timing cache folder (reused across runs)
-    allow_fallback: bool = False  # accept the CPU when the GPU provider asked for cannot load
     # In-memory int8 (weights, no exported graph): calibration images, how many, and the calibration method.
     calibration: Path | None = None
     count: int = 64  # as a deployment profile's calibration (export.profiles.Calibration)
@@ -59,14 +59,15 @@ class OrtSettings:
     allow_fallback: bool = False
 
     @classmethod
-    def from_options(cls, device: str, precision: str, max_batch_size: int, options: OrtOptions) -> OrtSettings:
+    def from_request(cls, request: BackendRequest) -> OrtSettings:
+        options: OrtOptions = request.options
         return cls(
-            device=device,
-            precision=precision,
+            device=request.device,
+            precision=request.precision,
             threads=options.threads,
-            max_batch_size=max_batch_size,
+            max_batch_size=request.max_batch_size,
             trt_engine_cache=options.trt_engine_cache,
-            allow_fallback=options.allow_fallback,
+            allow_fallback=request.allow_fallback,
         )
 
 
@@ -151,6 +152,36 @@ def create_session(model: bytes | str | Path, settings: OrtSettings, grid_hw: tu
     return session
 
 
+def create(request: BackendRequest) -> OnnxRuntimeBackend:
+    """The ``onnxruntime`` registry entry's factory: the artifact when given, else the loader's graph of the weights."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise BackendUnavailable("onnxruntime backend: onnxruntime is not installed (pip install onnxruntime)")
+    from landmark_edge.contracts import read_onnx_info
+
+    settings = OrtSettings.from_request(request)
+    int8 = request.precision == "int8"
+    if request.artifact is not None:
+        info = read_onnx_info(request.artifact)
+        built = BuiltFor("graph", info.anatomy, info.precision, None, "landmark-edge export")
+        check_built_for(request.artifact, built, request.anatomy)  # any precision: the TensorRT EP casts to fp16
+        if (info.precision == "int8") != int8:
+            raise BackendUnavailable(
+                f"onnxruntime: {request.artifact} is an {info.precision} graph; "
+                f"run it with --precision {info.precision}"
+            )
+        session = create_session(request.artifact, settings, request.anatomy.grid_hw)
+        return OnnxRuntimeBackend(session, info, request.anatomy, request.decode, settings.precision)
+    calibration = request.options.calibration_fields() if int8 else None
+    if request.onnx_loader is None:
+        raise BackendUnavailable(
+            "onnxruntime backend: give an exported graph (--artifact MODEL.onnx) or an ONNX loader for the "
+            "weights (landmark_edge.backends.open_backend gives one)"
+        )
+    session = create_session(request.onnx_loader(calibration), settings, request.anatomy.grid_hw)
+    info = OnnxInfo.from_props(session.get_modelmeta().custom_metadata_map)  # no onnx import: read the session's
+    return OnnxRuntimeBackend(session, info, request.anatomy, request.decode, settings.precision)
+
+
 class OnnxRuntimeBackend(Backend):
     """Runs an exported graph; uses its in-graph decoder when it matches the requested method."""
 
@@ -161,11 +192,9 @@ class OnnxRuntimeBackend(Backend):
     ) -> None:
         """``precision`` is what the session runs when it is not the graph's own (fp16 on the TensorRT EP)."""
         super().__init__(anatomy, decode)
-        if info.anatomy != anatomy.name:
-            raise BackendUnavailable(f"onnxruntime: the model is for {info.anatomy}, not {anatomy.name}")
         self.session = session
         self.info = info
-        self.graph_decodes = info.decode is not None and DecodeMethod(info.decode) is self.decode
+        self.graph_decodes = self.decodes_in_graph(info.decode)
         self.precision = precision or info.precision
         self.artifact_weights_sha256 = info.weights_sha256 or None
 
