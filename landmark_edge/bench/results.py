@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from landmark_edge.contracts import RunInfo
+
 FORMAT = "landmark-edge-bench"
 FORMAT_VERSION = 1
 
@@ -55,6 +57,7 @@ class BenchRow(BaseModel):
     flagged: int | None = None
     throughput_vs_reference: float | None = None  # this row's images/s / the reference's at the same batch size
     p50_speedup_vs_reference: float | None = None  # the reference's p50 / this row's p50 at the same batch size
+    run: RunInfo | None = None  # what the row measured (the backend's run record, as infer's results carry it)
 
 
 class Environment(BaseModel):

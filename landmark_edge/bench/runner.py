@@ -252,6 +252,7 @@ class _Bench:
             drift=landmark_drift(self.reference.xy, outputs.xy, self.images.spacing_mm,
                                  self.reference.heatmaps, outputs.heatmaps),
             flagged=outputs.flagged,
+            run=backend.run_info(),
         )
 
     def predict(self, backend: Backend, batch_size: int, task) -> _Outputs:

@@ -8,8 +8,10 @@ the resumed run equals that of an uninterrupted one.
 
 from __future__ import annotations
 
+import shlex
+import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -44,12 +46,14 @@ from landmark_edge.commands.options import (
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.distributed.ray import RaySettings
+from landmark_edge.errors import OutputError, RunInterrupted
 from landmark_edge.inference import InferJob, infer_files
 from landmark_edge.io.atomic import atomic_open, atomic_write_text
 from landmark_edge.io.inputs import expand_inputs
 from landmark_edge.results import (
     ImageFailure,
     ImageResult,
+    JsonlResults,
     Outcome,
     ResultStore,
     to_csv,
@@ -57,6 +61,7 @@ from landmark_edge.results import (
     to_jsonl_line,
     write_parquet,
 )
+from landmark_edge.runtime.pipeline import StopSignals
 from landmark_edge.runtime.registry import default_backend
 from landmark_edge.weights import resolve_weights
 
@@ -151,31 +156,42 @@ def infer(
         raise typer.BadParameter(f"--executor must be one of {', '.join(EXECUTORS)}", param_hint="--executor")
     if output_format == "parquet" and out is None:
         fail("--format parquet writes a file: give --out FILE")
-    if skip_existing and out_dir is None:
-        fail("--skip-existing resumes from per-image results: give --out-dir DIR too")
+    streams = output_format == "jsonl" and out is not None  # a JSONL file keeps what an interrupted run wrote
+    if skip_existing and out_dir is None and not streams:
+        fail("--skip-existing resumes from per-image results: give --out-dir DIR too (or -f jsonl -o FILE)")
     if measurements and not supports(target.landmark_names):
         fail(f"--measurements: the cephalometric measurements need the head landmarks, not {target.name}'s")
     inputs = expand_inputs(images)
     if inputs.skipped:
         err_console.print(f"note: skipped {inputs.skipped} files in folders that are not images or DICOM")
-    counts = {"failed": 0, "flagged": 0, "total": 0}
+    counts = {"failed": 0, "flagged": 0, "total": 0, "results": 0}
+    stop = StopSignals()
     with one_line_errors():
         job = InferJob(
             target, choice, resolve_weights(weights) if artifact is None else weights,  # an artefact has its network
             ResultStore(out_dir, inputs.files), batch_size=batch_size, spacing_mm=spacing,
             min_confidence=min_confidence, measurements=measurements, skip_existing=skip_existing, overlay=overlay,
-            save_heatmaps=save_heatmaps,
-            cluster=(RaySettings(ray_address, ray_actors, gpu=not device.startswith("cpu"))
-                     if executor == "ray" else None),
+            save_heatmaps=save_heatmaps, stop=stop, resume_from=JsonlResults(out) if streams and not out_dir else None,
+            cluster=RaySettings(ray_address, ray_actors, gpu=not device.startswith("cpu")) if executor == "ray" else None,
         )  # fmt: skip
         outcomes = infer_files(job, inputs.files, building=build_status, log=partial(err_console.print, markup=False))
         shows_flags = not (output_format == "table" and out is None)  # the table on screen prints them itself
-        with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
-            for failure in inputs.failures:
-                _report(failure, counts, emit)
-            for outcome in outcomes:
-                _report(outcome, counts, emit, warn=shows_flags)
-                advance()
+        signals = stop.installed() if executor == "process" else nullcontext()
+        inputs_total = len(inputs.files) + len(inputs.failures)
+        try:
+            with signals, _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
+                for failure in inputs.failures:
+                    _report(failure, counts, emit)
+                for outcome in outcomes:
+                    _report(outcome, counts, emit, warn=shows_flags)
+                    advance()
+        except RunInterrupted as stopped:
+            kept = counts["results"] if out_dir is not None or streams else 0
+            err_console.print(_resume_line(str(stopped), kept, inputs_total, out_dir or out), markup=False)
+            raise typer.Exit(130) from None
+        except OutputError as error:  # disk full, read-only: what was written is whole; the rest failed
+            error_line(str(error))
+            raise typer.Exit(failures_exit_code(inputs_total - (counts["results"] if out_dir else 0))) from None
     if counts["flagged"]:
         err_console.print(f"{counts['flagged']} of {counts['total']} results flagged (weak heatmap peaks, an "
                           "implausible layout or an image shape the anatomy never has)")
@@ -184,9 +200,20 @@ def infer(
     raise typer.Exit(failures_exit_code(counts["failed"]))
 
 
+def _resume_line(signal_name: str, kept: int, total: int, where: Path | None) -> str:
+    """What an interrupted run says: how many results are on disk, and the command that resumes it."""
+    if not kept and where is None:
+        return f"interrupted ({signal_name}): no results on disk (give --out-dir DIR, or -f jsonl -o FILE, to resume)"
+    argv = sys.argv[1:]
+    again = shlex.join(["landmark-edge", *argv, *([] if "--skip-existing" in argv else ["--skip-existing"])])
+    command = again if argv[:1] == ["infer"] else "the same command with --skip-existing"
+    return f"interrupted ({signal_name}): {kept} of {total} results on disk in {where}; resume with: {command}"
+
+
 def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], None], warn: bool = True) -> None:
     """Count an outcome and emit it; a flag is printed once: as a warning line unless the output shows it."""
     counts["total"] += 1
+    counts["results"] += isinstance(outcome, ImageResult)
     if isinstance(outcome, ImageFailure):
         counts["failed"] += 1
         error_line(outcome.error)
@@ -203,9 +230,14 @@ def _output(output_format: str, out: Path | None, anatomy: Anatomy) -> Iterator[
     the other formats are written once, when the run completes, so an interrupted run leaves no partial file."""
     if output_format == "jsonl" and out is None:
         yield lambda outcome: typer.echo(to_jsonl_line(outcome), nl=False)
-    elif output_format == "jsonl":
-        with atomic_open(out, "w", encoding="utf-8") as handle:
-            yield lambda outcome: handle.write(to_jsonl_line(outcome))
+    elif output_format == "jsonl":  # an interrupted run keeps every line it wrote (resumed with --skip-existing)
+        with atomic_open(out, "w", keep_partial=(RunInterrupted, KeyboardInterrupt), encoding="utf-8") as handle:
+
+            def write_line(outcome: Outcome) -> None:
+                handle.write(to_jsonl_line(outcome))
+                handle.flush()  # a line at a time: a killed run's temp file holds whole lines
+
+            yield write_line
     else:
         outcomes: list[Outcome] = []
         yield outcomes.append

@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landmark_edge.anatomy import Anatomy
+from landmark_edge.contracts import RunInfo
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import BackendUnavailable
+from landmark_edge.io.files import artifact_sha256, file_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -134,7 +136,14 @@ class Backend(ABC):
 
     name: str = "backend"
     device: torch.device | str = "cpu"
+    # What really runs, for the run record (:meth:`run_info`): a backend sets it from what it loaded (an engine's
+    # header, a package's dtype) or reads it back from its runtime (OpenVINO's compiled model).
+    precision: str = "fp32"
+    # The weights an artifact was made from, from its own metadata (None: the backend ran a weights file).
+    artifact_weights_sha256: str | None = None
     _timer = staticmethod(_untimed)
+    _sources: tuple[Path | None, Path | None] = (None, None)
+    _run_info: RunInfo | None = None
 
     def __init__(self, anatomy: Anatomy, decode: DecodeMethod | str = DecodeMethod.SUBPIXEL) -> None:
         self.anatomy = anatomy
@@ -169,6 +178,24 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release device resources (nothing to do for most backends)."""
+
+    def made_from(self, weights: Path | None, artifact: Path | None) -> None:
+        """Note the files this backend was made from (``create_backend`` does); hashed once, when first asked."""
+        self._sources, self._run_info = (weights, artifact), None
+
+    def run_info(self) -> RunInfo:
+        """The run record every result of this backend carries: its name, the precision it runs, the weights
+        (the artifact's recorded ones when it runs an artifact) and the artifact's sha256."""
+        if self._run_info is None:
+            weights, artifact = self._sources
+            self._run_info = RunInfo(
+                backend=self.name,
+                precision=self.precision,
+                weights_sha256=self.artifact_weights_sha256 if artifact is not None or weights is None
+                else file_sha256(weights),
+                artifact_sha256=None if artifact is None else artifact_sha256(artifact),
+            )  # fmt: skip
+        return self._run_info
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 from pathlib import Path
 
 from landmark_edge.anatomy import Anatomy
-from landmark_edge.contracts import TORCH_DTYPES
+from landmark_edge.contracts import TORCH_DTYPES, dtype_precision
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
 from landmark_edge.errors import BackendUnavailable
 from landmark_edge.runtime.backend import Backend, BackendRequest, Prediction
@@ -77,6 +77,7 @@ class TorchBackend(Backend):
         super().__init__(anatomy, decode)
         self.device = torch.device(device)
         self.dtype = dtype
+        self.precision = dtype_precision(str(dtype).removeprefix("torch."))
         self.model = model.to(self.device, dtype).eval()
         self.upload = HostToDevice(self.device)
 

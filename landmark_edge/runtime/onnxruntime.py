@@ -170,7 +170,7 @@ def create(request: BackendRequest) -> OnnxRuntimeBackend:
                 f"run it with --precision {info.precision}"
             )
         session = create_session(request.artifact, settings, request.anatomy.grid_hw)
-        return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
+        return OnnxRuntimeBackend(session, info, request.anatomy, request.decode, settings.precision)
     calibration = request.options.calibration_fields() if int8 else None
     if request.onnx_loader is None:
         raise BackendUnavailable(
@@ -179,7 +179,7 @@ def create(request: BackendRequest) -> OnnxRuntimeBackend:
         )
     session = create_session(request.onnx_loader(calibration), settings, request.anatomy.grid_hw)
     info = OnnxInfo.from_props(session.get_modelmeta().custom_metadata_map)  # no onnx import: read the session's
-    return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
+    return OnnxRuntimeBackend(session, info, request.anatomy, request.decode, settings.precision)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -187,12 +187,16 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, session, info: OnnxInfo, anatomy: Anatomy, decode: DecodeMethod | str) -> None:
+    def __init__(
+        self, session, info: OnnxInfo, anatomy: Anatomy, decode: DecodeMethod | str, precision: str | None = None
+    ) -> None:
+        """``precision`` is what the session runs when it is not the graph's own (fp16 on the TensorRT EP)."""
         super().__init__(anatomy, decode)
         self.session = session
         self.info = info
         self.graph_decodes = self.decodes_in_graph(info.decode)
-        self.precision = info.precision
+        self.precision = precision or info.precision
+        self.artifact_weights_sha256 = info.weights_sha256 or None
 
     def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
         image = zscore(pixels)[:, None]  # on the host, in numpy: this backend's path needs no torch

@@ -218,7 +218,9 @@ def create_backend(name: str, request: BackendRequest) -> Backend:
     request = replace(request, options=spec.option_set().parse(name, request.options))
     _check_capabilities(spec, request.precision, request.device, request.artifact)
     factory: Callable[[BackendRequest], Backend] = _attribute(spec.factory)
-    return factory(request)
+    backend = factory(request)
+    backend.made_from(request.weights, request.artifact)  # for its run record (Backend.run_info)
+    return backend
 
 
 def default_backend(device: str, precision: str, artifact: Path | None) -> str:

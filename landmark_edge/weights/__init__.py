@@ -10,7 +10,6 @@ weights without it); torch and the model are imported only to load or save tenso
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from landmark_edge import __version__
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.errors import NoDefaultWeightsError, WeightsError, first_line
 from landmark_edge.io.atomic import atomic_path
+from landmark_edge.io.files import file_sha256  # noqa: F401 - re-exported: weights callers hash files here
 
 if TYPE_CHECKING:
     import torch
@@ -65,14 +65,6 @@ class WeightsInfo(BaseModel):
 
     def entry(self, anatomy: str) -> AnatomyEntry:
         return next(a for a in self.anatomies if a.name == get_anatomy(anatomy).name)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_weights(
