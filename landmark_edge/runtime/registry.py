@@ -31,11 +31,16 @@ __all__ = [
     "BackendRequest",
     "BackendSpec",
     "BackendUnavailable",
+    "all_precisions",
+    "artifact_backends",
+    "backend_for_artifact",
     "backend_names",
     "backend_spec",
+    "backend_specs",
     "check_choice",
     "check_options",
     "create_backend",
+    "default_backend",
     "register",
 ]
 
