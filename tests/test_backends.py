@@ -93,8 +93,9 @@ def fake_runs(tmp_path_factory, tiny_weights) -> tuple[dict[str, list], Path]:
         ],
     }  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    (out / "m.fake").write_bytes(b"fake")  # the artifact exists, as a real one must: its sha256 is in the run record
     done = subprocess.run([sys.executable, "-c", DRIVER, str(TESTS), json.dumps(calls)], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=600)  # fmt: skip
+                          text=True, env=env, cwd=out, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1]), out
 
