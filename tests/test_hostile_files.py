@@ -189,7 +189,7 @@ def test_image_gone_before_a_ray_overlay_rereads_it_is_that_inputs_failure(tmp_p
     """Ray decodes in its read tasks and ships results only, so its overlays read the file again: one that
     vanished by then is that input's failure (one line), not a crash."""
     from landmark_edge.anatomy import get_anatomy
-    from landmark_edge.commands.infer import _finish
+    from landmark_edge.inference import _finish
     from landmark_edge.results import ImageFailure, ResultStore
 
     image = save(tmp_path / "short_lived.png", Image.fromarray(gradient(160, 200)))
