@@ -112,6 +112,13 @@ def read_onnx_info(model) -> OnnxInfo:
     return OnnxInfo.from_props(props)
 
 
+# --- OpenVINO IR: rt_info ---------------------------------------------------------------------------------------
+# An IR (.xml + .bin) carries OnnxInfo's props in its rt_info section IR_SECTION; an ONNX graph read by OpenVINO
+# keeps its metadata_props under ONNX_SECTION. IR_PRECISION_HINT (in IR_SECTION) is the CPU plugin's
+# INFERENCE_PRECISION_HINT the IR was validated with (f32, bf16), so other OpenVINO tools can read it too.
+IR_SECTION, ONNX_SECTION, IR_PRECISION_HINT = "landmark_edge", "framework", "inference_precision_hint"
+
+
 # --- engine file: MAGIC, header length, JSON header, TensorRT's serialized engine -------------------------------
 # A serialized engine only runs on the TensorRT version and GPU it was built for (unless built version- or
 # hardware-compatible), and TensorRT's own error for a mismatch is a deserialization failure deep in its log.

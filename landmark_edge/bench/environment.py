@@ -31,6 +31,7 @@ def collect_environment(device: torch.device) -> Environment:
         cudnn=str(torch.backends.cudnn.version()) if cuda and torch.backends.cudnn.is_available() else None,
         torch=torch.__version__,
         onnxruntime=_module_version("onnxruntime"),
+        openvino=_module_version("openvino"),
         tensorrt=_module_version("tensorrt"),
         landmark_edge=__version__,
         git_commit=_git_commit(),

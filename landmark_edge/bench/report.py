@@ -12,12 +12,12 @@ from landmark_edge.io.atomic import atomic_path, atomic_write_text
 from landmark_edge.runtime.backend import STAGES
 
 COLUMNS = (
-    "backend", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s", "img/s x ref", "p50 x ref",
+    "backend", "ran", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s", "img/s x ref", "p50 x ref",
     *(f"{stage} ms" for stage in STAGES), "peak GPU MiB", "drift max px", "drift mean px", "drift max mm",
     "drift mean mm", "heatmap max diff", "flagged",
 )  # fmt: skip
 # The terminal table keeps what fits a screen; the markdown and JSON carry every column.
-TERMINAL_COLUMNS = ("backend", "batch", "p50 ms", "p99 ms", "img/s", "img/s x ref", "p50 x ref", "compute ms",
+TERMINAL_COLUMNS = ("backend", "ran", "batch", "p50 ms", "p99 ms", "img/s", "img/s x ref", "p50 x ref", "compute ms",
                     "peak GPU MiB", "drift max px", "drift mean px", "heatmap max diff", "flagged")  # fmt: skip
 
 
@@ -30,6 +30,7 @@ def row_cells(row: BenchRow) -> list[str]:
     latency, drift = row.latency_ms, row.drift
     return [
         row.label,
+        row.ran_precision or "-",
         str(row.batch_size),
         *(_number(getattr(latency, key)) for key in ("p50", "p90", "p99", "mean")),
         _number(row.throughput_ips, 1),
@@ -58,7 +59,7 @@ def _header_lines(report: BenchReport) -> list[str]:
         f"command: {report.command}",
         f"device: {report.device} ({device}); CPU {env.cpu}, {env.cpu_cores} cores, torch threads {env.torch_threads}",
         f"GPU driver {env.gpu_driver or '-'}, CUDA {env.cuda or '-'}, cuDNN {env.cudnn or '-'}, torch {env.torch}, "
-        f"onnxruntime {env.onnxruntime or '-'}, TensorRT {env.tensorrt or '-'}",
+        f"onnxruntime {env.onnxruntime or '-'}, OpenVINO {env.openvino or '-'}, TensorRT {env.tensorrt or '-'}",
         f"landmark-edge {env.landmark_edge} ({env.git_commit or 'no git'}), python {env.python}, {env.platform}",
         f"reference: {report.reference}; {report.anatomy}, decode {report.decode}, {len(report.images)} images, "
         f"{report.warmup} warm-up + {report.iters} timed batches per row, weights sha256 "

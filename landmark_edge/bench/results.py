@@ -36,6 +36,9 @@ class BenchRow(BaseModel):
     label: str
     backend: str
     precision: str
+    # What the backend reports it computed in, where it can tell (OpenVINO reads its runtime graph back: a bf16
+    # request on a CPU without bf16 runs fp32, an int8 model keeps some layers float: ``int8+fp32``).
+    ran_precision: str | None = None
     options: dict[str, object] = {}
     batch_size: int | None = None  # None for a backend skipped before any batch size ran
     status: Literal["ok", "skipped", "failed"] = "ok"
@@ -71,6 +74,7 @@ class Environment(BaseModel):
     cudnn: str | None = None
     torch: str
     onnxruntime: str | None = None
+    openvino: str | None = None
     tensorrt: str | None = None
     landmark_edge: str
     git_commit: str | None = None

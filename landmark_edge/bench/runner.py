@@ -72,6 +72,16 @@ class BenchSpec:
         return (self.backend, self.precision, self.options) == (REFERENCE_BACKEND, REFERENCE_PRECISION, {})
 
 
+ARTIFACT = "artifact"  # an option key of bench's own: the file a backend runs; artifact_<precision> for one precision
+
+
+def artifact_option(spec: BenchSpec) -> tuple[dict[str, object], object | None]:
+    """The backend's own options, and the artifact of this spec's precision (``artifact_int8=chest.int8.xml``
+    beside ``artifact=chest.xml``: one bench run measures a float model and a quantized one)."""
+    options = {k: v for k, v in spec.options.items() if k != ARTIFACT and not k.startswith(f"{ARTIFACT}_")}
+    return options, spec.options.get(f"{ARTIFACT}_{spec.precision}", spec.options.get(ARTIFACT))
+
+
 def parse_specs(backends: list[str], precisions: list[str], options: dict[str, dict[str, object]]) -> list[BenchSpec]:
     """Every backend at every precision, minus the reference itself (it always runs first anyway)."""
     specs = [BenchSpec(b, p, dict(options.get(b, {}))) for b in backends for p in precisions]
@@ -183,8 +193,7 @@ class _Bench:
         self.reference: _Outputs | None = None
 
     def request(self, spec: BenchSpec, progress: Callable[[str], None] | None = None) -> BackendRequest:
-        options = dict(spec.options)
-        artifact = options.pop("artifact", None)
+        options, artifact = artifact_option(spec)
         return BackendRequest(
             weights=self.config.weights,
             anatomy=self.config.anatomy,
@@ -258,6 +267,7 @@ class _Bench:
             throughput_ips=throughput(batch_size, latencies),
             stages_ms={name: float(np.mean(values)) for name, values in stages.items() if values},
             peak_gpu_memory_mb=memory.peak_mb(),
+            ran_precision=backend.ran_precision,
             drift=landmark_drift(self.reference.xy, outputs.xy, self.images.spacing_mm,
                                  self.reference.heatmaps, outputs.heatmaps),
             flagged=outputs.flagged,

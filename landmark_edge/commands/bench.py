@@ -21,7 +21,7 @@ from rich.progress import (
 
 from landmark_edge.bench.report import rich_table, write_outputs
 from landmark_edge.bench.results import BenchReport
-from landmark_edge.bench.runner import BenchConfig, parse_specs, run_bench
+from landmark_edge.bench.runner import BenchConfig, BenchSpec, artifact_option, parse_specs, run_bench
 from landmark_edge.commands.options import (
     AnatomyOpt,
     BackendOptionOpt,
@@ -90,7 +90,7 @@ def bench(
     options = {name: options_for(given, name) for name in names}
     with one_line_errors():  # a misspelt option or backend is one line before anything is measured
         for name in names:
-            check_options(name, {k: v for k, v in options[name].items() if k != "artifact"})
+            check_options(name, artifact_option(BenchSpec(name, options=options[name]))[0])
     out_dir = out_dir or Path("benchmarks/results") / f"{_device_slug(device)}-{target.name}"
     with one_line_errors():
         weights_path = resolve_weights(weights)

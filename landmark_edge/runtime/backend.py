@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from landmark_edge.anatomy import Anatomy
-from landmark_edge.decode import DecodeMethod
+from landmark_edge.contracts import CONFIDENCE, HEATMAPS, LANDMARKS, ArtifactInfo
+from landmark_edge.decode import DecodeMethod, decode_heatmaps
 from landmark_edge.errors import BackendUnavailable
+from landmark_edge.transforms import zscore
 
 if TYPE_CHECKING:
     import torch
@@ -131,8 +133,62 @@ class Backend(ABC):
     def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
         """Predict a (B, H, W) batch of resized pixels."""
 
+    @property
+    def ran_precision(self) -> str | None:
+        """The precision the backend computed in, as read back from what it built (OpenVINO's runtime graph),
+        or None where it cannot tell (it then ran what was asked for)."""
+        return None
+
     def close(self) -> None:
         """Release device resources (nothing to do for most backends)."""
+
+
+class GraphBackend(Backend):
+    """A backend that runs an exported graph on the host (ONNX Runtime, OpenVINO): z-score in numpy, the graph,
+    then its in-graph decoder when it matches the requested method, else the one decoder on its heatmaps.
+
+    Subclasses only say how to run the graph (:meth:`outputs`); everything around it is shared, so the two
+    runtimes cannot drift apart in how they feed the graph or pick its outputs.
+    """
+
+    def __init__(self, info: ArtifactInfo, anatomy: Anatomy, decode: DecodeMethod | str) -> None:
+        super().__init__(anatomy, decode)
+        if info.anatomy != anatomy.name:
+            raise BackendUnavailable(f"{self.name}: the model is for {info.anatomy}, not {anatomy.name}")
+        self.info = info
+        self.graph_decodes = info.decode is not None and DecodeMethod(info.decode) is self.decode
+        self.precision = info.precision
+
+    @abstractmethod
+    def outputs(self, names: list[str], image: np.ndarray) -> list[np.ndarray]:
+        """The graph's outputs ``names`` for a z-scored (B, 1, H, W) float32 batch."""
+
+    def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
+        image = zscore(pixels)[:, None]  # on the host, in numpy: this path needs no torch
+        names = ([HEATMAPS] if return_heatmaps or not self.graph_decodes else []) + (
+            [LANDMARKS, CONFIDENCE] if self.graph_decodes else []
+        )
+        outputs = dict(zip(names, self.outputs(names, image)))
+        if self.graph_decodes:
+            xy, confidence = outputs[LANDMARKS], outputs[CONFIDENCE]
+        else:
+            xy, confidence = decode_on_host(outputs[HEATMAPS], self.decode)
+        return Prediction(
+            xy=np.asarray(xy, dtype=np.float32),
+            confidence=np.asarray(confidence, dtype=np.float32),
+            heatmaps=outputs[HEATMAPS] if return_heatmaps else None,
+        )
+
+
+def decode_on_host(heatmaps: np.ndarray, method: DecodeMethod) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a graph's heatmaps with the one (torch) decoder, for a graph exported without the decoder asked for.
+
+    Only this case imports torch: the graphs this package exports from weights carry the decoder requested.
+    """
+    import torch
+
+    xy, confidence = decode_heatmaps(torch.from_numpy(np.ascontiguousarray(heatmaps)), method)
+    return xy.numpy(), confidence.numpy()
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,41 @@ def _onnxruntime_backend(request: BackendRequest) -> Backend:
     return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
 
 
+def _ov_options() -> type[BackendOptions]:
+    from landmark_edge.runtime.openvino import OvOptions
+
+    return OvOptions
+
+
+@register(
+    "openvino",
+    "OpenVINO on --device cpu (gpu, npu where installed): the weights' cached ONNX graph, an exported .onnx or an "
+    "IR (.xml) as the artifact; --precision fp32 (f32 hint set: exact), bf16, int8 (an IR from "
+    "`export --profile cpu-openvino-int8`)",
+    _ov_options,
+)
+def _openvino_backend(request: BackendRequest) -> Backend:
+    if importlib.util.find_spec("openvino") is None:
+        raise BackendUnavailable("openvino backend: openvino is not installed (pip install 'landmark-edge[openvino]')")
+    from landmark_edge.runtime.openvino import open_openvino
+
+    if request.artifact is not None:
+        source = request.artifact
+    elif request.precision == "int8":
+        raise BackendUnavailable(
+            "openvino int8: give an int8 IR (--artifact MODEL.xml; make one with landmark-edge export -a "
+            f"{request.anatomy.name} --profile cpu-openvino-int8)"
+        )
+    elif request.onnx_loader is None:
+        raise BackendUnavailable(
+            "openvino backend: give a model (--artifact MODEL.xml or MODEL.onnx) or an ONNX loader for the weights "
+            "(landmark_edge.export.loaders.OnnxFromWeights)"
+        )
+    else:
+        source = request.onnx_loader(None)
+    return open_openvino(source, request.anatomy, request.decode, request.device, request.precision, request.options)
+
+
 @register(
     "tensorrt",
     "TensorRT engine from `landmark-edge build`, given as the artifact; --device cuda[:N]; --precision and the "
