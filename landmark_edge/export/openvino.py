@@ -17,10 +17,12 @@ NNCF (and with it scikit-learn, scipy, networkx) is an export-time dependency on
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +31,15 @@ import numpy as np
 import torch
 
 from landmark_edge.anatomy import Anatomy, SpacingRule, get_anatomy
-from landmark_edge.contracts import HEATMAPS, INPUT, IR_PRECISION_HINT, IR_SECTION, OnnxInfo, read_onnx_info
+from landmark_edge.contracts import (
+    HEATMAPS,
+    INPUT,
+    IR_PRECISION_HINT,
+    IR_SECTION,
+    OnnxInfo,
+    layer_precisions,
+    read_onnx_info,
+)
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
 from landmark_edge.errors import LandmarkEdgeError, first_line
 from landmark_edge.export.onnx import (
@@ -44,6 +54,7 @@ from landmark_edge.export.onnx import (
     validate_outputs,
     validation_batch,
 )
+from landmark_edge.export.common import quiet_logger
 from landmark_edge.export.profiles import AccuracyControl, Calibration
 from landmark_edge.export.quantize import calibration_paths
 from landmark_edge.io.images import read_image
@@ -57,6 +68,7 @@ if TYPE_CHECKING:
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # the int8 IR's float layers run f32
 # Allowed landmark drift of int8 from the float model when the profile gives none, by unit.
 DEFAULT_MAX_DRIFT = {"px": 1.0, "mm": 0.5}
+METRIC_OFFSET = 1000.0  # the validation metric is METRIC_OFFSET - drift (see quantize_int8's validate)
 # NNCF's range estimators by the profile's names.
 RANGE_ESTIMATORS = {"minmax": "MINMAX", "mean_minmax": "MEAN_MINMAX", "mean_quantile": "MEAN_QUANTILE",
                     "histogram": "HISTOGRAM"}  # fmt: skip
@@ -204,20 +216,11 @@ def float_tail_ops(model: ov.Model) -> list[str]:
     return [op.get_friendly_name() for op in keep]
 
 
-def quantized_layers(model: ov.Model) -> set[str]:
-    """Names of the convolution-like layers that read a FakeQuantize (int8 once compiled)."""
-    quantized = set()
-    for op in model.get_ordered_ops():
-        if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul"):
-            source = op.input_value(0).get_node()
-            if source.get_type_name() == "FakeQuantize":
-                quantized.add(op.get_friendly_name())
-    return quantized
+def ran_layers(model: ov.Model) -> dict[str, str]:
+    """``{layer: precision}`` as the CPU plugin runs ``model`` (int8 where it found quantizers, f32 elsewhere)."""
+    import openvino as ov
 
-
-def compute_layers(model: ov.Model) -> list[str]:
-    return [op.get_friendly_name() for op in model.get_ordered_ops()
-            if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")]  # fmt: skip
+    return layer_precisions(ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": HINTS["int8"]}))
 
 
 @dataclass
@@ -235,8 +238,42 @@ class Int8Report:
     final_drift: float | None = None
     quantized: int = 0
     float_layers: dict[str, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)  # NNCF's ignored scope: the heatmap product and the decoder
     seconds: float = 0.0
     met: bool = False
+
+
+def _nncf():
+    """NNCF, or one line saying how to install it (an export-time extra)."""
+    try:
+        import nncf
+    except ImportError:
+        raise OpenVinoExportError("int8 IR export needs NNCF: pip install 'landmark-edge[openvino-export]'") from None
+    return nncf
+
+
+def quantization_arguments(model: ov.Model, train: DriftImages, control: AccuracyControl) -> dict[str, Any]:
+    """The keyword arguments NNCF's ``quantize`` and ``quantize_with_accuracy_control`` share: calibration on the
+    train images, symmetric (performance) preset, the profile's range estimator and bias correction, and the
+    heatmap product and decoder ignored."""
+    nncf = _nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    estimator = getattr(RangeEstimatorParametersSet, RANGE_ESTIMATORS[control.range_estimator])
+    return dict(
+        calibration_dataset=nncf.Dataset(train.inputs), preset=nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=len(train.inputs), fast_bias_correction=control.fast_bias_correction,
+        ignored_scope=nncf.IgnoredScope(names=float_tail_ops(model), validate=False),
+        advanced_quantization_parameters=AdvancedQuantizationParameters(activations_range_estimator_params=estimator),
+    )  # fmt: skip
+
+
+def drift_images(paths: Sequence[Path], anatomy: Anatomy, model: ov.Model) -> DriftImages:
+    """Validation images with the float model's landmarks as their reference."""
+    images = DriftImages.read(paths, anatomy)
+    images.set_reference(ir_runner(model, "fp32"))
+    return images
 
 
 def quantize_int8(
@@ -247,49 +284,38 @@ def quantize_int8(
     step: Callable[[str], None] = lambda text: None,
 ) -> tuple[ov.Model, Int8Report]:
     """NNCF accuracy-controlled int8 of a float IR, bounded by landmark drift on the validation images."""
-    try:
-        import nncf
-        from nncf.quantization.advanced_parameters import (
-            AdvancedAccuracyRestorerParameters,
-            AdvancedQuantizationParameters,
-        )
-        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-    except ImportError:
-        raise OpenVinoExportError("int8 IR export needs NNCF: pip install 'landmark-edge[openvino-export]'") from None
+    nncf = _nncf()
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
     start = time.perf_counter()
     unit = drift_unit(anatomy)
     limit = control.max_drift or DEFAULT_MAX_DRIFT[unit]
     step("reading validation and calibration images")
-    validation = DriftImages.read(calibration_paths(Calibration(images=control.images, count=control.count)), anatomy)
-    validation.set_reference(ir_runner(model, "fp32"))
+    validation = drift_images(calibration_paths(Calibration(images=control.images, count=control.count)), anatomy, model)
     train = DriftImages.read(calibration_paths(calibration), anatomy)
+    arguments = quantization_arguments(model, train, control)
     recipe = {"range_estimator": control.range_estimator, "fast_bias_correction": control.fast_bias_correction,
-              "preset": "performance", "ignored": "heatmap product and decoder"}  # fmt: skip
-    report = Int8Report(unit, limit, len(validation.inputs), len(train.inputs), recipe)
+              "preset": "performance", "max_iterations": control.max_iterations,
+              "ranking_images": control.ranking_images}  # fmt: skip
+    ignored = float_tail_ops(model)
+    report = Int8Report(unit, limit, len(validation.inputs), len(train.inputs), recipe, ignored=ignored)
 
     def validate(compiled, items) -> tuple[float, list[float]]:
-        indices = [int(index) for index in items]
-        drifts = validation.drifts(compiled_runner(compiled), indices)
-        return -float(drifts.max()), [-float(d) for d in drifts]
+        """Higher is better for NNCF: the largest drift below an offset (NNCF also computes a relative drop, dividing
+        by the float model's metric, which an un-offset drift of 0 would make a division by zero)."""
+        drifts = validation.drifts(compiled_runner(compiled), [int(index) for index in items])
+        return METRIC_OFFSET - float(drifts.max()), [METRIC_OFFSET - float(d) for d in drifts]
 
-    estimator = getattr(RangeEstimatorParametersSet, RANGE_ESTIMATORS[control.range_estimator])
-    ignored = float_tail_ops(model)
     step(f"quantizing with accuracy control (max drift {limit:g} {unit}; minutes)")
     with tempfile.TemporaryDirectory(prefix="landmark-edge-nncf-") as folder, _quiet_nncf():
         try:
             quantized = nncf.quantize_with_accuracy_control(
-                model,
-                calibration_dataset=nncf.Dataset(train.inputs),
-                validation_dataset=nncf.Dataset(list(range(len(validation.inputs)))),
+                model, validation_dataset=nncf.Dataset(list(range(len(validation.inputs)))),
                 validation_fn=validate, max_drop=limit, drop_type=nncf.DropType.ABSOLUTE,
-                preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(train.inputs),
-                fast_bias_correction=control.fast_bias_correction,
-                ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
-                advanced_quantization_parameters=AdvancedQuantizationParameters(
-                    activations_range_estimator_params=estimator),
                 advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
                     max_num_iterations=control.max_iterations, ranking_subset_size=control.ranking_images,
                     num_ranking_workers=1, intermediate_model_dir=folder),
+                **arguments,
             )  # fmt: skip
         except LandmarkEdgeError:
             raise
@@ -299,7 +325,7 @@ def quantize_int8(
     report.initial_drift = float(validation.drifts(ir_runner(initial, "int8")).max())
     report.final_drift = float(validation.drifts(ir_runner(quantized, "int8")).max())
     report.met = report.final_drift <= limit
-    _record_float_layers(report, model, initial, quantized, set(ignored))
+    _record_float_layers(report, initial, quantized, set(ignored))
     report.seconds = time.perf_counter() - start
     return quantized, report
 
@@ -310,32 +336,25 @@ def ov_read(path: Path) -> ov.Model:
     return ov.Core().read_model(str(path))
 
 
-def _record_float_layers(report: Int8Report, model: ov.Model, initial: ov.Model, final: ov.Model, ignored: set[str]) -> None:
-    first, last = quantized_layers(initial), quantized_layers(final)
-    report.quantized = len(last)
-    for name in compute_layers(model):
-        if name in last:
+def _record_float_layers(report: Int8Report, initial: ov.Model, final: ov.Model, ignored: set[str]) -> None:
+    first, last = ran_layers(initial), ran_layers(final)
+    report.quantized = sum(precision == "int8" for precision in last.values())
+    for name, precision in last.items():
+        if precision == "int8":
             continue
         if name in ignored:
             report.float_layers[name] = "ignored (heatmap product / decoder)"
-        elif name in first:
+        elif first.get(name) == "int8":
             report.float_layers[name] = "reverted by accuracy control (landmark drift)"
         else:
-            report.float_layers[name] = "not quantized (NNCF placed no quantizer)"
+            report.float_layers[name] = "not quantized (no int8 kernel or quantizer for it: NNCF's patterns, the CPU's)"
 
 
-class _quiet_nncf:
-    """NNCF logs progress at INFO and draws progress bars; a CLI's output stays ours."""
-
-    def __enter__(self) -> None:
-        import logging
-
-        self.logger = logging.getLogger("nncf")
-        self.level = self.logger.level
-        self.logger.setLevel(logging.WARNING)
-
-    def __exit__(self, *exc: object) -> None:
-        self.logger.setLevel(self.level)
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """NNCF logs progress at INFO and draws progress bars on stdout, which belongs to ``--json`` output."""
+    with quiet_logger("nncf"), contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 # --- the composed export ------------------------------------------------------------------------------------------

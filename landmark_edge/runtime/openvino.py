@@ -23,14 +23,13 @@ import json
 import platform
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from landmark_edge.anatomy import Anatomy
-from landmark_edge.contracts import INPUT, IR_SECTION, ONNX_SECTION, OnnxInfo
+from landmark_edge.contracts import INPUT, IR_SECTION, ONNX_SECTION, OnnxInfo, layer_precisions, ran_precision
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import BackendUnavailable, first_line
 from landmark_edge.io.atomic import atomic_write_text
@@ -42,11 +41,6 @@ PRECISIONS = ("fp32", "bf16", "int8")
 # The CPU plugin's hint per request: an int8 IR runs its quantized layers in int8 and the rest (the heatmap
 # product and decoder among them) at this hint, f32.
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
-# OpenVINO's element type names as request precisions (runtime graph: u8/i8 are int8 convolutions).
-ELEMENT_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
-# Layers whose runtime precision says what the network computed in (not reorders, shape ops or the decoder's
-# integer index arithmetic).
-COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul")
 FALLBACK = "--backend onnxruntime"
 
 
@@ -219,24 +213,6 @@ def _compile(core, model, device: str, properties: dict[str, Any]):
         return core.compile_model(model, device, properties)
     except Exception as error:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
         raise BackendUnavailable(f"openvino: cannot compile for {device} ({first_line(error)})") from None
-
-
-def layer_precisions(compiled) -> dict[str, str]:
-    """``{layer: precision}`` of the compute layers as they ran (the runtime graph's ``runtimePrecision``)."""
-    layers = {}
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        if "layerType" in info and str(info["layerType"]) in COMPUTE_LAYERS and "runtimePrecision" in info:
-            element = str(info["runtimePrecision"]).lower()
-            layers[op.get_friendly_name()] = ELEMENT_PRECISIONS.get(element, element)
-    return layers
-
-
-def ran_precision(layers: dict[str, str]) -> str:
-    """What a run computed in, from :func:`layer_precisions`: ``fp32``, ``bf16``, or a mix such as
-    ``int8+fp32`` (most common first)."""
-    counts = Counter(layers.values())
-    return "+".join(name for name, _ in counts.most_common()) or "fp32"
 
 
 class OpenVinoBackend(GraphBackend):
