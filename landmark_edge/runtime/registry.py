@@ -88,14 +88,22 @@ def create_backend(name: str, request: BackendRequest | None = None, /, **keywor
     return spec.factory(request)
 
 
+# ``infer``'s backend for fp32 on the CPU: whichever exact backend makes the whole cached one-image ``infer`` call
+# fastest (benchmarks/infer_wall.py, run on a quiet machine). Both run the same cached graph within 1e-4 of torch;
+# switching is this one line ("openvino" falls back to onnxruntime where OpenVINO is not installed).
+CPU_FP32_DEFAULT = "onnxruntime"
+
+
 def default_backend(device: str, precision: str, artifact: Path | None) -> str:
-    """``infer``'s backend when none is named: ONNX Runtime for fp32 on the CPU, eager torch otherwise.
+    """``infer``'s backend when none is named: :data:`CPU_FP32_DEFAULT` for fp32 on the CPU, eager torch otherwise.
 
     On 2 CPU cores ONNX Runtime runs the network 5-6x faster than eager torch and equals it within 1e-4, and its
     graph is cached per weights (:class:`~landmark_edge.export.loaders.OnnxFromWeights`), so a one-image ``infer``
     starts in a fraction of eager torch's time. torch stays the reference for ``evaluate`` and ``bench``.
     """
-    return "onnxruntime" if device == "cpu" and precision == "fp32" and artifact is None else "torch"
+    if device != "cpu" or precision != "fp32" or artifact is not None:
+        return "torch"
+    return CPU_FP32_DEFAULT if importlib.util.find_spec(CPU_FP32_DEFAULT) is not None else "onnxruntime"
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:
