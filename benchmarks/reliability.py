@@ -1,4 +1,5 @@
-"""Long runs: flat memory over thousands of inputs, and a SIGKILLed run resumed to byte-identical outputs.
+"""Long runs: flat memory over thousands of inputs, killed or interrupted runs resumed to byte-identical outputs,
+and a damaged cache rebuilt.
 
     PYTHONPATH=. python benchmarks/reliability.py [--images 2000] [--work DIR] [--out FILE.md]
 
@@ -8,6 +9,12 @@
    with the number of inputs.
 2. The same run over all images, killed with SIGKILL once half of the per-image results exist, then resumed
    with ``--skip-existing``: its JSONL and every per-image JSON must be byte-identical to the uninterrupted run's.
+3. The same run stopped with SIGTERM (a job scheduler's stop) once half the results exist: it must stop within
+   one batch, say in one line how many results are on disk and the command that resumes, keep every complete
+   JSONL line; that command's outputs must be byte-identical to the uninterrupted run's.
+4. A damaged cache: ``infer`` from the *weights* (so the graph comes from the cache), then the cached graph
+   truncated, and then ~100 of its bytes flipped at the same size: each later run must exit 0 with one warning
+   naming the file and give the clean run's outputs byte for byte.
 
 The network is a *tiny random-architecture* GU2Net (the widths of ``tests/conftest.py`` ``TINY``), exported once
 to ONNX and run by ONNX Runtime (5-6x faster than eager torch on CPU): this measures memory and resume, not
@@ -21,6 +28,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import signal
 import subprocess
 import sys
@@ -86,6 +94,53 @@ def run_measured(command: list[str], log: Path, kill_when=None) -> tuple[int, in
     return process.returncode, usage.ru_maxrss // 1024, time.perf_counter() - start
 
 
+def interrupted_case(command: list[str], out_dir: Path, jsonl: Path, total: int, log: Path) -> dict:
+    """SIGTERM once half the results exist; then the resume command the run printed, run as printed."""
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        while process.poll() is None and count_results(out_dir) < total // 2:
+            time.sleep(0.05)
+        at_signal = count_results(out_dir)
+        process.send_signal(signal.SIGTERM)
+        status = process.wait()
+    line = next((x for x in log.read_text().splitlines() if x.startswith("interrupted")), "")
+    lines = jsonl.read_text().splitlines() if jsonl.exists() else []
+    whole_lines = sum(1 for x in lines if x.endswith("}"))
+    resume = shlex.split(line.split("resume with: ", 1)[1]) if "resume with: " in line else []
+    resumed_status = subprocess.run([sys.executable, "-m", "landmark_edge", *resume[1:]], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL).returncode if resume else None  # fmt: skip
+    return {"status": status, "at_signal": at_signal, "at_exit": count_results(out_dir), "line": line,
+            "jsonl_lines": len(lines), "whole_lines": whole_lines, "resumed_status": resumed_status}  # fmt: skip
+
+
+def damaged_cache_case(images: Path, weights: Path, work: Path) -> list[dict]:
+    """``infer`` from the weights on a fresh cache, then after each damage to the cached graph."""
+    env = {**os.environ, "LANDMARK_EDGE_CACHE": str(work / "cache")}
+    command = [sys.executable, "-m", "landmark_edge", "infer", str(images), "-a", ANATOMY, "-w", str(weights),
+               "-f", "jsonl"]  # fmt: skip
+    clean = subprocess.run(command, env=env, capture_output=True, text=True)
+    (graph,) = (work / "cache" / "onnx").glob("*.onnx")
+    cases = []
+    for name, damage in (("truncated to half", _truncate), ("100 bytes flipped, same size", _flip)):
+        damage(graph)
+        run = subprocess.run(command, env=env, capture_output=True, text=True)
+        warnings = [x for x in run.stderr.splitlines() if x.startswith("warning: cache entry")]
+        cases.append({"damage": name, "status": run.returncode, "warnings": warnings,
+                      "identical": run.stdout == clean.stdout and clean.returncode == 0})  # fmt: skip
+    return cases
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(100):
+        data[len(data) // 2 + 97 * i] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
 def count_results(out_dir: Path) -> int:
     return sum(1 for entry in os.scandir(out_dir) if entry.name.endswith(".json")) if out_dir.is_dir() else 0
 
@@ -128,8 +183,18 @@ def main() -> None:
     identical_jsonl = killed_jsonl.read_bytes() == (work / f"out{large}.jsonl").read_bytes()
     print(f"killed (status {status}) with {done_at_kill} of {large} results; resumed: exit {status_resumed}, "
           f"{seconds:.0f} s; per-image JSON identical {identical_files} ({files}), JSONL identical {identical_jsonl}")
-    atomic_write_text(args.out, report(small, large, rss, rss_resumed, status, done_at_kill, jsonl_after_kill,
-                                       status_resumed, identical_files, files, identical_jsonl))  # fmt: skip
+
+    stopped_dir, stopped_jsonl = work / "stopped", work / "stopped.jsonl"
+    stopped = interrupted_case(infer_command(folders[large], model, stopped_dir, stopped_jsonl), stopped_dir,
+                               stopped_jsonl, large, work / "stopped.log")  # fmt: skip
+    stopped["identical"] = (same_outputs(work / f"out{large}", stopped_dir)[0]
+                            and stopped_jsonl.read_bytes() == (work / f"out{large}.jsonl").read_bytes())  # fmt: skip
+    print(f"SIGTERM: {stopped}", flush=True)
+    damaged = damaged_cache_case(folders[small], work / "tiny_chest.safetensors", work)
+    print(f"damaged cache: {damaged}", flush=True)
+    text = report(small, large, rss, rss_resumed, status, done_at_kill, jsonl_after_kill, status_resumed,
+                  identical_files, files, identical_jsonl)  # fmt: skip
+    atomic_write_text(args.out, text + interrupted_report(stopped, large) + damaged_report(damaged, small))
     print(f"wrote {args.out}")
 
 
@@ -171,6 +236,32 @@ Ratio {large} / {small} inputs: {rss[large] / rss[small]:.2f} (`ru_maxrss` of th
 * Per-image JSON files byte-identical to an uninterrupted run's: **{identical_files}** ({files} files).
 * JSONL byte-identical to the uninterrupted run's: **{identical_jsonl}**.
 """
+
+
+def interrupted_report(stopped: dict, large: int) -> str:
+    return f"""
+## Stopped with SIGTERM and resumed with the command it printed
+
+* SIGTERM with {stopped["at_signal"]} of {large} results on disk; exit status {stopped["status"]} with
+  {stopped["at_exit"]} (the batch in progress finished: `-b` 8 is the default), and one line:
+  `{stopped["line"]}`
+* The `-o` JSONL kept {stopped["whole_lines"]} whole lines of {stopped["jsonl_lines"]}.
+* The printed command: exit status {stopped["resumed_status"]}; per-image JSON and JSONL byte-identical to the
+  uninterrupted run's: **{stopped["identical"]}**.
+"""
+
+
+def damaged_report(cases: list[dict], small: int) -> str:
+    rows = "".join(f"| {c['damage']} | {c['status']} | {len(c['warnings'])} | {c['identical']} |\n" for c in cases)
+    return f"""
+## A damaged cached graph is rebuilt
+
+`infer` over {small} images from the weights (the graph exported once into the cache), then the cached graph
+damaged and `infer` run again:
+
+| damage | exit status | warning lines naming the file | output identical to the clean run's |
+|---|---|---|---|
+{rows}"""
 
 
 if __name__ == "__main__":

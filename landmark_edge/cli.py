@@ -24,6 +24,7 @@ COMMANDS = {
     "infer": ("infer", "infer"),
     "bench": ("bench", "bench"),
     "info": ("checkpoint", "info"),
+    "cache": ("cache", "cache"),
 }
 
 

@@ -223,3 +223,31 @@ def pt2_metadata(
         "max_batch_size": str(max_batch_size),
         "torch_version": torch_version,
     }
+
+
+# --- run metadata: what made a result ---------------------------------------------------------------------------
+
+RUN_FORMAT_VERSION = 1
+
+
+class RunInfo(BaseModel):
+    """The one record of what made a result, carried by every ``infer`` output (a ``run`` object in JSON/JSONL and
+    each ``--out-dir`` file, ``run_*`` columns in CSV/Parquet) and by bench rows: the weights (sha256, the
+    artifact's recorded one when an artifact ran), the artifact run (its sha256: a user's ``--artifact``; None when
+    the graph was made from the weights), the backend and the precision that really ran (a backend may learn it
+    from its runtime: OpenVINO reads it back from the compiled model), and the package and record versions.
+    ``format_version`` goes up when a field changes meaning or goes away; new fields keep old readers working."""
+
+    format_version: int = RUN_FORMAT_VERSION
+    landmark_edge_version: str = __version__
+    backend: str
+    precision: str
+    weights_sha256: str | None = None
+    artifact_sha256: str | None = None
+
+    def columns(self) -> dict[str, object]:
+        """The record as flat ``run_<field>`` columns (CSV and Parquet rows)."""
+        return {f"run_{key}": value for key, value in self.model_dump().items()}
+
+
+RUN_COLUMNS = [f"run_{name}" for name in RunInfo.model_fields]

@@ -19,6 +19,17 @@ class NoDefaultWeightsError(WeightsError):
     """No weights were given and the installed package ships none."""
 
 
+class OutputError(LandmarkEdgeError, OSError):
+    """An output cannot be written (disk full, read-only folder, no permission): the message names the path. Written
+    atomically, the file it would have replaced and every earlier output stay whole. An ``OSError`` too, so code
+    that tolerates a failed write (the cache) still does."""
+
+
+class RunInterrupted(Exception):
+    """A run was asked to stop (SIGINT, SIGTERM) and stopped after the batch in progress; what it finished is on
+    disk. Not a :class:`LandmarkEdgeError`: the command reports it with the command that resumes."""
+
+
 class BackendUnavailable(LandmarkEdgeError):
     """A backend cannot run here (library, device or artefact missing); the message says which."""
 

@@ -73,7 +73,7 @@ def test_fp32_matches_torch_and_reports_what_ran(tiny_weights):
     for decode in (DecodeMethod.SUBPIXEL, DecodeMethod.ARGMAX):
         backend = create_backend("openvino", _request(tiny_weights, decode=decode, options={"threads": 1}))
         assert backend.graph_decodes is (decode is DecodeMethod.SUBPIXEL)
-        assert backend.ran_precision == "fp32" and set(backend.layers.values()) == {"fp32"}
+        assert backend.run_info().precision == "fp32" and set(backend.layers.values()) == {"fp32"}
         got = backend.run(_pixels(), return_heatmaps=True)
         assert np.abs(got.heatmaps - want.heatmaps).max() < FP32_TOLERANCE
         own, _ = decode_heatmaps(torch.from_numpy(got.heatmaps), decode)
@@ -118,7 +118,7 @@ def test_ir_export_round_trip_fp32_and_bf16(tiny_weights, tmp_path):
         create_backend("openvino", BackendRequest(None, CHEST, artifact=tmp_path / "chest.bf16.xml"))
     assert "\n" not in str(error.value)
     ran = create_backend("openvino", BackendRequest(None, CHEST, precision="bf16", artifact=tmp_path / "chest.bf16.xml"))
-    assert ran.ran_precision in ("bf16", "fp32")  # fp32 where the CPU has no bf16: read back, not echoed
+    assert ran.run_info().precision in ("bf16", "fp32")  # fp32 where the CPU has no bf16: read back, not echoed
 
 
 @needs_openvino
@@ -166,7 +166,7 @@ def test_int8_ir_through_nncf_records_what_stayed_float(tiny_weights, tmp_path):
     assert "heatmaps" in int8["ignored"] and int8["quantized"] > 0
     assert all(why for why in int8["float_layers"].values())
     backend = create_backend("openvino", BackendRequest(None, CHEST, precision="int8", artifact=tmp_path / "chest.int8.xml"))
-    assert "int8" in backend.ran_precision.split("+")
+    assert "int8" in backend.run_info().precision.split("+")
 
 
 @needs_openvino
@@ -182,4 +182,4 @@ def test_real_images_fp32_within_1e4_and_bf16_bounded(tmp_path):
     assert np.abs(fp32.heatmaps - want.heatmaps).max() < FP32_TOLERANCE
     bf16_backend = create_backend("openvino", _request(DEFAULT_WEIGHTS, precision="bf16"))
     bf16 = bf16_backend.run(pixels)
-    assert np.linalg.norm(bf16.xy - want.xy, axis=-1).max() <= 0.5, bf16_backend.ran_precision
+    assert np.linalg.norm(bf16.xy - want.xy, axis=-1).max() <= 0.5, bf16_backend.precision

@@ -30,7 +30,7 @@ def row_cells(row: BenchRow) -> list[str]:
     latency, drift = row.latency_ms, row.drift
     return [
         row.label,
-        row.ran_precision or "-",
+        row.run.precision if row.run else "-",  # what ran (OpenVINO: read back from its runtime graph)
         str(row.batch_size),
         *(_number(getattr(latency, key)) for key in ("p50", "p90", "p99", "mean")),
         _number(row.throughput_ips, 1),

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from landmark_edge.contracts import RunInfo
+
 FORMAT = "landmark-edge-bench"
 FORMAT_VERSION = 1
 
@@ -36,9 +38,6 @@ class BenchRow(BaseModel):
     label: str
     backend: str
     precision: str
-    # What the backend reports it computed in, where it can tell (OpenVINO reads its runtime graph back: a bf16
-    # request on a CPU without bf16 runs fp32, an int8 model keeps some layers float: ``int8+fp32``).
-    ran_precision: str | None = None
     options: dict[str, object] = {}
     batch_size: int | None = None  # None for a backend skipped before any batch size ran
     status: Literal["ok", "skipped", "failed"] = "ok"
@@ -57,6 +56,7 @@ class BenchRow(BaseModel):
     flagged: int | None = None
     throughput_vs_reference: float | None = None  # this row's images/s / the reference's at the same batch size
     p50_speedup_vs_reference: float | None = None  # the reference's p50 / this row's p50 at the same batch size
+    run: RunInfo | None = None  # what the row measured (the backend's run record, as infer's results carry it)
 
 
 class Environment(BaseModel):

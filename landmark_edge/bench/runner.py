@@ -267,10 +267,10 @@ class _Bench:
             throughput_ips=throughput(batch_size, latencies),
             stages_ms={name: float(np.mean(values)) for name, values in stages.items() if values},
             peak_gpu_memory_mb=memory.peak_mb(),
-            ran_precision=backend.ran_precision,
             drift=landmark_drift(self.reference.xy, outputs.xy, self.images.spacing_mm,
                                  self.reference.heatmaps, outputs.heatmaps),
             flagged=outputs.flagged,
+            run=backend.run_info(),
         )
 
     def predict(self, backend: Backend, batch_size: int, task) -> _Outputs:

@@ -8,8 +8,10 @@ the resumed run equals that of an uninterrupted one.
 
 from __future__ import annotations
 
+import shlex
+import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -48,7 +50,7 @@ from landmark_edge.commands.options import (
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.engines.ray import RaySettings, ray_inference  # imports Ray only when it runs
-from landmark_edge.errors import InputError
+from landmark_edge.errors import InputError, OutputError, RunInterrupted
 from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
 from landmark_edge.io.images import XrayImage, read_image
@@ -57,15 +59,18 @@ from landmark_edge.plausibility import min_confidences
 from landmark_edge.results import (
     ImageFailure,
     ImageResult,
+    JsonlResults,
     Outcome,
     ResultStore,
+    made_from,
+    reusable,
     to_csv,
     to_json,
     to_jsonl_line,
     write_overlay,
     write_parquet,
 )
-from landmark_edge.runtime.pipeline import run_inference
+from landmark_edge.runtime.pipeline import StopSignals, run_inference
 from landmark_edge.runtime.registry import BackendRequest, backend_names, check_options, create_backend, default_backend
 from landmark_edge.weights import resolve_weights
 
@@ -167,19 +172,22 @@ def infer(
         raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}", param_hint="--engine")
     if output_format == "parquet" and out is None:
         fail("--format parquet writes a file: give --out FILE")
-    if skip_existing and out_dir is None:
-        fail("--skip-existing resumes from per-image results: give --out-dir DIR too")
+    streams = output_format == "jsonl" and out is not None  # a JSONL file keeps what an interrupted run wrote
+    if skip_existing and out_dir is None and not streams:
+        fail("--skip-existing resumes from per-image results: give --out-dir DIR too (or -f jsonl -o FILE)")
     if measurements and not supports(target.landmark_names):
         fail(f"--measurements: the cephalometric measurements need the head landmarks, not {target.name}'s")
     inputs = expand_inputs(images)
     if inputs.skipped:
         err_console.print(f"note: skipped {inputs.skipped} files in folders that are not images or DICOM")
     store = ResultStore(out_dir, inputs.files)
-    done = _reusable(store, inputs.files, target, decode, overlay) if skip_existing else {}
-    todo = [path for path in inputs.files if path not in done]
-    counts = {"failed": 0, "flagged": 0, "total": 0}
+    counts = {"failed": 0, "flagged": 0, "total": 0, "results": 0}
+    stop = StopSignals()
     with one_line_errors():
         weights = resolve_weights(weights) if artifact is None else weights  # an artefact carries its network
+        found = store if out_dir is not None else JsonlResults(out) if streams else None
+        done = _reusable(found, store, inputs.files, target, decode, overlay, weights, artifact) if skip_existing else {}
+        todo = [path for path in inputs.files if path not in done]
         request = BackendRequest(
             weights=weights, anatomy=target, decode=decode, device=device, precision=precision,
             max_batch_size=batch_size, artifact=artifact, options=options,
@@ -199,22 +207,34 @@ def infer(
             drawer = None if overlay is None else _overlay_writer(store, overlay, measurements)
             fresh = run_inference(
                 todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink,
-                overlay_sink=drawer, min_confidence=min_confidence, measurements=measurements,
+                overlay_sink=drawer, min_confidence=min_confidence, measurements=measurements, stop=stop,
             )  # fmt: skip
         # Ray decodes in its read tasks and ships only results back: its overlays read the image again
         redraw = overlay if engine == "ray" else None
         shows_flags = not (output_format == "table" and out is None)  # the table on screen prints them itself
-        with _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
-            for failure in inputs.failures:
-                _report(failure, counts, emit)
-            for path in inputs.files:
-                outcome = done.get(path) or next(fresh)
-                if path not in done and isinstance(outcome, ImageResult):
-                    outcome = _finish(outcome, store, redraw, measurements)
-                elif measurements and isinstance(outcome, ImageResult) and outcome.measurements is None:
-                    outcome.measurements = measure(outcome, min_confidences(target, min_confidence))  # reused result
-                _report(outcome, counts, emit, warn=shows_flags)
-                advance()
+        signals = stop.installed() if engine == "process" else nullcontext()
+        inputs_total = len(inputs.files) + len(inputs.failures)
+        try:
+            with signals, _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
+                for failure in inputs.failures:
+                    _report(failure, counts, emit)
+                for path in inputs.files:
+                    outcome = done.get(path) or next(fresh, None)
+                    if outcome is None:  # the session stopped after its batch: a signal asked it to
+                        raise RunInterrupted(stop.received)
+                    if path not in done and isinstance(outcome, ImageResult):
+                        outcome = _finish(outcome, store, redraw, measurements)
+                    elif measurements and isinstance(outcome, ImageResult) and outcome.measurements is None:
+                        outcome.measurements = measure(outcome, min_confidences(target, min_confidence))  # reused
+                    _report(outcome, counts, emit, warn=shows_flags)
+                    advance()
+        except RunInterrupted as stopped:
+            kept = counts["results"] if out_dir is not None or streams else 0
+            err_console.print(_resume_line(str(stopped), kept, inputs_total, out_dir or out), markup=False)
+            raise typer.Exit(130) from None
+        except OutputError as error:  # disk full, read-only: what was written is whole; the rest failed
+            error_line(str(error))
+            raise typer.Exit(failures_exit_code(inputs_total - (counts["results"] if out_dir else 0))) from None
     if counts["flagged"]:
         err_console.print(f"{counts['flagged']} of {counts['total']} results flagged (weak heatmap peaks, an "
                           "implausible layout or an image shape the anatomy never has)")
@@ -238,20 +258,25 @@ def _options_of(backend: str, items: list[str], allow_fallback: bool) -> dict[st
 
 
 def _reusable(
-    store: ResultStore, files: list[Path], anatomy: Anatomy, decode: DecodeMethod, overlay: Path | None
-) -> dict[Path, ImageResult]:
-    """Results already in --out-dir for the same anatomy and decoding (with their overlay, when one is asked)."""
-    done = {}
-    for path in files:
-        if not store.has(path) or (overlay is not None and not store.path(path, ".png", overlay).is_file()):
-            continue
-        try:
-            result = store.load(path)
-        except (ValueError, TypeError, KeyError):  # not one of ours: compute it again
-            continue
-        if result.anatomy == anatomy.name and result.decode == decode.value:
-            done[path] = result
-    return done
+    found: ResultStore | JsonlResults, store: ResultStore, files: list[Path], anatomy: Anatomy, decode: DecodeMethod,
+    overlay: Path | None, weights: Path | None, artifact: Path | None,
+) -> dict[Path, ImageResult]:  # fmt: skip
+    """Earlier results (--out-dir, else the JSONL --out) made the way this run makes them; one line says how many
+    and why the others are redone."""
+    reuse = reusable(found, store, files, anatomy.name, decode.value, made_from(weights, artifact), overlay)
+    if reuse.summary():
+        err_console.print(f"note: {reuse.summary()}")
+    return reuse.results
+
+
+def _resume_line(signal_name: str, kept: int, total: int, where: Path | None) -> str:
+    """What an interrupted run says: how many results are on disk, and the command that resumes it."""
+    if not kept and where is None:
+        return f"interrupted ({signal_name}): no results on disk (give --out-dir DIR, or -f jsonl -o FILE, to resume)"
+    argv = sys.argv[1:]
+    again = shlex.join(["landmark-edge", *argv, *([] if "--skip-existing" in argv else ["--skip-existing"])])
+    command = again if argv[:1] == ["infer"] else "the same command with --skip-existing"
+    return f"interrupted ({signal_name}): {kept} of {total} results on disk in {where}; resume with: {command}"
 
 
 def _finish(result: ImageResult, store: ResultStore, overlay: Path | None, measurements: bool = False) -> Outcome:
@@ -283,6 +308,7 @@ def _overlay_writer(store: ResultStore, overlay: Path, measurements: bool) -> Ca
 def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], None], warn: bool = True) -> None:
     """Count an outcome and emit it; a flag is printed once: as a warning line unless the output shows it."""
     counts["total"] += 1
+    counts["results"] += isinstance(outcome, ImageResult)
     if isinstance(outcome, ImageFailure):
         counts["failed"] += 1
         error_line(outcome.error)
@@ -299,9 +325,14 @@ def _output(output_format: str, out: Path | None, anatomy: Anatomy) -> Iterator[
     the other formats are written once, when the run completes, so an interrupted run leaves no partial file."""
     if output_format == "jsonl" and out is None:
         yield lambda outcome: typer.echo(to_jsonl_line(outcome), nl=False)
-    elif output_format == "jsonl":
-        with atomic_open(out, "w", encoding="utf-8") as handle:
-            yield lambda outcome: handle.write(to_jsonl_line(outcome))
+    elif output_format == "jsonl":  # an interrupted run keeps every line it wrote (resumed with --skip-existing)
+        with atomic_open(out, "w", keep_partial=(RunInterrupted, KeyboardInterrupt), encoding="utf-8") as handle:
+
+            def write_line(outcome: Outcome) -> None:
+                handle.write(to_jsonl_line(outcome))
+                handle.flush()  # a line at a time: a killed run's temp file holds whole lines
+
+            yield write_line
     else:
         outcomes: list[Outcome] = []
         yield outcomes.append

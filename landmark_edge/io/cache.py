@@ -182,10 +182,13 @@ def _store(entry: Path, data: bytes) -> None:
 
 def verify_folder(folder: Path) -> list[str]:
     """Check a folder entry's files against its record; remove each damaged or unrecorded file (one warning line
-    each, naming it) and return the names removed. A missing record discards the whole folder's files."""
+    each, naming it) and a killed writer's temp files, and return the names removed. A missing record discards
+    the whole folder's files. Call under the entry's lock (:func:`cached_folder` does)."""
     if not folder.is_dir():
         return []
     recorded = (_read_record(folder) or {}).get("files", {})
+    for leftover in [path for path in folder.rglob(".*.tmp") if path.is_file()]:  # a killed writer's
+        leftover.unlink(missing_ok=True)
     removed = []
     for relative, digest in folder_digests(folder).items():
         if recorded.get(relative) == digest:
@@ -241,7 +244,12 @@ class CacheEntry:
 
     path: Path
     size: int
-    status: str  # ok | damaged | unrecorded | temporary
+    status: str  # ok | damaged | unrecorded | other-version | temporary
+
+    @property
+    def prunable(self) -> bool:
+        """Everything but a verified entry of this version (those are what runs reuse)."""
+        return self.status != "ok"
 
 
 def list_entries(root: Path | None = None) -> list[CacheEntry]:
@@ -274,6 +282,8 @@ def _status(path: Path) -> str:
     record = _read_record(path)
     if record is None:
         return "unrecorded"
+    if record.get("landmark_edge_version") != __version__:
+        return "other-version"  # made by another landmark-edge: never used by this one (names carry the version)
     if path.is_dir():
         return "ok" if folder_digests(path) == record.get("files") else "damaged"
     try:

@@ -125,3 +125,19 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def artifact_sha256(path: str | os.PathLike) -> str:
+    """One sha256 for an artifact, however many files it is: a file's own sha256 (what ``sha256sum`` prints); for
+    a folder, or an OpenVINO IR ``.xml`` with its ``.bin`` beside it, the sha256 of the ``<sha256>  <name>`` lines
+    of its files in name order (``sha256sum`` format, so the record can be checked by hand)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        names = [p.relative_to(path).as_posix() for p in files]
+    elif path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        files, names = [path, path.with_suffix(".bin")], [path.name, path.with_suffix(".bin").name]
+    else:
+        return file_sha256(path)
+    lines = "".join(f"{file_sha256(file)}  {name}\n" for file, name in zip(files, names, strict=True))
+    return hashlib.sha256(lines.encode("utf-8", "surrogateescape")).hexdigest()

@@ -15,10 +15,10 @@ from landmark_edge.results.formats import (
     write_parquet,
 )
 from landmark_edge.results.records import ImageFailure, ImageResult, Landmark, Measurement, Outcome
-from landmark_edge.results.store import ResultStore
+from landmark_edge.results.store import JsonlResults, ResultStore, Reuse, made_from, reusable
 
 __all__ = [
-    "CSV_COLUMNS", "ImageFailure", "ImageResult", "Landmark", "Measurement", "Outcome", "ResultStore",
-    "csv_columns", "display_image", "landmark_rows", "to_csv", "to_json", "to_jsonl_line", "write_overlay",
-    "write_parquet",
+    "CSV_COLUMNS", "ImageFailure", "ImageResult", "JsonlResults", "Landmark", "Measurement", "Outcome", "ResultStore", "Reuse",
+    "csv_columns", "display_image", "landmark_rows", "made_from", "reusable", "to_csv", "to_json", "to_jsonl_line",
+    "write_overlay", "write_parquet",
 ]  # fmt: skip

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from landmark_edge.contracts import RunInfo
+
 
 @dataclass
 class Landmark:
@@ -57,6 +59,7 @@ class ImageResult:
     flags: list[str] = field(default_factory=list)  # weak peaks, implausible layout or geometry (landmark_edge.plausibility)
     ok: bool = True
     measurements: list[Measurement] | None = None  # only when asked for (infer --measurements)
+    run: RunInfo | None = None  # what made it (the session stamps its backend's record)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -64,6 +67,10 @@ class ImageResult:
             del data["measurements"]
         else:
             data["measurements"] = [m.to_dict() for m in self.measurements]
+        if self.run is None:
+            del data["run"]
+        else:
+            data["run"] = self.run.model_dump()
         return data
 
     @classmethod
@@ -73,6 +80,8 @@ class ImageResult:
         values["landmarks"] = [Landmark(**lm) for lm in values["landmarks"]]
         if values.get("measurements") is not None:
             values["measurements"] = [Measurement.from_dict(m) for m in values["measurements"]]
+        if values.get("run") is not None:
+            values["run"] = RunInfo.model_validate(values["run"])
         if values["spacing_mm"] is not None:
             values["spacing_mm"] = tuple(values["spacing_mm"])
         return cls(**values)

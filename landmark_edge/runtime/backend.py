@@ -23,15 +23,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from landmark_edge.anatomy import Anatomy
-from landmark_edge.contracts import CONFIDENCE, HEATMAPS, LANDMARKS, ArtifactInfo
+from landmark_edge.contracts import CONFIDENCE, HEATMAPS, LANDMARKS, ArtifactInfo, RunInfo
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
 from landmark_edge.errors import BackendUnavailable
+from landmark_edge.io.files import artifact_sha256, file_sha256
 from landmark_edge.transforms import zscore
 
 if TYPE_CHECKING:
@@ -107,7 +108,14 @@ class Backend(ABC):
 
     name: str = "backend"
     device: torch.device | str = "cpu"
+    # What really runs, for the run record (:meth:`run_info`): a backend sets it from what it loaded (an engine's
+    # header, a package's dtype) or reads it back from its runtime (OpenVINO's compiled model).
+    precision: str = "fp32"
+    # The weights an artifact was made from, from its own metadata (None: the backend ran a weights file).
+    artifact_weights_sha256: str | None = None
     _timer = staticmethod(_untimed)
+    _sources: tuple[Path | None, Path | None] = (None, None)
+    _run_info: RunInfo | None = None
 
     def __init__(self, anatomy: Anatomy, decode: DecodeMethod | str = DecodeMethod.SUBPIXEL) -> None:
         self.anatomy = anatomy
@@ -133,14 +141,26 @@ class Backend(ABC):
     def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
         """Predict a (B, H, W) batch of resized pixels."""
 
-    @property
-    def ran_precision(self) -> str | None:
-        """The precision the backend computed in, as read back from what it built (OpenVINO's runtime graph),
-        or None where it cannot tell (it then ran what was asked for)."""
-        return None
-
     def close(self) -> None:
         """Release device resources (nothing to do for most backends)."""
+
+    def made_from(self, weights: Path | None, artifact: Path | None) -> None:
+        """Note the files this backend was made from (``create_backend`` does); hashed once, when first asked."""
+        self._sources, self._run_info = (weights, artifact), None
+
+    def run_info(self) -> RunInfo:
+        """The run record every result of this backend carries: its name, the precision it runs, the weights
+        (the artifact's recorded ones when it runs an artifact) and the artifact's sha256."""
+        if self._run_info is None:
+            weights, artifact = self._sources
+            self._run_info = RunInfo(
+                backend=self.name,
+                precision=self.precision,
+                weights_sha256=self.artifact_weights_sha256 if artifact is not None or weights is None
+                else file_sha256(weights),
+                artifact_sha256=None if artifact is None else artifact_sha256(artifact),
+            )  # fmt: skip
+        return self._run_info
 
 
 class GraphBackend(Backend):
@@ -151,13 +171,18 @@ class GraphBackend(Backend):
     runtimes cannot drift apart in how they feed the graph or pick its outputs.
     """
 
-    def __init__(self, info: ArtifactInfo, anatomy: Anatomy, decode: DecodeMethod | str) -> None:
+    def __init__(
+        self, info: ArtifactInfo, anatomy: Anatomy, decode: DecodeMethod | str, precision: str | None = None
+    ) -> None:
+        """``precision`` is what the runtime computes in when it is not the graph's own (fp16 on the TensorRT EP,
+        what OpenVINO's runtime graph reports)."""
         super().__init__(anatomy, decode)
         if info.anatomy != anatomy.name:
             raise BackendUnavailable(f"{self.name}: the model is for {info.anatomy}, not {anatomy.name}")
         self.info = info
         self.graph_decodes = info.decode is not None and DecodeMethod(info.decode) is self.decode
-        self.precision = info.precision
+        self.precision = precision or info.precision
+        self.artifact_weights_sha256 = info.weights_sha256 or None
 
     @abstractmethod
     def outputs(self, names: list[str], image: np.ndarray) -> list[np.ndarray]:

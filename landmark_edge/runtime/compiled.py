@@ -282,6 +282,8 @@ class AOTIBackend(TorchBackend):
                  device: str | torch.device = "cpu") -> None:  # fmt: skip
         super().__init__(_Packaged(package.runner), package.anatomy, decode, device)  # its anatomy is baked in
         self.package = package
+        self.precision = package.precision
+        self.artifact_weights_sha256 = package.metadata.get("weights_sha256") or None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bucket_for(x.shape[0], self.package.max_batch_size)  # one clear line instead of a shape-guard failure

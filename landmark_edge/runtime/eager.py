@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from landmark_edge.anatomy import Anatomy
+from landmark_edge.contracts import dtype_precision
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
 from landmark_edge.runtime.backend import Backend, Prediction
 from landmark_edge.transforms import zscore_batch
@@ -73,6 +74,7 @@ class TorchBackend(Backend):
         super().__init__(anatomy, decode)
         self.device = torch.device(device)
         self.dtype = dtype
+        self.precision = dtype_precision(str(dtype).removeprefix("torch."))
         self.model = model.to(self.device, dtype).eval()
         self.upload = HostToDevice(self.device)
 

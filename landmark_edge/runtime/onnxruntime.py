@@ -155,8 +155,10 @@ class OnnxRuntimeBackend(GraphBackend):
 
     name = "onnxruntime"
 
-    def __init__(self, session, info: OnnxInfo, anatomy: Anatomy, decode: DecodeMethod | str) -> None:
-        super().__init__(info, anatomy, decode)
+    def __init__(
+        self, session, info: OnnxInfo, anatomy: Anatomy, decode: DecodeMethod | str, precision: str | None = None
+    ) -> None:
+        super().__init__(info, anatomy, decode, precision)
         self.session = session
 
     def outputs(self, names: list[str], image: np.ndarray) -> list[np.ndarray]:

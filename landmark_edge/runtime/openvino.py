@@ -5,7 +5,7 @@ Three things OpenVINO does quietly that this module makes explicit:
 * **Precision.** The CPU plugin runs bf16 by itself on CPUs with AVX512_BF16 (and AMX) unless the f32
   precision hint is set, so ``fp32`` sets ``INFERENCE_PRECISION_HINT: f32`` every time. What actually ran is read
   back per layer from the compiled model's runtime graph (``runtimePrecision``), never the echoed hint: a bf16
-  request on a CPU without bf16 runs f32, and the run says so (:attr:`OpenVinoBackend.ran`).
+  request on a CPU without bf16 runs f32, and the run record says so (``Backend.run_info().precision``).
 * **The compiled-model cache.** ``CACHE_DIR`` is a verified folder entry of the project's cache
   (:func:`landmark_edge.io.cache.cached_folder`), one per OpenVINO version, so a blob is checked before reuse.
 * **The AMD guardrail.** The CPU plugin of OpenVINO 2025.3-2026.1 crashed with SIGFPE inside ``compile_model``
@@ -221,16 +221,13 @@ class OpenVinoBackend(GraphBackend):
     name = "openvino"
 
     def __init__(self, compiled, info: OnnxInfo, anatomy: Anatomy, decode: DecodeMethod | str) -> None:
-        super().__init__(info, anatomy, decode)
+        layers = layer_precisions(compiled)
+        # The run record's precision is what the runtime graph ran (fp32 for a bf16 request on a CPU without bf16;
+        # int8+fp32 for an int8 IR), never the hint asked for.
+        super().__init__(info, anatomy, decode, ran_precision(layers))
         self.compiled = compiled
         self.request = compiled.create_infer_request()
-        self.layers = layer_precisions(compiled)
-        self.ran = ran_precision(self.layers)  # the precision that actually ran (not the hint asked for)
-
-    @property
-    def ran_precision(self) -> str:
-        return self.ran
-
+        self.layers = layers
     def outputs(self, names: list[str], image: np.ndarray) -> list[np.ndarray]:
         results = self.request.infer({INPUT: image})
         by_name = {port.get_any_name(): value for port, value in results.items()}

@@ -15,9 +15,12 @@ reporting.
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -128,7 +131,8 @@ class InferenceSession:
     included (peaks below ``min_confidence``, by default the calibrated per-landmark minimums; an implausible
     layout or geometry), and the sinks' files written. ``heatmap_sink(path, heatmaps)`` receives (C, H, W)
     float32 maps; ``overlay_sink(xray, result)`` the decoded image with its finished result, so an overlay never
-    decodes the file a second time. ``keep_heatmaps`` puts the maps on each :class:`Inference` as well (for a
+    decodes the file a second time. ``stop()`` is asked before each batch: once it says True the run ends after
+    the batch in progress, every result of which is yielded (:class:`StopSignals`). ``keep_heatmaps`` puts the maps on each :class:`Inference` as well (for a
     caller that scores them). ``measurements`` adds the cephalometric measurements (head landmarks only) before
     the overlay sink sees the result, so an overlay can draw their lines.
     """
@@ -146,6 +150,7 @@ class InferenceSession:
         measurements: bool = False,
         heatmap_sink: HeatmapSink | None = None,
         overlay_sink: OverlaySink | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> None:
         if measurements and not supports(anatomy.landmark_names):
             raise ValueError(f"the cephalometric measurements need the head landmarks, not {anatomy.name}'s")
@@ -155,6 +160,7 @@ class InferenceSession:
         self.spacing_mm, self.min_confidence = spacing_mm, min_confidence
         self.keep_heatmaps = keep_heatmaps
         self.heatmap_sink, self.overlay_sink = heatmap_sink, overlay_sink
+        self.stop = stop or (lambda: False)
 
     def run(self, sources: Iterable[Any], reader: Reader = FILES) -> Iterator[Inference | ImageFailure]:
         """Read ``sources`` with ``reader`` and infer them. While the backend runs batch ``n`` the workers already
@@ -166,6 +172,8 @@ class InferenceSession:
     def infer(self, items: Iterable[Prepared | ImageFailure]) -> Iterator[Inference | ImageFailure]:
         """Infer inputs already read (``bench`` resizes its images once and reuses them); failures pass through."""
         for group in _batches(items, self.batch_size):
+            if self.stop():
+                return
             finished = self._batch([item for item in group if isinstance(item, Prepared)])
             for item in group:
                 yield item if isinstance(item, ImageFailure) else next(finished)
@@ -189,13 +197,44 @@ class InferenceSession:
                          heatmaps if self.keep_heatmaps else None)  # fmt: skip
 
     def finish(self, header: ImageHeader, prediction: Prediction, position: int) -> ImageResult:
-        """The result of image ``position`` of a batch's ``prediction``, flagged and measured when asked (the Ray
-        actors batch their own)."""
+        """The result of image ``position`` of a batch's ``prediction``, flagged, stamped with the backend's run
+        record and measured when asked (the Ray actors batch their own)."""
         result = to_result(header, self.anatomy, prediction, position, self.backend.decode.value, self.spacing_mm)
         result.flags = flag_result(result, self.anatomy, self.min_confidence)
+        result.run = self.backend.run_info()
         if self.measurements:
             result.measurements = measure(result, min_confidences(self.anatomy, self.min_confidence))
         return result
+
+
+class StopSignals:
+    """SIGINT and SIGTERM as a request to stop after the batch in progress (``InferenceSession(stop=...)``), so a
+    job scheduler's SIGTERM or a Ctrl-C leaves every finished result written and a stream whole; a second signal
+    stops at once (KeyboardInterrupt). Outside the main thread (where Python cannot take signals) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+
+    def __call__(self) -> bool:
+        return self.received is not None
+
+    def _handle(self, number: int, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(number).name
+
+    @contextmanager
+    def installed(self) -> Iterator[StopSignals]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {number: signal.signal(number, self._handle) for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 def run_inference(paths: Iterable[Path], anatomy: Anatomy, backend: Backend, **settings: Any) -> Iterator[Outcome]:

@@ -85,7 +85,9 @@ def create_backend(name: str, request: BackendRequest | None = None, /, **keywor
     spec = _REGISTRY[name]
     if spec.options is not None:  # strict: an unknown key is refused before anything is loaded
         request = replace(request, options=spec.options().parse(name, request.options))
-    return spec.factory(request)
+    backend = spec.factory(request)
+    backend.made_from(request.weights, request.artifact)  # for its run record (Backend.run_info)
+    return backend
 
 
 # ``infer``'s backend for fp32 on the CPU: whichever exact backend makes the whole cached one-image ``infer`` call
@@ -225,7 +227,7 @@ def _onnxruntime_backend(request: BackendRequest) -> Backend:
                 f"onnxruntime: {request.artifact} is an {info.precision} graph; run it with --precision {info.precision}"
             )
         session = create_session(request.artifact, settings, request.anatomy.grid_hw)
-        return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
+        return OnnxRuntimeBackend(session, info, request.anatomy, request.decode, settings.precision)
     calibration = request.options.calibration_fields() if int8 else None
     if request.onnx_loader is None:
         raise BackendUnavailable(
@@ -234,7 +236,7 @@ def _onnxruntime_backend(request: BackendRequest) -> Backend:
         )
     session = create_session(request.onnx_loader(calibration), settings, request.anatomy.grid_hw)
     info = OnnxInfo.from_props(session.get_modelmeta().custom_metadata_map)  # no onnx import: read the session's
-    return OnnxRuntimeBackend(session, info, request.anatomy, request.decode)
+    return OnnxRuntimeBackend(session, info, request.anatomy, request.decode, settings.precision)
 
 
 def _ov_options() -> type[BackendOptions]:

@@ -190,6 +190,7 @@ class TensorRTBackend(Backend):
     ) -> None:
         super().__init__(anatomy, decode)
         self.header, blob = read_engine(engine_path)
+        self.precision, self.artifact_weights_sha256 = self.header.precision, self.header.weights_sha256 or None
         check_built_for(engine_path, built_for(self.header), anatomy, precision, max_batch_size)  # before a GPU
         trt = import_tensorrt()
         gpu = gpu_info(device_index)
