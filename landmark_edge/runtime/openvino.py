@@ -234,6 +234,26 @@ class OpenVinoBackend(GraphBackend):
         return [np.array(by_name[name]) for name in names]  # a copy: the request reuses its buffers
 
 
+def create(request: Any) -> OpenVinoBackend:  # a BackendRequest (registry imports this module, not the reverse)
+    """The registry entry's factory: the artifact when given (IR or .onnx), else the loader's graph of the weights;
+    int8 needs an int8 IR (NNCF's accuracy control is an export step of minutes, not a run-time one)."""
+    if request.artifact is not None:
+        source: bytes | Path = request.artifact
+    elif request.precision == "int8":
+        raise BackendUnavailable(
+            "openvino int8: give an int8 IR (--artifact MODEL.xml; make one with landmark-edge export -a "
+            f"{request.anatomy.name} --profile cpu-openvino-int8)"
+        )
+    elif request.onnx_loader is None:
+        raise BackendUnavailable(
+            "openvino backend: give a model (--artifact MODEL.xml or MODEL.onnx) or an ONNX loader for the weights "
+            "(landmark_edge.export.loaders.OnnxFromWeights)"
+        )
+    else:
+        source = request.onnx_loader(None)
+    return open_openvino(source, request.anatomy, request.decode, request.device, request.precision, request.options)
+
+
 def open_openvino(
     source: bytes | Path, anatomy: Anatomy, decode: DecodeMethod | str, device: str, precision: str,
     options: OvOptions,

@@ -255,23 +255,9 @@ def _ov_options() -> type[BackendOptions]:
 def _openvino_backend(request: BackendRequest) -> Backend:
     if importlib.util.find_spec("openvino") is None:
         raise BackendUnavailable("openvino backend: openvino is not installed (pip install 'landmark-edge[openvino]')")
-    from landmark_edge.runtime.openvino import open_openvino
+    from landmark_edge.runtime.openvino import create
 
-    if request.artifact is not None:
-        source = request.artifact
-    elif request.precision == "int8":
-        raise BackendUnavailable(
-            "openvino int8: give an int8 IR (--artifact MODEL.xml; make one with landmark-edge export -a "
-            f"{request.anatomy.name} --profile cpu-openvino-int8)"
-        )
-    elif request.onnx_loader is None:
-        raise BackendUnavailable(
-            "openvino backend: give a model (--artifact MODEL.xml or MODEL.onnx) or an ONNX loader for the weights "
-            "(landmark_edge.export.loaders.OnnxFromWeights)"
-        )
-    else:
-        source = request.onnx_loader(None)
-    return open_openvino(source, request.anatomy, request.decode, request.device, request.precision, request.options)
+    return create(request)
 
 
 @register(
