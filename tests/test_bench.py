@@ -168,7 +168,7 @@ def test_bench_end_to_end(tiny_weights, head_images, test_backends, tmp_path):
     assert all(row.flagged is not None for row in report.rows if row.status == "ok")
 
     markdown = (out / "bench.md").read_text()
-    assert "| reference (torch fp32) | 1 |" in markdown and "test-shifted fp32 [dx=3,dy=-4]" in markdown
+    assert "| reference (torch fp32) | fp32 | 1 |" in markdown and "test-shifted fp32 [dx=3,dy=-4]" in markdown
     assert "test-unavailable fp32: skipped, test-unavailable: no CUDA device here" in markdown
     assert report.command in markdown and "torch 2." in markdown
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -207,3 +207,13 @@ def test_bench_on_cuda(tiny_weights, head_images, tmp_path):
         assert sum(row.stages_ms[s] for s in ("h2d", "compute", "decode", "d2h")) <= row.latency_ms.mean * 1.05
     fp16 = next(r for r in report.rows if r.precision == "fp16")
     assert fp16.drift.max_heatmap_diff < 0.05
+
+
+def test_a_precision_s_own_artifact_wins_and_no_artifact_key_reaches_the_backend():
+    """``artifact_int8=`` beside ``artifact=``: one bench run measures a float model and a quantized one."""
+    from landmark_edge.bench.runner import BenchSpec, artifact_option
+
+    options = {"artifact": "chest.xml", "artifact_int8": "chest.int8.xml", "threads": 2}
+    assert artifact_option(BenchSpec("openvino", "int8", options)) == ({"threads": 2}, "chest.int8.xml")
+    assert artifact_option(BenchSpec("openvino", "bf16", options)) == ({"threads": 2}, "chest.xml")
+    assert artifact_option(BenchSpec("openvino", "fp32", {"threads": 2})) == ({"threads": 2}, None)
