@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import json
-import platform
 from pathlib import Path
 
 import numpy as np
 
 from landmark_edge.anatomy import get_anatomy
+from landmark_edge.bench.records import write_record
 from landmark_edge.data import load_split
-from landmark_edge.io.atomic import atomic_write_text
 
 # GU2Net in the paper (Zhu et al., MICCAI 2021), as reported there; these were not checked against its table.
 PAPER_HEAD_SDR = {"2.0": 77.79, "2.5": 84.65, "3.0": 89.41, "4.0": 94.93}
@@ -92,17 +90,17 @@ def record(report: dict, data: Path) -> dict:
             "head_without_leaked_pairs": without_leak}
 
 
-def markdown(report: dict, extra: dict, command: str) -> str:
+def markdown(report: dict, extra: dict) -> str:
     annotators = extra["annotators"]
     lines = [
         "# Accuracy of the shipped weights on the raw test splits",
         "",
-        f"{datetime.date.today().isoformat()}, {platform.processor() or platform.machine()} (2 CPU cores), backend "
-        f"`{report['backend']}` {report['precision']} ({_backend_note(report['backend'])}), weights `{Path(report['weights']).name}`, "
-        f"data `{report['data']}` (raw layout), split `{report['split']}`. Commands:",
+        f"Backend `{report['backend']}` {report['precision']} ({_backend_note(report['backend'])}), weights "
+        f"`{Path(report['weights']).name}`, data `{report['data']}` (raw layout), split `{report['split']}`. The "
+        "evaluation was made by:",
         "",
         "```bash",
-        command,
+        extra["evaluation_command"],
         "```",
         "",
         "Protocols: *reference* = the paper's (argmax on the resized grid vs the rounded grid labels; head x0.46875 "
@@ -184,8 +182,8 @@ def readme_table(report: dict, extra: dict) -> str:
 def _backend_note(backend: str) -> str:
     if backend == "torch":
         return "the reference"
-    return ("equal to the eager torch reference within 1e-4 on the heatmaps (tests/test_onnxruntime_backend.py), "
-            "5-6x faster on this CPU")
+    return ("equal to the eager torch reference within 1e-4 on the heatmaps (tests/test_onnxruntime_backend.py); "
+            "its speed: benchmarks/results/cpu-2core-chest/bench.md")
 
 
 def _shown(name: str) -> tuple[float, ...]:
@@ -202,9 +200,9 @@ def main() -> None:
     extra = record(report, args.data)
     evaluation = (f"nice -n 10 landmark-edge evaluate --data {report['data']} --per-landmark --out {args.evaluation}"
                   if report["backend"] == "torch" else args.command)  # fmt: skip
-    command = f"{evaluation}\nPYTHONPATH=. python benchmarks/accuracy_record.py {args.evaluation} --data {args.data}"
-    atomic_write_text(args.evaluation.with_name("accuracy_extra.json"), json.dumps(extra, indent=2) + "\n")
-    atomic_write_text(args.evaluation.with_suffix(".md"), markdown(report, extra, command))
+    extra = {"evaluation": str(args.evaluation), "evaluation_command": evaluation, **extra}
+    write_record(args.evaluation.with_name("accuracy_extra"), extra, lambda made: markdown(report, made),
+                 markdown_path=args.evaluation.with_suffix(".md"))  # fmt: skip
     print(readme_table(report, extra))
 
 

@@ -14,9 +14,6 @@ writes benchmarks/results/augmentation.md (and .json).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +23,7 @@ from PIL import Image
 
 from landmark_edge.affine import centre, conjugate, similarity, warp
 from landmark_edge.anatomy import get_anatomy
+from landmark_edge.bench.records import machine, write_record
 from landmark_edge.data import Augmentation, GridDataset, Sample, load_split
 from landmark_edge.data.packed import DEFAULT_QUALITY
 from landmark_edge.io.images import read_image
@@ -92,26 +90,16 @@ def main() -> None:
                 "packed_robust_ms": robust, "raw_robust_ms": raw_robust,
                 "zoom": {z: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} for z, rows in zooms.items()},
             }  # fmt: skip
-    results["record"] = {
-        "command": f"python benchmarks/augmentation_cost.py --images {args.images} --repeats {args.repeats}",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, 2 shared CPU cores, one thread",
-        "budget_ms": BUDGET_MS,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(render(results))
-    print(render(results))
+    results["budget_ms"] = BUDGET_MS
+    print(render(write_record(args.out, results, render)))
 
 
 def render(results: dict) -> str:
-    record = results["record"]
     lines = [
         "# Robust-recipe augmentation: cost per sample and the packed copy's resolution",
         "",
-        f"`{record['command']}`, {record['date']}, {record['machine']}. CPU time (process time) per sample read",
-        "by a loader worker. The GPU run (8 workers, 15.5 it/s, batch 4) needs at most "
-        f"**{record['budget_ms']:.0f} ms** per sample per worker.",
+        f"On {machine(results)}, one thread: CPU time (process time) per sample read by a loader worker. The GPU "
+        f"run (8 workers, 15.5 it/s, batch 4) needs at most **{results['budget_ms']:.0f} ms** per sample per worker.",
         "",
         "| anatomy | grid | packed, reference read | packed, robust read | raw original, robust read |",
         "|---|---|---:|---:|---:|",

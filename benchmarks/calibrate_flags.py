@@ -1,12 +1,11 @@
-"""Calibrate ``infer``'s low-confidence flags on the shipped weights: fit on val, report rates on test.
+"""Calibrate ``infer``'s flags on the shipped weights: measure val and test images, fit on val, report test.
 
     PYTHONPATH=. python benchmarks/calibrate_flags.py --data ../shared/data --out benchmarks/results/flags [--write]
 
-A flag is raised when a landmark's heatmap peak is below its minimum confidence, when the detected layout's
-affine residual against the anatomy's typical layout is above the limit, or when the layout is mirrored
-(:mod:`landmark_edge.plausibility`). For each anatomy the shipped weights are fit for (head, chest) the script
-runs ``infer``'s own pipeline (``run_inference``, ONNX Runtime on the CPU: 5-6x faster than eager torch here and
-equal to it within 1e-4) over
+A thin runner: the rule is :mod:`landmark_edge.plausibility`'s and the fitting :mod:`landmark_edge.flag_thresholds`'
+(how the thresholds are chosen and why on val images is said there). This script measures each image's evidence
+through ``infer``'s own pipeline (``run_inference``, ONNX Runtime on the CPU, equal to eager torch within 1e-4:
+``benchmarks/results/fp16_storage.md``) for each anatomy the shipped weights are fit for (head, chest), over
 
 * in-distribution images: the anatomy's own val split (calibration, at most ``--max-own``) and its
   test split (report): the whole split where ``fp16_storage.py`` already made its predictions with the shipped
@@ -15,100 +14,79 @@ equal to it within 1e-4) over
   head and as chest), their val images (calibration, at most ``--max-wrong`` each) and test images
   (report, at most ``--max-wrong-test`` each).
 
-Where a set is larger than its limit it is thinned evenly over the sorted ids (the CPU is shared: 380 images
-run here with the defaults).
-
-Calibration uses the val split only: the network peaks far higher on the images it was trained on (head train
-images: median peak 0.87, none below 0.1; head test images: 16 of 40 had a landmark below 0.1), so minimums fitted
-on training images would flag too many new ones. Thresholds are set on the calibration images only: per landmark, its median peak times one factor chosen so
-that ``--budget`` of the calibration images get a confidence flag (:func:`confidence_thresholds`); the layout
-limit is the ``1 - budget`` quantile of the calibration residuals, but never below the label rule of
-``scripts/make_layouts.py`` (training images fit their own labels better than new images will). The report gives the flag rates those thresholds
-give on the test images. The measured peaks and residuals are kept in ``OUT.npz`` (a rerun reuses them);
-``--write`` stores the thresholds in ``landmark_edge/layouts.json``, where ``infer`` reads them.
+Where a set is larger than its limit it is thinned evenly over the sorted ids. The evidence is kept in
+``OUT.npz`` (a rerun measures only what is missing); the record is ``OUT.json`` / ``OUT.md``; ``--write`` stores
+the thresholds in the package's ``layouts.json`` (:func:`landmark_edge.flag_thresholds.store_thresholds`).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from landmark_edge.anatomy import get_anatomy
+from landmark_edge.backends import BackendChoice, open_backend
+from landmark_edge.bench.records import write_record
 from landmark_edge.data import load_split
-from landmark_edge.decode import DecodeMethod
-from landmark_edge.export.loaders import OnnxFromWeights
-from landmark_edge.io.atomic import atomic_path, atomic_write_text
-from landmark_edge.plausibility import LAYOUTS_FILE, affine_residual, typical_layouts
+from landmark_edge.flag_thresholds import EvidenceSet, Thresholds, calibrate, store_thresholds
+from landmark_edge.io.atomic import atomic_path
+from landmark_edge.plausibility import evidence, result_evidence
 from landmark_edge.results import ImageResult
 from landmark_edge.runtime.pipeline import run_inference
-from landmark_edge.runtime.registry import BackendRequest, create_backend
 from landmark_edge.weights import DEFAULT_WEIGHTS, file_sha256
 from scripts.make_layouts import layouts_document
 
 TARGETS = ("head", "chest")  # the anatomies the shipped weights are fit for
 SOURCES = ("head", "chest", "hand")
+ROLES = ("calibration", "test")
 
 
 def case_images(data: Path, source: str, role: str, limit: int | None) -> list[Path]:
     """Image paths of ``source``: val for calibration (unseen in training), test for the report; evenly thinned."""
-    splits = ("val",) if role == "calibration" else ("test",)
-    paths = [s.image for split in splits for s in load_split(data, source, split).samples]
+    paths = [s.image for s in load_split(data, source, "val" if role == "calibration" else "test").samples]
     if limit is not None and len(paths) > limit:
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, limit).round().astype(int)]
     return paths
 
 
-def measure(backend, paths: list[Path], target: str) -> dict[str, np.ndarray]:
-    """Peak confidences (N, C), layout residuals and determinants (N,) as ``infer`` computes them."""
+def measure(backend, paths: list[Path], target: str) -> EvidenceSet:
+    """The evidence of ``paths`` run as ``target`` through ``infer``'s pipeline."""
     anatomy = get_anatomy(target)
-    layout = typical_layouts()[target]
-    confidence, residual, determinant = [], [], []
+    found = []
     for outcome in run_inference(paths, anatomy, backend, batch_size=2):  # small: the machine is shared
         if not isinstance(outcome, ImageResult):
             raise SystemExit(f"{outcome.path}: {outcome.error}")
-        points = np.array([(lm.x, lm.y) for lm in outcome.landmarks])
-        ratio, det = affine_residual(points, layout.mean)
-        confidence.append([lm.confidence for lm in outcome.landmarks])
-        residual.append(ratio)
-        determinant.append(det)
-    return {"confidence": np.array(confidence), "residual": np.array(residual), "determinant": np.array(determinant)}
+        found.append(result_evidence(outcome, anatomy))
+    return EvidenceSet.of(found)
 
 
-def from_predictions(xy: np.ndarray, confidence: np.ndarray, target: str) -> dict[str, np.ndarray]:
-    """The measured fields of a case from predictions already made (original pixels, heatmap peaks)."""
-    fits = [affine_residual(points.astype(np.float64), typical_layouts()[target].mean) for points in xy]
-    return {"confidence": confidence, "residual": np.array([f[0] for f in fits]),
-            "determinant": np.array([f[1] for f in fits])}  # fmt: skip
-
-
-def own_test_cases(test_predictions: Path) -> dict[str, np.ndarray]:
-    """The in-distribution test cases, from the shipped file's test-split predictions of ``fp16_storage.py``."""
+def own_test_cases(test_predictions: Path, data: Path) -> dict[str, np.ndarray]:
+    """The in-distribution test cases from the shipped file's test-split predictions (``fp16_storage.py``),
+    with each image's size from the split, so the geometry check is replayed too."""
     arrays = {}
     if not test_predictions.is_file():
         return arrays
     with np.load(test_predictions) as stored:
         for target in (t for t in TARGETS if f"{t}/xy" in stored):
-            case_arrays = from_predictions(stored[f"{target}/xy"], stored[f"{target}/confidence"], target)
-            arrays |= {f"{target}/{target}/test/{k}": v for k, v in case_arrays.items()}
+            anatomy = get_anatomy(target)
+            sizes = {s.id: s.original_size for s in load_split(data, target, "test").samples}
+            found = [evidence(points, peaks, sizes[str(image_id)], anatomy) for image_id, points, peaks in
+                     zip(stored[f"{target}/ids"], stored[f"{target}/xy"], stored[f"{target}/confidence"])]  # fmt: skip
+            arrays |= EvidenceSet.of(found).arrays(f"{target}/{target}/test")
     return arrays
 
 
 def cases() -> list[tuple[str, str, str]]:
     """(target, source, role) in the order they are measured: what the thresholds are fitted on first."""
-    wrong = {role: [(t, s, role) for t in TARGETS for s in SOURCES if s != t] for role in ("calibration", "test")}
-    own = {role: [(t, t, role) for t in TARGETS] for role in ("calibration", "test")}
+    wrong = {role: [(t, s, role) for t in TARGETS for s in SOURCES if s != t] for role in ROLES}
+    own = {role: [(t, t, role) for t in TARGETS] for role in ROLES}
     return own["calibration"] + wrong["calibration"] + own["test"] + wrong["test"]
 
 
 def measure_all(data: Path, weights: Path, limits: dict[str, int], cache: Path) -> dict[str, np.ndarray]:
-    """The cases this script runs, as flat arrays keyed ``target/source/role/field``.
+    """The evidence of every case, as flat arrays keyed ``target/source/role/field``.
 
     ``cache`` is rewritten after every case and a rerun measures only the cases missing from it, so an
     interrupted run resumes.
@@ -120,18 +98,15 @@ def measure_all(data: Path, weights: Path, limits: dict[str, int], cache: Path) 
     backends = {}
     try:
         for target, source, role in cases():
-            if f"{target}/{source}/{role}/residual" in arrays:
+            if EvidenceSet.from_arrays(arrays, f"{target}/{source}/{role}") is not None:
                 continue
             if target not in backends:
                 anatomy = get_anatomy(target)
-                loader = OnnxFromWeights(weights, anatomy, DecodeMethod.SUBPIXEL)
-                request = BackendRequest(weights, anatomy, DecodeMethod.SUBPIXEL, "cpu", "fp32", 2,
-                                         options={"threads": 1}, onnx_loader=loader)  # busy CPU: one thread
-                backends[target] = create_backend("onnxruntime", request)
+                choice = BackendChoice("onnxruntime", options={"threads": 1})  # busy CPU: one thread
+                backends[target] = open_backend(choice, weights, anatomy, max_batch_size=2)
             paths = case_images(data, source, role, limits[f"own {role}" if source == target else f"wrong {role}"])
             print(f"{source} as {target}, {role}: {len(paths)} images", flush=True)
-            for key, value in measure(backends[target], paths, target).items():
-                arrays[f"{target}/{source}/{role}/{key}"] = value
+            arrays |= measure(backends[target], paths, target).arrays(f"{target}/{source}/{role}")
             with atomic_path(cache) as tmp, open(tmp, "wb") as handle:
                 np.savez_compressed(handle, **arrays)
     finally:
@@ -140,110 +115,34 @@ def measure_all(data: Path, weights: Path, limits: dict[str, int], cache: Path) 
     return arrays
 
 
-def confidence_thresholds(confidence: np.ndarray, budget: float) -> np.ndarray:
-    """Per-landmark minimum peaks ``t * median_c`` with one ``t``, so that ``budget`` of the images get a flag.
-
-    Landmarks differ in how sharp their peaks are (gonion is the weakest head landmark), so each is scaled by its
-    median peak; an image is flagged when its weakest scaled peak is below ``t``, one score per image. (A
-    separate quantile per landmark would, on a few dozen images, sit at each landmark's minimum and flag a new
-    image about C / (n + 1) of the time.)
-    """
-    scale = np.median(confidence, axis=0)
-    score = (confidence / scale).min(axis=1)
-    return np.quantile(score, budget, method="lower") * scale
-
-def flagged(case: dict[str, np.ndarray], min_confidence: np.ndarray, max_residual: float) -> dict[str, np.ndarray]:
-    weak = (case["confidence"] < min_confidence).any(axis=1)
-    layout = (case["residual"] > max_residual) | (case["determinant"] < 0)
-    return {"confidence": weak, "layout": layout, "any": weak | layout}
-
-
-def case(arrays: dict, target: str, source: str, role: str) -> dict[str, np.ndarray] | None:
-    """One case's arrays, None where it was not measured (an interrupted run)."""
-    keys = {k: f"{target}/{source}/{role}/{k}" for k in ("confidence", "residual", "determinant")}
-    return {k: arrays[key] for k, key in keys.items()} if all(key in arrays for key in keys.values()) else None
-
-
-def measured(arrays: dict, target: str) -> list[tuple[str, str, dict[str, np.ndarray]]]:
-    """(source, role, arrays) of every measured case of ``target``."""
-    found = [(s, r, case(arrays, target, s, r)) for s in SOURCES for r in ("calibration", "test")]
-    return [(s, r, c) for s, r, c in found if c is not None]
-
-
-def rates(arrays: dict, target: str, min_confidence: np.ndarray, max_residual: float) -> dict:
-    """Flag rates per source and role (own anatomy: in-distribution; the others: wrong anatomy)."""
-    out = {}
-    for source, role, measured_case in measured(arrays, target):
-        flags = flagged(measured_case, min_confidence, max_residual)
-        out[f"{source}/{role}"] = {"images": int(len(flags["any"])), **{k: int(v.sum()) for k, v in flags.items()}}
-    return out
-
-
-def calibrate(arrays: dict, target: str, budget: float, label_rule: float) -> dict:
-    own = case(arrays, target, target, "calibration")
-    # stored with 4 decimals, rounded towards fewer flags so the stored values flag what was fitted
-    min_confidence = np.floor(confidence_thresholds(own["confidence"], budget) * 1e4) / 1e4
-    # never tighter than the label rule: training images fit their labels better than new images will
-    max_residual = float(np.ceil(max(np.quantile(own["residual"], 1 - budget), label_rule) * 1e4) / 1e4)
-    return {
-        "min_confidence": min_confidence.tolist(),
-        "max_residual": max_residual,
-        "rates": rates(arrays, target, min_confidence, max_residual),
-        "before": rates(arrays, target, np.full(own["confidence"].shape[1], 0.1), label_rule),
-        "distribution": distribution(arrays, target),
-    }
-
-
-def distribution(arrays: dict, target: str) -> dict:
-    """Quantiles of the lowest peak per image and of the layout residual, per source and role."""
-    out = {}
-    for source, role, c in measured(arrays, target):
-        out[f"{source}/{role}"] = {
-            "min_peak_q05_q50_q95": np.quantile(c["confidence"].min(axis=1), [0.05, 0.5, 0.95]).round(3).tolist(),
-            "residual_q05_q50_q95": np.quantile(c["residual"], [0.05, 0.5, 0.95]).round(3).tolist(),
-            "mirrored": int((c["determinant"] < 0).sum()),
-        }
-    return out
-
-
-def write_layouts(calibration: dict, note: str) -> None:
-    document = json.loads(LAYOUTS_FILE.read_text())
-    for target, entry in calibration.items():
-        document["anatomies"][target]["threshold"] = entry["max_residual"]
-        document["anatomies"][target]["min_confidence"] = entry["min_confidence"]
-        document["anatomies"][target]["calibrated"] = note
-    atomic_write_text(LAYOUTS_FILE, json.dumps(document, indent=1) + "\n")
+def measured(arrays: dict[str, np.ndarray], target: str) -> dict[tuple[str, str], EvidenceSet]:
+    """Every measured case of ``target``, keyed (source, role)."""
+    found = {(s, r): EvidenceSet.from_arrays(arrays, f"{target}/{s}/{r}") for s in SOURCES for r in ROLES}
+    return {key: value for key, value in found.items() if value is not None}
 
 
 def markdown(report: dict) -> str:
     lines = [
         "# Flag thresholds calibrated on the shipped weights",
         "",
-        f"{report['date']}, {report['machine']}, ONNX Runtime (CPU) through `infer`'s pipeline, weights sha256 "
-        f"{report['weights_sha256'][:12]}..., raw data `{report['data']}`. Command:",
+        f"ONNX Runtime (CPU) through `infer`'s pipeline, weights sha256 {report['weights_sha256'][:12]}..., raw "
+        f"data `{report['data']}`. Fitted on val images only (unseen in training; budget {report['budget']:.0%} "
+        "of them per check); rates below on the test images. An image is flagged when its size is implausible "
+        "for the anatomy, any landmark's peak is below its threshold, the layout residual is above the limit, or "
+        "the layout is mirrored (`landmark_edge/plausibility.py`, replayed by `landmark_edge/flag_thresholds.py`).",
         "",
-        "```bash",
-        report["command"],
-        "```",
-        "",
-        f"Fitted on val images only (unseen in training; budget {report['budget']:.0%} of them per check); rates "
-        "below on the test images. An image is flagged when any landmark's peak is below its threshold, the layout residual is "
-        "above the limit, or the layout is mirrored.",
-        "",
-        "| run as | images | role | images | flagged now (any / confidence / layout) | flagged before (0.1, "
-        "label limit) | goal |",
+        "| run as | images | role | images | flagged now (any / geometry / confidence / layout) | flagged before "
+        "(0.1, label limit) | goal |",
         "|---|---|---|---|---|---|---|",
     ]
     for target, entry in report["anatomies"].items():
         for key, now in entry["rates"].items():
             source, role = key.split("/")
-            before = entry["before"][key]
             goal = ("≤ 5 %" if source == target else "≥ 95 %") if role == "test" else "(fit)"
-            lines.append(
-                f"| {target} | {source} | {role} | {now['images']} | {_pct(now, 'any')} / {_pct(now, 'confidence')} "
-                f"/ {_pct(now, 'layout')} | {_pct(before, 'any')} | {goal} |"
-            )
-    lines += ["", "Thresholds (stored in `landmark_edge/layouts.json`):", ""]
+            counts = " / ".join(_pct(now, k) for k in ("any", "geometry", "confidence", "layout"))
+            lines.append(f"| {target} | {source} | {role} | {now['images']} | {counts} | "
+                         f"{_pct(entry['before'][key], 'any')} | {goal} |")  # fmt: skip
+    lines += ["", "Thresholds (stored in `landmark_edge/layouts.json` with `--write`):", ""]
     for target, entry in report["anatomies"].items():
         lines.append(f"* **{target}**: layout residual ≤ {entry['max_residual']}; per-landmark minimum peak "
                      f"{', '.join(f'{v:.3f}' for v in entry['min_confidence'])}")  # fmt: skip
@@ -287,24 +186,22 @@ def main() -> None:
     else:
         arrays = measure_all(args.data, args.weights, limits, cache)
     if args.test_predictions is not None:
-        arrays |= own_test_cases(args.test_predictions)
+        arrays |= own_test_cases(args.test_predictions, args.data)
     label_rules = {name: entry["threshold"] for name, entry in layouts_document(args.data)["anatomies"].items()}
-    calibration = {target: calibrate(arrays, target, args.budget, label_rules[target]) for target in TARGETS
-                   if case(arrays, target, target, "calibration") is not None}  # fmt: skip
-    report = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, 2 CPU cores",
-        "command": "PYTHONPATH=. python benchmarks/calibrate_flags.py " + shlex.join(sys.argv[1:]),
-        "data": str(args.data),
-        "weights_sha256": file_sha256(args.weights),
-        "budget": args.budget,
-        "anatomies": calibration,
-    }
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), markdown(report))
+    calibration = {
+        target: calibrate(measured(arrays, target), get_anatomy(target), args.budget, label_rules[target])
+        for target in TARGETS if (target, "calibration") in measured(arrays, target)
+    }  # fmt: skip
+    if not calibration:
+        raise SystemExit(f"{cache}: no anatomy's val images measured with their image sizes (a cache from before "
+                         "the geometry check was fitted is measured again: run without --fit-only)")
+    report = {"data": str(args.data), "weights_sha256": file_sha256(args.weights), "budget": args.budget,
+              "anatomies": calibration}  # fmt: skip
+    record = write_record(args.out, report, markdown)
     if args.write:
-        write_layouts(calibration, f"benchmarks/calibrate_flags.py, budget {args.budget}, {report['date']}")
-    print(markdown(report))
+        fitted = {t: Thresholds(tuple(e["min_confidence"]), e["max_residual"]) for t, e in calibration.items()}
+        store_thresholds(fitted, f"benchmarks/calibrate_flags.py, budget {args.budget}, {record['record']['created']}")
+    print(markdown(record))
 
 
 if __name__ == "__main__":

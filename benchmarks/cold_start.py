@@ -1,23 +1,22 @@
-"""Cold start of a one-image ``infer`` from the shell: wall and CPU time per call, and where the time goes.
+"""Cold start of a one-image ``infer`` from the shell: the first call on a fresh install against a cached call.
 
     PYTHONPATH=. python benchmarks/cold_start.py --out benchmarks/results/cold_start
 
-Runs ``landmark-edge infer landmark_edge/examples/chest_CHNCXR_0282_0.png --anatomy chest`` as a new process:
-first with an empty cache folder (the default ONNX Runtime backend exports the graph and caches it), then
-``--repeat`` times with that cache, then ``--repeat`` times with ``--backend torch``. Each call's wall time and
-CPU time (user + sys of the child) are recorded with the load average: on a shared machine the wall time grows
-with the load, the CPU time much less. ``python -X importtime`` of a cached call gives the biggest modules it
-imports (all of them, those the command imports as it runs included: ONNX Runtime; torch would show here if
-the cached path pulled it in). Writes ``OUT.json`` and ``OUT.md``.
+Runs ``landmark-edge infer landmark_edge/examples/chest_CHNCXR_0282_0.png --anatomy chest`` as a new process
+(``python -m landmark_edge``, so the checkout on ``PYTHONPATH`` is what runs), in ``--repeat`` pairs: a first
+call with an empty cache folder (the default ONNX Runtime backend makes the graph from the weights and caches it),
+then at once a call with that cache. Each pair gives the ratio first / cached; pairs taken back to back share the
+machine's load, so the ratio holds on a shared machine where the absolute seconds do not. Then ``--repeat`` calls
+with ``--backend torch``. Each call's wall time and CPU time (user + sys of the child) are recorded with the load
+average. ``python -X importtime`` of a first call and of a cached call give the biggest modules each imports
+(all of them, those the command imports as it runs included: torch on a first call, ONNX Runtime on both).
+Writes ``OUT.json`` and ``OUT.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -26,11 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from landmark_edge.io.atomic import atomic_write_text
+from landmark_edge.bench.records import write_record
 from landmark_edge.io.cache import CACHE_ENV
 
 EXAMPLE = Path("landmark_edge/examples/chest_CHNCXR_0282_0.png")
-COMMAND = ["landmark-edge", "infer", str(EXAMPLE), "--anatomy", "chest"]
+ARGUMENTS = ["infer", str(EXAMPLE), "--anatomy", "chest"]
+COMMAND = [sys.executable, "-m", "landmark_edge", *ARGUMENTS]
 
 
 def timed_call(arguments: list[str], env: dict[str, str]) -> dict:
@@ -59,55 +59,61 @@ def import_times(arguments: list[str], env: dict[str, str], top: int = 12) -> li
             for r in sorted(rows, key=lambda r: -r["cumulative_s"])[:top]]  # fmt: skip
 
 
+def paired_calls(repeat: int, cache_root: Path) -> list[dict]:
+    """``repeat`` pairs of a first call on an empty cache folder and a cached call right after it."""
+    pairs = []
+    for index in range(repeat):
+        env = os.environ | {CACHE_ENV: str(cache_root / f"pair-{index}")}
+        first, cached = timed_call(COMMAND, env), timed_call(COMMAND, env)
+        pairs.append({"first": first, "cached": cached, "ratio_wall": round(first["wall_s"] / cached["wall_s"], 2),
+                      "ratio_cpu": round(first["cpu_s"] / cached["cpu_s"], 2)})  # fmt: skip
+    return pairs
+
+
 def markdown(report: dict) -> str:
     lines = [
         "# Cold start: one-image `infer` from the shell",
         "",
-        f"{report['date']}, {report['machine']}. Command: `{report['command']}` (each call a new process).",
+        f"Timed command: `{report['command']}` (each call a new process).",
         "The machine is shared: the 1-minute load average is given per call; CPU time (user + sys) is the figure "
-        "that depends least on the load.",
+        "that depends least on the load. Each pair is a first call on an empty cache folder (the graph is made "
+        "from the weights) and a cached call right after it.",
         "",
-        "| call | wall s | CPU s | load |",
-        "|---|---|---|---|",
+        "| pair | first wall s | first CPU s | cached wall s | cached CPU s | first / cached (wall) | (CPU) | load |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, calls in report["calls"].items():
-        for call in calls:
-            lines.append(f"| {name} | {call['wall_s']} | {call['cpu_s']} | {call['load_1min']} |")
-    lines += ["", "Biggest imports of a cached call (cumulative, `python -X importtime -m landmark_edge ...`; under "
-              "the same load):", "", "| module | s |", "|---|---|"]  # fmt: skip
-    lines += [f"| `{row['module']}` | {row['cumulative_s']} |" for row in report["imports"]]
+    for index, pair in enumerate(report["pairs"], 1):
+        first, cached = pair["first"], pair["cached"]
+        lines.append(f"| {index} | {first['wall_s']} | {first['cpu_s']} | {cached['wall_s']} | {cached['cpu_s']} | "
+                     f"{pair['ratio_wall']} | {pair['ratio_cpu']} | {first['load_1min']} |")  # fmt: skip
+    lines += ["", "| `--backend torch` | wall s | CPU s | load |", "|---|---|---|---|"]
+    torch_calls = enumerate(report["torch"], 1)
+    lines += [f"| call {i} | {c['wall_s']} | {c['cpu_s']} | {c['load_1min']} |" for i, c in torch_calls]
+    for title, rows in report["imports"].items():
+        lines += ["", f"Biggest imports of a {title} (cumulative, `python -X importtime -m landmark_edge ...`):", "",
+                  "| module | s |", "|---|---|"]  # fmt: skip
+        lines += [f"| `{row['module']}` | {row['cumulative_s']} |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cold_start"))
-    parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--cache", type=Path, help="Use this cache folder (kept) instead of a new, empty one.")
+    parser.add_argument("--repeat", type=int, default=3, help="Pairs of first and cached calls; torch calls.")
     args = parser.parse_args()
-    cache = args.cache or Path(tempfile.mkdtemp(prefix="landmark-edge-cache-"))
-    env = os.environ | {CACHE_ENV: str(cache)}
-    first = "onnxruntime, first call (" + ("graph in the cache)" if any(cache.rglob("*.onnx")) else "empty cache: exports)")
+    root = Path(tempfile.mkdtemp(prefix="landmark-edge-cache-"))
     try:
-        calls = {
-            first: [timed_call(COMMAND, env)],
-            "onnxruntime, cached graph (default)": [timed_call(COMMAND, env) for _ in range(args.repeat)],
-            "torch (--backend torch)": [timed_call([*COMMAND, "--backend", "torch"], env) for _ in range(args.repeat)],
+        pairs = paired_calls(args.repeat, root)
+        env = os.environ | {CACHE_ENV: str(root / "pair-0")}
+        torch_calls = [timed_call([*COMMAND, "--backend", "torch"], env) for _ in range(args.repeat)]
+        imports = {
+            "first call": import_times(ARGUMENTS, os.environ | {CACHE_ENV: str(root / "imports")}),
+            "cached call": import_times(ARGUMENTS, os.environ | {CACHE_ENV: str(root / "imports")}),
         }
-        imports = import_times(COMMAND[1:], env)  # a cached call: the default path as users run it
     finally:
-        if args.cache is None:
-            shutil.rmtree(cache, ignore_errors=True)
-    report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
-        "command": " ".join(COMMAND),
-        "calls": calls,
-        "imports": imports,
-    }
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), markdown(report))
-    print(markdown(report))
+        shutil.rmtree(root, ignore_errors=True)
+    report = {"command": "landmark-edge " + " ".join(ARGUMENTS), "pairs": pairs, "torch": torch_calls, "imports": imports}
+    print(markdown(write_record(args.out, report, markdown)))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
         --fp32 ../shared/weights/gu2net_e30_h100.safetensors --fp16 FP16.safetensors --out benchmarks/results/fp16_storage
 
 The candidate holds fp16 tensors that load as fp32; the trained original is fp32. Both run through the same
-backend (``onnxruntime`` on the CPU by default: 5-6x faster than eager torch here and equal to it within 1e-4,
-far below the thresholds) on each anatomy's test split, and the script reports, per anatomy and protocol, the
+backend (``onnxruntime`` on the CPU by default: equal to eager torch within 1e-4, far below the thresholds,
+and faster: ``benchmarks/results/cpu-2core-chest/bench.md``) on each anatomy's test split, and the script reports, per anatomy and protocol, the
 MRE of each file and their difference, and per landmark how far the fp16 file moves the sub-pixel prediction
 (original pixels). The criteria (issue 13): head MRE within 0.01 mm, chest within 0.05 px, no landmark moved by
 more than 0.5 px. Writes ``OUT.json``, ``OUT.md`` and ``OUT.npz`` (the fp16 file's test predictions in original pixels and
@@ -18,23 +18,18 @@ so one pass over the test splits gives both records.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from landmark_edge.anatomy import get_anatomy
+from landmark_edge.backends import BackendChoice, open_backend
+from landmark_edge.bench.records import write_record
 from landmark_edge.data import load_split
-from landmark_edge.decode import DecodeMethod
 from landmark_edge.evaluation import PROTOCOLS, evaluate_split
 from landmark_edge.evaluation.evaluate import AnatomyEvaluation
-from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.atomic import atomic_path, atomic_write_text
-from landmark_edge.runtime.registry import BackendRequest, create_backend
 from landmark_edge.transforms import grid_to_original
 from landmark_edge.weights import file_sha256
 
@@ -50,10 +45,8 @@ def run(
     anatomy = get_anatomy(anatomy_name)
     split = load_split(data, anatomy, "test")
     split.samples = split.samples[:limit]
-    request = BackendRequest(weights, anatomy, DecodeMethod.SUBPIXEL, "cpu", "fp32", BATCH, require_fit=False,
-                             options={"threads": 1},  # a busy shared CPU: no spinning thread pool
-                             onnx_loader=OnnxFromWeights(weights, anatomy, DecodeMethod.SUBPIXEL, require_fit=False))
-    runner = create_backend(backend, request)
+    choice = BackendChoice(backend, options={"threads": 1})  # a busy shared CPU: no spinning thread pool
+    runner = open_backend(choice, weights, anatomy, max_batch_size=BATCH, require_fit=False)
     if peaks is not None:
         run_batch = runner.run
         runner.run = lambda pixels, **kw: _kept(run_batch(pixels, **kw), peaks)
@@ -112,12 +105,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# fp16 storage of the default weights: negligible?",
         "",
-        f"{report['date']}, {report['machine']}, backend {report['backend']} (CPU), raw test splits of "
-        f"`{report['data']}`. Command:",
-        "",
-        "```bash",
-        report["command"],
-        "```",
+        f"Backend {report['backend']} (CPU), raw test splits of `{report['data']}`.",
         "",
         f"fp32: `{report['fp32']}` (sha256 {report['fp32_sha256'][:12]}...); fp16: `{report['fp16']}` "
         f"(sha256 {report['fp16_sha256'][:12]}...). Criteria: head MRE within 0.01 mm, chest within 0.05 px, "
@@ -178,9 +166,6 @@ def write_report(args: argparse.Namespace, anatomies: dict) -> dict:
     fit = [name for name in anatomies if MRE_TOLERANCE[name] is not None]
     passes = all(anatomies[name]["passes"] for name in fit)
     report = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, 2 CPU cores",
-        "command": "PYTHONPATH=. python benchmarks/fp16_storage.py " + shlex.join(sys.argv[1:]),
         "data": str(args.data),
         "backend": args.backend,
         "fp32": str(args.fp32),
@@ -191,9 +176,7 @@ def write_report(args: argparse.Namespace, anatomies: dict) -> dict:
         "passes": passes,
         "decision": f"ship fp16 (every criterion met on {', '.join(fit)})" if passes else "ship fp32 (a criterion failed)",
     }
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), markdown(report))
-    return report
+    return write_record(args.out, report, markdown)
 
 
 if __name__ == "__main__":

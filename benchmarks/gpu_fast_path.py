@@ -4,7 +4,7 @@ One command on the GPU machine, under 10 minutes, from the repository root::
 
     PYTHONPATH=. python benchmarks/gpu_fast_path.py --out benchmarks/results
 
-``--sections kernels`` (what benchmarks/gpu_check.sh runs) keeps only the kernel rows; ``--batches`` replaces 1,32.
+``--sections kernels`` (what benchmarks/device/gpu_check.sh runs) keeps only the kernel rows; ``--batches`` replaces 1,32.
 
 It writes ``gpu_fast_path_<gpu>_<time>.json`` and ``.md`` under ``--out`` after *every* measurement, so a run cut
 short still leaves what it measured; steps that do not fit in ``--budget-s`` are recorded as skipped.
@@ -26,10 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,9 +36,9 @@ from pathlib import Path
 
 import torch
 
-from landmark_edge import __version__
 from landmark_edge.anatomy import get_anatomy
-from landmark_edge.io.atomic import atomic_write_text
+from landmark_edge.bench.environment import cpu_name
+from landmark_edge.bench.records import write_record
 from landmark_edge.model import SingleAnatomy, gu2net
 from landmark_edge.optimize import Kernels, rewrite_for_inference, triton_kernels
 from landmark_edge.export.pt2 import export_pt2
@@ -77,8 +74,7 @@ class Recorder:
         self.save()
 
     def save(self) -> None:
-        atomic_write_text(self.stem.with_suffix(".json"), json.dumps(self.data, indent=2))
-        atomic_write_text(self.stem.with_suffix(".md"), to_markdown(self.data))
+        write_record(self.stem, self.data, to_markdown, device=self.data["meta"]["device"])
 
 
 def time_ms(fn, x: torch.Tensor, iters: int, warmup: int) -> dict:
@@ -116,20 +112,12 @@ def first_call_s(fn, x: torch.Tensor) -> float:
 def environment(args: argparse.Namespace, device: torch.device) -> dict:
     cuda = device.type == "cuda"
     props = torch.cuda.get_device_properties(device) if cuda else None
-    return {
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "device_name": props.name if cuda else platform.processor() or "cpu",
+    return {  # the machine, versions, command and commit are in the record (landmark_edge.bench.records)
+        "device": str(device),
+        "device_name": props.name if cuda else cpu_name(),
         "compute_capability": f"{props.major}.{props.minor}" if cuda else None,
         "gpu_memory_gib": round(props.total_memory / 2**30, 1) if cuda else None,
-        "driver": _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]) if cuda else None,
-        "torch": torch.__version__,
-        "cuda_runtime": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
         "triton": getattr(triton_kernels.triton, "__version__", None),
-        "python": platform.python_version(),
-        "landmark_edge": __version__,
-        "git_commit": _run(["git", "rev-parse", "HEAD"]),
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "anatomy": args.anatomy,
@@ -139,13 +127,6 @@ def environment(args: argparse.Namespace, device: torch.device) -> dict:
         "iters": args.iters,
         "compile_mode": args.compile_mode,
     }
-
-
-def _run(command: list[str]) -> str | None:
-    try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=20).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def network_steps(model, anatomy: str, device: torch.device, mode: str) -> list[Step]:
@@ -341,10 +322,7 @@ def to_markdown(data: dict) -> str:
     lines = [
         f"# GPU fast path: {meta['device_name']} ({meta['anatomy']}, input {meta['input_hw'][0]}x{meta['input_hw'][1]})",
         "",
-        f"`{meta['command']}`",
-        "",
-        ", ".join(f"{k}: {meta[k]}" for k in ("utc", "driver", "torch", "cuda_runtime", "cudnn", "triton",
-                                              "git_commit", "weights", "model", "cudnn_allow_tf32")),
+        ", ".join(f"{k}: {meta[k]}" for k in ("triton", "weights", "model", "cudnn_allow_tf32")),
         "",
         "| step | what | batch | median ms | p90 ms | images/s | x eager fp32 | first call s | max abs diff |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",

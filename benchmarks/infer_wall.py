@@ -14,11 +14,6 @@ wins the one-image call; the record says which. Writes ``OUT.json`` and ``OUT.md
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -26,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from landmark_edge.io.atomic import atomic_write_text
+from landmark_edge.bench.records import write_record
 
 BACKENDS = ("onnxruntime", "openvino")
 CHEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chest" / "pngs"
@@ -54,15 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                 for backend in BACKENDS:
                     times[case][backend].append(run_infer(backend, target, args.threads))
     medians = {case: {b: statistics.median(t) for b, t in row.items()} for case, row in times.items()}
-    record = {
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]), "platform": platform.platform(),
-        "cpu_cores": len(os.sched_getaffinity(0)), "times_s": times, "median_s": medians,
-        "one_image_winner": min(medians["one image"], key=medians["one image"].get),
-    }  # fmt: skip
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), markdown(record))
-    print(markdown(record))
+    data = {"times_s": times, "median_s": medians,
+            "one_image_winner": min(medians["one image"], key=medians["one image"].get)}  # fmt: skip
+    print(markdown(write_record(args.out, data, markdown)))
     return 0
 
 
@@ -77,9 +66,7 @@ def run_infer(backend: str, target: Path, threads: int) -> float:
 
 def markdown(record: dict) -> str:
     lines = ["# Whole cached `infer` call, fp32 on the CPU: wall seconds (median)", "",
-             f"- command: `{record['command']}`", f"- {record['created']}, {record['platform']}, "
-             f"{record['cpu_cores']} cores", "", "| case | " + " | ".join(BACKENDS) + " |",
-             "|---|" + "---|" * len(BACKENDS)]  # fmt: skip
+             "| case | " + " | ".join(BACKENDS) + " |", "|---|" + "---|" * len(BACKENDS)]  # fmt: skip
     for case, row in record["median_s"].items():
         lines.append(f"| {case} | " + " | ".join(f"{row[b]:.2f}" for b in BACKENDS) + " |")
     lines += ["", f"One-image winner: **{record['one_image_winner']}** (set `CPU_FP32_DEFAULT` in "

@@ -23,11 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import io
-import json
-import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -39,13 +35,13 @@ import onnxruntime as ort
 import torch
 
 from landmark_edge.anatomy import get_anatomy
+from landmark_edge.bench.records import write_record
 from landmark_edge.contracts import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS
 from landmark_edge.data import load_split
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.export.profiles import Calibration
 from landmark_edge.export.quantize import calibration_batches, calibration_reader, float_tail_nodes, quantize_for_cpu
-from landmark_edge.io.atomic import atomic_write_text
 from landmark_edge.transforms import read_grid_pixels, zscore_batch
 from landmark_edge.weights import DEFAULT_WEIGHTS, file_sha256
 
@@ -119,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: max {move.max():.2f} px, mean {move.mean():.3f} px, {ms:.0f} ms/image (fp32 {fp32_ms:.0f})",
               flush=True)
     record = {
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": "PYTHONPATH=. python benchmarks/int8_recipe.py " + shlex.join(argv or sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {ort.get_device()} onnxruntime {ort.__version__}",
+        "onnxruntime_device": ort.get_device(),
         "weights_sha256": file_sha256(DEFAULT_WEIGHTS),
         "split": args.split,
         "images": [str(p) for p in paths],
@@ -129,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         "goal_max_px": GOAL_PX,
         "rows": rows,
     }
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), markdown(record))
+    command = None if argv is None else ["benchmarks/int8_recipe.py", *argv]
+    write_record(args.out, record, markdown, argv=command)
     return 0 if rows[-1]["max_px"] <= GOAL_PX else 1
 
 
@@ -143,8 +137,7 @@ def markdown(record: dict) -> str:
     lines = [
         "# ORT int8 on the CPU: which recipe keeps the landmarks within 1 px of fp32",
         "",
-        f"- command: `{record['command']}`",
-        f"- machine: {record['machine']}; weights sha256 {record['weights_sha256'][:12]}; {record['created']}",
+        f"- ONNX Runtime device {record['onnxruntime_device']}; weights sha256 {record['weights_sha256'][:12]}",
         f"- {len(record['images'])} chest {record['split']} images (first of the split), calibration: "
         f"{record['calibration']['count']} images of `{record['calibration']['images']}`",
         "",

@@ -15,18 +15,15 @@ The model run is the expensive part and is done once, outside this script; its J
 from __future__ import annotations
 
 import argparse
-import datetime
 import gzip
 import json
-import platform
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from landmark_edge.analysis import MEASUREMENTS, measure, measure_points
 from landmark_edge.anatomy import HEAD
+from landmark_edge.bench.records import write_record
 from landmark_edge.results import ImageResult
 
 TEST_IDS = [f"{i:03d}" for i in range(151, 401)]
@@ -92,9 +89,8 @@ def markdown(report: dict) -> str:
     header = report["header"]
     lines = [
         "# Cephalometric measurements on the ISBI 2015 test split", "",
-        f"Date {header['date']}; machine: {header['machine']}; command: `{header['command']}`. The model run it "
-        "reads (once, cached): `landmark-edge infer ../shared/data/ISBI2015_ceph/raw/{151..400}.jpg -a head "
-        "--backend onnxruntime -f jsonl -o preds.jsonl --out-dir preds/ --skip-existing`.", "",
+        f"The model run it reads (once, cached; made on {header['machine']}): "
+        "`landmark-edge infer ../shared/data/ISBI2015_ceph/raw/{151..400}.jpg -a head --backend onnxruntime -f jsonl -o preds.jsonl --out-dir preds/ --skip-existing`.", "",
         f"Predictions: {header['predictions']} ({report['predicted']} of {report['images']} images; "
         f"{header['model']}). Landmark MRE of these predictions against the annotation mean: "
         f"{report['landmark_mre_mm']:.2f} mm, SDR 2 mm {report['landmark_sdr_2mm_pct']:.1f}%. ONNX Runtime (CPU) "
@@ -125,18 +121,12 @@ def main() -> None:
     parser.add_argument("--predictions", type=Path, required=True, help="infer JSONL (or .jsonl.gz) of ids 151-400")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ISBI2015_ceph"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--machine", default=f"{platform.machine()} {platform.node()}", help="recorded as is")
+    parser.add_argument("--machine", default="this machine", help="Where the predictions were made (recorded as is).")
     parser.add_argument("--model", default="shipped default weights, --backend onnxruntime", help="recorded as is")
     args = parser.parse_args()
     report = run(args.predictions, args.data)
-    report["header"] = {
-        "date": datetime.date.today().isoformat(), "machine": args.machine, "model": args.model,
-        "predictions": str(args.predictions), "command": "python " + shlex.join(sys.argv),
-    }  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "measurements.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
-    (args.out / "measurements.md").write_text(markdown(report))
-    print(markdown(report))
+    report["header"] = {"machine": args.machine, "model": args.model, "predictions": str(args.predictions)}
+    print(markdown(write_record(args.out / "measurements", report, markdown)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Which NNCF recipe for OpenVINO int8, and what does accuracy control keep float? One run, one record.
 
     nice -n 10 env PYTHONPATH=. python benchmarks/openvino_int8.py --anatomy chest --data ../shared/data \
-        --out benchmarks/results/openvino_int8
+        --calibration '../shared/data/chest/pngs/CHNCXR_0[01]*_0.png' \
+        --validation '../shared/data/chest/pngs/CHNCXR_02[5-7]?_0.png' --out benchmarks/results/openvino_int8
+
+(chest train ids for calibration; validation ids 0246-0281, never test)
 
 The shipped weights' graph (sub-pixel decoding in the graph) becomes a float IR; then
 
@@ -21,15 +24,9 @@ Writes ``OUT.json`` and ``OUT.md``; the whole run is bounded by the profile's ``
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
-import shlex
-import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
-
-import numpy as np
 
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.data import load_split
@@ -44,13 +41,13 @@ from landmark_edge.export.openvino import (
     quantization_arguments,
     quantize_int8,
     to_ir,
+    validation_paths,
     _quiet_nncf,
 )
+from landmark_edge.bench.records import write_record
 from landmark_edge.contracts import read_onnx_info
 from landmark_edge.export.profiles import load_profile, with_overrides
 from landmark_edge.export.quantize import calibration_paths
-from landmark_edge.export.profiles import Calibration
-from landmark_edge.io.atomic import atomic_write_text
 from landmark_edge.weights import DEFAULT_WEIGHTS, file_sha256
 
 RECIPES = [
@@ -65,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anatomy", default="chest")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="test split for the final drift")
     parser.add_argument("--profile", default="cpu-openvino-int8")
-    parser.add_argument("--calibration", type=Path, help="overrides the profile's (train images)")
-    parser.add_argument("--validation", type=Path, help="overrides the profile's (validation images)")
+    parser.add_argument("--calibration", type=Path, required=True, help="train images (the profile names none)")
+    parser.add_argument("--validation", type=Path, required=True, help="validation images, never test")
     parser.add_argument("--skip-recipes", action="store_true", help="use the profile's recipe without comparing")
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
     args = parser.parse_args(argv)
@@ -77,25 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     graph, _ = onnx_graph(DEFAULT_WEIGHTS, anatomy, decode=settings.decode)
     model = describe_ir(to_ir(check_onnx(graph)), read_onnx_info(graph), "fp32")
-    validation = drift_images(calibration_paths(Calibration(images=control.images, count=control.count)), anatomy, model)
+    validation = drift_images(validation_paths(control), anatomy, model)
     recipes = [] if args.skip_recipes else compare_recipes(model, anatomy, calibration, control, validation)
     if recipes:
         best = min(recipes, key=lambda r: (r["max"], r["mean"]))
         control = control.model_copy(update={k: best[k] for k in ("range_estimator", "fast_bias_correction")})
     quantized, report = quantize_int8(model, anatomy, calibration, control, step=lambda text: print(text, flush=True))
     test = test_drift(model, quantized, anatomy, args.data)
-    record = {
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]),
-        "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+    data = {
         "weights_sha256": file_sha256(DEFAULT_WEIGHTS), "anatomy": anatomy.name, "profile": args.profile,
         "unit": drift_unit(anatomy), "default_max_drift": DEFAULT_MAX_DRIFT[drift_unit(anatomy)],
-        "recipes": recipes, "accuracy_control": report.__dict__, "test": test,
+        "recipes": recipes, "accuracy_control": asdict(report), "test": test,
         "seconds": time.perf_counter() - start, "versions": versions(),
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps(record, indent=2, default=str) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), markdown(record))
+    write_record(args.out, data, markdown)
     return 0 if report.met else 1
 
 
@@ -136,19 +129,16 @@ def test_drift(model, quantized, anatomy, data: Path) -> dict:
 
 
 def versions() -> dict:
+    """NNCF's version (the record's environment has OpenVINO's, torch's and numpy's)."""
     import nncf
-    import openvino
-    import torch
 
-    return {"openvino": openvino.__version__, "nncf": nncf.__version__, "torch": torch.__version__,
-            "numpy": np.__version__}  # fmt: skip
+    return {"nncf": nncf.__version__}
 
 
 def markdown(record: dict) -> str:
     control, unit, test = record["accuracy_control"], record["unit"], record["test"]
     lines = [f"# OpenVINO int8 for {record['anatomy']}: NNCF accuracy control bounded by landmark drift", "",
-             f"- command: `{record['command']}`", f"- {record['created']}, {record['platform']}, "
-             f"{record['versions']}", f"- weights sha256 {record['weights_sha256'][:12]}; drift in {unit}, original-"
+             f"- {record['versions']}; weights sha256 {record['weights_sha256'][:12]}; drift in {unit}, original-"
              f"image space, against the float IR", ""]  # fmt: skip
     if record["recipes"]:
         lines += ["## Recipe by measurement (whole network int8, validation images)", "",

@@ -1,7 +1,7 @@
 """Long runs: flat memory over thousands of inputs, killed or interrupted runs resumed to byte-identical outputs,
 and a damaged cache rebuilt.
 
-    PYTHONPATH=. python benchmarks/reliability.py [--images 2000] [--work DIR] [--out FILE.md]
+    PYTHONPATH=. python benchmarks/reliability.py [--images 2000] [--work DIR] [--out FILE.md]   (and FILE.json)
 
 1. ``landmark-edge infer FOLDER --backend onnxruntime --out-dir D -f jsonl -o D.jsonl`` over 200 and over
    ``--images`` small synthetic images; peak RSS of each run (``wait4``'s ``ru_maxrss`` of that process alone).
@@ -17,17 +17,15 @@ and a damaged cache rebuilt.
    naming the file and give the clean run's outputs byte for byte.
 
 The network is a *tiny random-architecture* GU2Net (the widths of ``tests/conftest.py`` ``TINY``), exported once
-to ONNX and run by ONNX Runtime (5-6x faster than eager torch on CPU): this measures memory and resume, not
-accuracy, and the network always runs at the anatomy's full grid (512 x 512 for chest), so every stage of a real
+to ONNX and run by ONNX Runtime (faster than eager torch on a CPU: ``benchmarks/results/cpu-2core-chest``):
+this measures memory and resume, not accuracy, and the network always runs at the anatomy's full grid (512 x 512 for chest), so every stage of a real
 run is exercised at a fraction of the CPU cost.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import shlex
 import signal
 import subprocess
@@ -40,7 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from landmark_edge.io.atomic import atomic_write_text
+from landmark_edge.bench.records import write_record
 from landmark_edge.model import gu2net
 from landmark_edge.weights import save_weights
 
@@ -103,13 +101,14 @@ def interrupted_case(command: list[str], out_dir: Path, jsonl: Path, total: int,
         at_signal = count_results(out_dir)
         process.send_signal(signal.SIGTERM)
         status = process.wait()
+    at_exit = count_results(out_dir)
     line = next((x for x in log.read_text().splitlines() if x.startswith("interrupted")), "")
     lines = jsonl.read_text().splitlines() if jsonl.exists() else []
     whole_lines = sum(1 for x in lines if x.endswith("}"))
     resume = shlex.split(line.split("resume with: ", 1)[1]) if "resume with: " in line else []
     resumed_status = subprocess.run([sys.executable, "-m", "landmark_edge", *resume[1:]], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL).returncode if resume else None  # fmt: skip
-    return {"status": status, "at_signal": at_signal, "at_exit": count_results(out_dir), "line": line,
+    return {"status": status, "at_signal": at_signal, "at_exit": at_exit, "line": line,
             "jsonl_lines": len(lines), "whole_lines": whole_lines, "resumed_status": resumed_status}  # fmt: skip
 
 
@@ -183,7 +182,6 @@ def main() -> None:
     identical_jsonl = killed_jsonl.read_bytes() == (work / f"out{large}.jsonl").read_bytes()
     print(f"killed (status {status}) with {done_at_kill} of {large} results; resumed: exit {status_resumed}, "
           f"{seconds:.0f} s; per-image JSON identical {identical_files} ({files}), JSONL identical {identical_jsonl}")
-
     stopped_dir, stopped_jsonl = work / "stopped", work / "stopped.jsonl"
     stopped = interrupted_case(infer_command(folders[large], model, stopped_dir, stopped_jsonl), stopped_dir,
                                stopped_jsonl, large, work / "stopped.log")  # fmt: skip
@@ -192,28 +190,25 @@ def main() -> None:
     print(f"SIGTERM: {stopped}", flush=True)
     damaged = damaged_cache_case(folders[small], work / "tiny_chest.safetensors", work)
     print(f"damaged cache: {damaged}", flush=True)
-    text = report(small, large, rss, rss_resumed, status, done_at_kill, jsonl_after_kill, status_resumed,
-                  identical_files, files, identical_jsonl)  # fmt: skip
-    atomic_write_text(args.out, text + interrupted_report(stopped, large) + damaged_report(damaged, small))
-    print(f"wrote {args.out}")
+    results = {"small": small, "large": large, "image_side": IMAGE_SIDE, "peak_rss_mib": rss,
+               "resumed_peak_rss_mib": rss_resumed, "killed_status": status, "done_at_kill": done_at_kill,
+               "jsonl_after_kill": jsonl_after_kill, "resumed_status": status_resumed,
+               "identical_files": identical_files, "files": files, "identical_jsonl": identical_jsonl,
+               "stopped": stopped, "damaged_cache": damaged}  # fmt: skip
+    write_record(args.out.with_suffix(""), results, report, markdown_path=args.out)
+    print(f"wrote {args.out} and its .json")
 
 
-def report(small, large, rss, rss_resumed, killed_status, done_at_kill, jsonl_after_kill, resumed_status,
-           identical_files, files, identical_jsonl) -> str:  # fmt: skip
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
+def report(record: dict) -> str:
+    small, large, rss = record["small"], record["large"], {int(k): v for k, v in record["peak_rss_mib"].items()}
+    rss_resumed, killed_status = record["resumed_peak_rss_mib"], record["killed_status"]
+    done_at_kill, jsonl_after_kill = record["done_at_kill"], record["jsonl_after_kill"]
+    resumed_status, files = record["resumed_status"], record["files"]
+    identical_files, identical_jsonl = record["identical_files"], record["identical_jsonl"]
     return f"""# Reliability: memory over long runs, and resume after SIGKILL
 
-Recorded {datetime.date.today().isoformat()} on {os.cpu_count()} CPU cores ({cpu}),
-Python {platform.python_version()}, torch {torch.__version__}, backend `onnxruntime` (CPU; 5-6x faster than eager
-torch here). Reproduce:
-
-```bash
-PYTHONPATH=. nice -n 10 python benchmarks/reliability.py --images {large}
-```
-
-Each run is `landmark-edge infer FOLDER -a chest --backend onnxruntime --artifact tiny_chest.onnx --out-dir DIR
--f jsonl -o DIR.jsonl` (the graph exported once with `landmark-edge export`) over {IMAGE_SIDE} x {IMAGE_SIDE}
+Backend `onnxruntime` (CPU). Each run is `landmark-edge infer FOLDER -a chest --backend onnxruntime --artifact
+tiny_chest.onnx --out-dir DIR -f jsonl -o DIR.jsonl` (the graph exported once with `landmark-edge export`) over {IMAGE_SIDE} x {IMAGE_SIDE}
 synthetic PNGs. The weights are a tiny random-architecture GU2Net (the test suite's `TINY` widths): the benchmark
 is about memory and resume, not accuracy, and the network still runs on the full 512 x 512 chest grid, so reading,
 resizing, batching, decoding, flagging and writing are those of a real run.
@@ -235,7 +230,7 @@ Ratio {large} / {small} inputs: {rss[large] / rss[small]:.2f} (`ru_maxrss` of th
 * `--skip-existing` run: exit status {resumed_status}.
 * Per-image JSON files byte-identical to an uninterrupted run's: **{identical_files}** ({files} files).
 * JSONL byte-identical to the uninterrupted run's: **{identical_jsonl}**.
-"""
+""" + interrupted_report(record["stopped"], large) + damaged_report(record["damaged_cache"], small)
 
 
 def interrupted_report(stopped: dict, large: int) -> str:

@@ -8,22 +8,23 @@ recipe's) adds its columns beside the first (the shipped reference-recipe weight
     python benchmarks/robustness.py --name robust --weights runs/robust/best.safetensors
     python benchmarks/robustness.py --render                                      # only rewrite the markdown
 
-Defaults: ONNX Runtime on the CPU (equal to eager torch within 1e-4, 5-6x faster on 2 cores), head and chest,
-the first 50 test images of each split (head 151-200 of ISBI Test1; chest: all 41), batch 1. The recorded run
-took `--anatomies head --limit 12` (ids 151-162): a 50-image run was killed for memory on the shared 2-core
-machine after 55 minutes.
+Defaults: ONNX Runtime on the CPU (equal to eager torch within 1e-4, and faster:
+``benchmarks/results/cpu-2core-chest``), head and chest, the first 50 test images of each split (head 151-200 of
+ISBI Test1; chest: all 41), batch 1. The recorded run's command and machine are in each record
+(``benchmarks/results/robustness/<name>.json``): a small ``--limit`` where memory is short.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import shlex
 import subprocess
-import sys
+import time
 from pathlib import Path
+
+from landmark_edge.bench.records import machine, write_record
+from landmark_edge.io.atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks/results"
@@ -38,21 +39,14 @@ def run(args: argparse.Namespace) -> None:
                "--out", str(out)]  # fmt: skip
     if args.weights:
         command += ["--weights", args.weights]
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = time.perf_counter()
     subprocess.run(command, check=True)
-    report = json.loads(out.read_text())
-    report["record"] = {
-        "command": shlex.join(["python", "benchmarks/robustness.py", *sys.argv[1:]]),
-        "evaluate": shlex.join(command),
-        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()} {_cpu()} ({_cores()} cores available)",
-        "wall_s": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()),
-    }
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    report = json.loads(out.read_text()) | {"evaluate": shlex.join(command),
+                                            "wall_s": round(time.perf_counter() - started)}  # fmt: skip
+    write_record(out.with_suffix(""), report, lambda made: render({args.name: made}))
 
 
-def render() -> str:
-    reports = {path.stem: json.loads(path.read_text()) for path in sorted(FOLDER.glob("*.json"))}
+def render(reports: dict[str, dict]) -> str:
     lines = [
         "# Robustness under framing changes (`landmark-edge evaluate --shift zoom`)",
         "",
@@ -66,10 +60,7 @@ def render() -> str:
         "",
     ]
     for name, report in reports.items():
-        record = report.get("record", {})
-        lines += [f"- **{name}**: `{Path(report['weights']).name}`, backend {report['backend']}, "
-                  f"{record.get('date', '?')}, {record.get('machine', '?')}, {record.get('wall_s', '?')} s; "
-                  f"command `{record.get('command', '?')}` (runs `{record.get('evaluate', '?')}`)"]
+        lines += [f"- **{name}**: `{Path(report['weights']).name}`, backend {report['backend']}, {_provenance(report)}"]
     anatomies = sorted({a for r in reports.values() for a in r["anatomies"]}, key=["head", "hand", "chest"].index)
     for anatomy in anatomies:
         present = {n: r["anatomies"][anatomy] for n, r in reports.items() if anatomy in r["anatomies"]}
@@ -91,19 +82,15 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cpu() -> str:
-    try:
-        import cpuinfo
-
-        return cpuinfo.get_cpu_info().get("brand_raw", platform.processor())
-    except ImportError:
-        return platform.processor()
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
+def _provenance(report: dict) -> str:
+    """When, where and how a column was made; a JSON written before ``bench/records.py`` keeps it all in its
+    ``record`` as plain text."""
+    made = report["record"]
+    if "environment" not in made:
+        return (f"{made['date']}, {made['machine']}, {made['wall_s']} s; command `{made['command']}` "
+                f"(runs `{made['evaluate']}`)")  # fmt: skip
+    return (f"{made['created']}, {machine(report)}, {report['wall_s']} s; command `{made['command']}` "
+            f"(runs `{report['evaluate']}`)")  # fmt: skip
 
 
 def main() -> None:
@@ -122,7 +109,8 @@ def main() -> None:
         if not args.name:
             parser.error("--name is needed to run")
         run(args)
-    (RESULTS / "robustness.md").write_text(render())
+    reports = {path.stem: json.loads(path.read_text()) for path in sorted(FOLDER.glob("*.json"))}
+    atomic_write_text(RESULTS / "robustness.md", render(reports))  # every weights file's record side by side
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ COMMANDS = {
     "pack": ("pack", "pack"),
     "train": ("train", "train"),
     "evaluate": ("evaluate", "evaluate"),
-    "import-checkpoint": ("checkpoint", "import_checkpoint"),
+    "import-checkpoint": ("import_checkpoint", "import_checkpoint"),
     "export": ("export", "export"),
     "build": ("build", "build"),
     "compile": ("compile", "compile_package"),
     "infer": ("infer", "infer"),
     "bench": ("bench", "bench"),
-    "info": ("checkpoint", "info"),
+    "info": ("info", "info"),
     "cache": ("cache", "cache"),
 }
 

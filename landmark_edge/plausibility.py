@@ -9,15 +9,17 @@ collapsed on one spot, and a mirrored layout (a flipped film, a right hand where
 What it does not catch: one or two landmarks a few millimetres off on an otherwise plausible layout.
 
 ``layouts.json`` is written by ``scripts/make_layouts.py`` from the label files in the shared data folder. An
-anatomy's thresholds there, the layout limit and a minimum peak per landmark, are set for trained weights by
-``benchmarks/calibrate_flags.py --write`` (fitted on train/val images, rates on test images in
-``benchmarks/results/flags.md``); an anatomy without that calibration keeps the label rule, a fixed multiple of
-the 99th percentile of the labels' own residuals, and ``DEFAULT_MIN_CONFIDENCE``.
+anatomy's thresholds there, the layout limit and a minimum peak per landmark, are fitted for trained weights by
+:mod:`landmark_edge.flag_thresholds` (run by ``benchmarks/calibrate_flags.py --write``; rates in
+``benchmarks/results/flags.md``), which replays :func:`rule_flags`, this rule, on measured :class:`Evidence`; an
+anatomy without that calibration keeps the label rule, a fixed multiple of the 99th percentile of the labels' own
+residuals, and ``DEFAULT_MIN_CONFIDENCE``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -80,7 +82,12 @@ def _normalise(shape: np.ndarray) -> np.ndarray:
 
 @cache
 def typical_layouts() -> dict[str, Layout]:
-    data = json.loads(LAYOUTS_FILE.read_text())
+    """The shipped layouts (read once: every result of a run is checked against them)."""
+    return read_layouts(LAYOUTS_FILE)
+
+
+def read_layouts(path: Path) -> dict[str, Layout]:
+    data = json.loads(path.read_text())
     return {
         name: Layout(np.asarray(entry["mean"]), entry["threshold"], _tuple_or_none(entry.get("min_confidence")))
         for name, entry in data["anatomies"].items()
@@ -91,22 +98,68 @@ def _tuple_or_none(values: list[float] | None) -> tuple[float, ...] | None:
     return None if values is None else tuple(values)
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What the flag rule reads from one result, apart from any threshold: the fitting
+    (:mod:`landmark_edge.flag_thresholds`) replays the rule on stored evidence under candidate thresholds, so the
+    thresholds are fitted on exactly the checks ``infer`` runs."""
+
+    width: int
+    height: int
+    confidence: np.ndarray  # (C,) heatmap peaks
+    fit: tuple[float, float] | None  # (residual, determinant) against the typical layout; None: the anatomy has none
+
+
+def evidence(points: np.ndarray, confidence: Sequence[float], size: tuple[int, int], anatomy: Anatomy) -> Evidence:
+    """The evidence of (C, 2) detected points (original pixels) with their peaks, in a ``size`` (W, H) image."""
+    return Evidence(int(size[0]), int(size[1]), np.asarray(confidence, dtype=np.float64), _layout_fit(points, anatomy))
+
+
+def result_evidence(result: ImageResult, anatomy: Anatomy) -> Evidence:
+    points = np.array([(lm.x, lm.y) for lm in result.landmarks])
+    return evidence(points, [lm.confidence for lm in result.landmarks], (result.width, result.height), anatomy)
+
+
+def rule_flags(
+    found: Evidence, anatomy: Anatomy, min_confidence: tuple[float, ...], max_residual: float | None
+) -> dict[str, list[str]]:
+    """The flag rule, each check's flags by name (geometry, confidence, layout), under the given thresholds
+    (``max_residual`` None: the anatomy's typical layout's)."""
+    return {
+        "geometry": geometry_flags(found.width, found.height, anatomy),
+        "confidence": confidence_flags(found.confidence, min_confidence),
+        "layout": _layout_verdict(found.fit, anatomy, max_residual),
+    }
+
+
+CHECKS = ("geometry", "confidence", "layout")  # the keys of rule_flags, in the order flags are reported
+
+
 def layout_flags(points: np.ndarray, anatomy: Anatomy) -> list[str]:
     """Flags for a (C, 2) arrangement of detected points, in original pixels."""
+    return _layout_verdict(_layout_fit(points, anatomy), anatomy, None)
+
+
+def _layout_fit(points: np.ndarray, anatomy: Anatomy) -> tuple[float, float] | None:
+    """(residual, determinant) of the points against the anatomy's typical layout; None where it has none."""
     layout = typical_layouts().get(anatomy.name)
-    if layout is None:  # say so: an unchecked layout must not read as a plausible one
+    return None if layout is None else affine_residual(np.asarray(points, dtype=np.float64), layout.mean)
+
+
+def _layout_verdict(fit: tuple[float, float] | None, anatomy: Anatomy, max_residual: float | None) -> list[str]:
+    if fit is None:  # say so: an unchecked layout must not read as a plausible one
         return [f"layout not checked: {LAYOUTS_FILE.name} has no typical {anatomy.name} layout "
                 "(scripts/make_layouts.py writes it from the labels)"]
-    ratio, determinant = affine_residual(np.asarray(points, dtype=np.float64), layout.mean)
-    flags = []
-    if ratio > layout.threshold:
-        flags.append(
-            f"layout unlike a {anatomy.name} X-ray (residual {ratio:.2f} > {layout.threshold:.2f}): "
+    ratio, determinant = fit
+    limit = typical_layouts()[anatomy.name].threshold if max_residual is None else max_residual
+    if ratio > limit:
+        return [
+            f"layout unlike a {anatomy.name} X-ray (residual {ratio:.2f} > {limit:.2f}): "
             f"wrong --anatomy, or not a {anatomy.name} radiograph?"
-        )
-    elif determinant < 0:
-        flags.append(f"layout is mirrored relative to the {anatomy.name} training images (flipped image?)")
-    return flags
+        ]
+    if determinant < 0:
+        return [f"layout is mirrored relative to the {anatomy.name} training images (flipped image?)"]
+    return []
 
 
 def min_confidences(anatomy: Anatomy, override: float | None = None) -> tuple[float, ...]:
@@ -118,21 +171,22 @@ def min_confidences(anatomy: Anatomy, override: float | None = None) -> tuple[fl
     return (DEFAULT_MIN_CONFIDENCE if override is None else override,) * anatomy.num_landmarks
 
 
-def confidence_flags(result: ImageResult, min_confidence: tuple[float, ...]) -> list[str]:
-    """One flag naming the landmarks whose peak is below their threshold (``min_confidence``, one per landmark)."""
-    weak = [lm for lm, limit in zip(result.landmarks, min_confidence, strict=True) if lm.confidence < limit]
+def confidence_flags(confidence: Sequence[float], min_confidence: tuple[float, ...]) -> list[str]:
+    """One flag naming the landmarks (1-based) whose peak is below their threshold (one per landmark)."""
+    weak = [index for index, (peak, limit) in enumerate(zip(confidence, min_confidence, strict=True), 1)
+            if peak < limit]  # fmt: skip
     if not weak:
         return []
-    listed = ", ".join(str(lm.index) for lm in weak[:10]) + (", ..." if len(weak) > 10 else "")
+    listed = ", ".join(str(index) for index in weak[:10]) + (", ..." if len(weak) > 10 else "")
     limits = sorted({f"{limit:g}" for limit in min_confidence})
     below = f"confidence {limits[0]}" if len(limits) == 1 else "their calibrated minimum peak"
-    return [f"{len(weak)} of {len(result.landmarks)} landmarks below {below} ({listed})"]
+    return [f"{len(weak)} of {len(min_confidence)} landmarks below {below} ({listed})"]
 
 
-def geometry_flags(result: ImageResult, anatomy: Anatomy) -> list[str]:
+def geometry_flags(width: int, height: int, anatomy: Anatomy) -> list[str]:
     """A flag for an image whose shape or size is far outside the anatomy's training images (the registry's
     rule, :meth:`~landmark_edge.anatomy.Anatomy.geometry_problem`): a 2048 x 64 strip is no chest X-ray."""
-    problem = anatomy.geometry_problem(result.width, result.height)
+    problem = anatomy.geometry_problem(width, height)
     return [] if problem is None else [f"implausible image for {anatomy.name}: {problem}"]
 
 
@@ -141,9 +195,5 @@ def flag_result(result: ImageResult, anatomy: Anatomy, min_confidence: float | N
 
     ``min_confidence`` overrides every landmark's threshold; None uses the calibrated ones (:func:`min_confidences`).
     """
-    points = np.array([(lm.x, lm.y) for lm in result.landmarks])
-    return (
-        geometry_flags(result, anatomy)
-        + confidence_flags(result, min_confidences(anatomy, min_confidence))
-        + layout_flags(points, anatomy)
-    )
+    checks = rule_flags(result_evidence(result, anatomy), anatomy, min_confidences(anatomy, min_confidence), None)
+    return [flag for check in CHECKS for flag in checks[check]]

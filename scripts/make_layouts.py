@@ -17,10 +17,10 @@ import numpy as np
 from landmark_edge.anatomy import ANATOMIES
 from landmark_edge.data.sources import all_labels
 from landmark_edge.io.atomic import atomic_write_text
+from landmark_edge.flag_thresholds import CALIBRATED_FIELDS
 from landmark_edge.plausibility import LAYOUTS_FILE, fit_layout
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CALIBRATED_FIELDS = ("threshold", "min_confidence", "calibrated")  # written by benchmarks/calibrate_flags.py
 
 
 def label_shapes(data: Path) -> dict[str, np.ndarray]:
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("-o", "--out", type=Path, default=LAYOUTS_FILE)
     args = parser.parse_args()
     document = layouts_document(args.data)
-    if args.out.is_file():  # keep the thresholds benchmarks/calibrate_flags.py calibrated on trained weights
+    if args.out.is_file():  # keep the thresholds fitted on trained weights (flag_thresholds)
         for name, entry in json.loads(args.out.read_text())["anatomies"].items():
             if "calibrated" in entry and name in document["anatomies"]:
                 document["anatomies"][name] |= {k: entry[k] for k in CALIBRATED_FIELDS}

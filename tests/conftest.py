@@ -71,7 +71,7 @@ class Exports:
         path = self.folder / f"{name}.onnx"
         if name not in self.reports:
             decode = DECODES[name]
-            args = ["export", "-a", name, "-w", str(self.weights), "-o", str(path), "--json"]
+            args = ["export", "-a", name, "-w", str(self.weights), "-o", str(path), "--format", "json"]
             result = CliRunner().invoke(app, [*args, "--decode", decode.value if decode else "none"])
             assert result.exit_code == 0, result.stderr
             (self.reports[name],) = json.loads(result.stdout)

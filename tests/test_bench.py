@@ -18,8 +18,9 @@ from landmark_edge.commands.options import EXIT_FAILED_BASE
 from landmark_edge.runtime import registry
 from landmark_edge.runtime.backend import Backend
 from landmark_edge.runtime.eager import TorchBackend
+from landmark_edge.runtime.options import BackendOptions
 from landmark_edge.runtime.pipeline import run_inference
-from landmark_edge.runtime.registry import BackendRequest, BackendUnavailable, register
+from landmark_edge.runtime.registry import BackendRequest, BackendSpec, BackendUnavailable, register
 from landmark_edge.weights import load_weights
 
 HEAD = get_anatomy("head")
@@ -65,7 +66,7 @@ class Shifted(TorchBackend):
             raise BackendUnavailable(f"test-shifted: no {request.precision}")
         model, _ = load_weights(request.weights, request.anatomy.name)
         super().__init__(model, request.anatomy, request.decode)
-        self.offset = np.array([request.options["dx"], request.options["dy"]], np.float32)
+        self.offset = np.array([request.options.dx, request.options.dy], np.float32)
 
     def run(self, pixels, *, return_heatmaps=False):
         prediction = super().run(pixels, return_heatmaps=return_heatmaps)
@@ -73,6 +74,11 @@ class Shifted(TorchBackend):
         if prediction.heatmaps is not None:
             prediction.heatmaps = prediction.heatmaps + 0.25
         return prediction
+
+
+class ShiftOptions(BackendOptions):
+    dx: float = 0.0
+    dy: float = 0.0
 
 
 class Broken(Backend):
@@ -88,17 +94,22 @@ def _unavailable(request):
     raise BackendUnavailable("test-unavailable: no CUDA device here")
 
 
+def _broken(request):
+    return Broken(request.anatomy)
+
+
 @pytest.fixture()
 def test_backends():
-    """Backends registered for this test only, removed afterwards."""
+    """Backends registered for this test only (declared as the built-in ones are), removed afterwards."""
     added = {
-        "test-shifted": Shifted,
-        "test-broken": lambda request: Broken(request.anatomy),
-        "test-needs-library": _needs_library,
-        "test-unavailable": _unavailable,
+        "test-shifted": "Shifted",
+        "test-broken": "_broken",
+        "test-needs-library": "_needs_library",
+        "test-unavailable": "_unavailable",
     }
     for name, factory in added.items():
-        register(name, "test only")(factory)
+        register(BackendSpec(name, "test only", f"{__name__}:{factory}", ("fp32", "int8"), ("cpu",), "host", "torch",
+                             options=f"{__name__}:ShiftOptions" if name == "test-shifted" else None))
     yield list(added)
     for name in added:
         registry._REGISTRY.pop(name)
@@ -120,7 +131,7 @@ def test_bench_end_to_end(tiny_weights, head_images, test_backends, tmp_path):
         "bench", "--anatomy", "head", "-w", str(tiny_weights), "--images", str(head_images), "--device", "cpu",
         "--backends", "torch," + ",".join(test_backends), "--precisions", "fp32,int8", "--batch-sizes", "1,2",
         "--iters", "1", "--warmup", "0", "--option", "test-shifted:dx=3", "--option", "test-shifted:dy=-4",
-        "--out-dir", str(out), "--json",
+        "--out-dir", str(out), "--format", "json",
     ])  # fmt: skip
     failed_rows = 2 * 2  # test-broken at two precisions x two batch sizes
     assert result.exit_code == EXIT_FAILED_BASE + failed_rows, result.output
@@ -209,11 +220,21 @@ def test_bench_on_cuda(tiny_weights, head_images, tmp_path):
     assert fp16.drift.max_heatmap_diff < 0.05
 
 
-def test_a_precision_s_own_artifact_wins_and_no_artifact_key_reaches_the_backend():
-    """``artifact_int8=`` beside ``artifact=``: one bench run measures a float model and a quantized one."""
-    from landmark_edge.bench.runner import BenchSpec, artifact_option
+def test_a_precision_s_own_artifact_replaces_the_backend_s_at_that_precision_only():
+    """``--artifact openvino:int8=chest.int8.xml`` beside ``openvino:chest.xml``: one bench run measures a float
+    model and a quantized one; a plain ``.onnx`` goes to the first backend that reads it."""
+    from landmark_edge.bench.runner import parse_specs
+    from landmark_edge.commands.bench import _artifacts
+    from landmark_edge.runtime.registry import BackendChoice
 
-    options = {"artifact": "chest.xml", "artifact_int8": "chest.int8.xml", "threads": 2}
-    assert artifact_option(BenchSpec("openvino", "int8", options)) == ({"threads": 2}, "chest.int8.xml")
-    assert artifact_option(BenchSpec("openvino", "bf16", options)) == ({"threads": 2}, "chest.xml")
-    assert artifact_option(BenchSpec("openvino", "fp32", {"threads": 2})) == ({"threads": 2}, None)
+    items = ["openvino:int8=chest.int8.xml", "openvino:chest.xml", "chest.onnx"]
+    artifacts = _artifacts(items, ["openvino", "onnxruntime"])
+    assert artifacts == {("openvino", "int8"): Path("chest.int8.xml"), ("openvino", None): Path("chest.xml"),
+                         ("onnxruntime", None): Path("chest.onnx")}  # fmt: skip
+    own = {key: path for key, path in artifacts.items() if key[1] is not None}
+    choice = BackendChoice("openvino", artifacts["openvino", None], options={"threads": 2})
+    specs = {s.choice.precision: s.choice for s in parse_specs([choice], ["fp32", "bf16", "int8"], own)}
+    assert specs["int8"].artifact == Path("chest.int8.xml") and specs["bf16"].artifact == Path("chest.xml")
+    assert specs["fp32"].artifact == Path("chest.xml") and specs["int8"].options == {"threads": 2}
+    plain = parse_specs([BackendChoice("openvino")], ["fp32", "int8"], own)
+    assert [s.choice.artifact for s in plain] == [None, Path("chest.int8.xml")]

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.cli import app
+from landmark_edge.commands.options import current_spellings
 from landmark_edge.runtime.onnxruntime import OrtOptions
 from landmark_edge.runtime.options import BackendOptionError
 from landmark_edge.runtime.registry import BackendRequest, check_options, create_backend
@@ -32,7 +33,7 @@ def test_unknown_backend_option_names_the_backend_and_its_keys():
         check_options("onnxruntime", {"thread": 2})
     line = str(error.value)
     assert line.startswith("onnxruntime backend: unknown option(s) thread (known: threads, ")
-    assert "allow_fallback" in line and "\n" not in line
+    assert "trt_engine_cache" in line and "\n" not in line
     with pytest.raises(BackendOptionError, match=r"torch backend: unknown option\(s\) threads \(known: none\)"):
         check_options("torch", {"threads": 2})
     with pytest.raises(BackendOptionError, match="onnxruntime backend: option threads: "):
@@ -40,17 +41,15 @@ def test_unknown_backend_option_names_the_backend_and_its_keys():
 
 
 def test_options_reach_the_backend_typed():
-    options = OrtOptions.parse("onnxruntime", {"threads": 2, "allow_fallback": True, "calibration": "calib"})
-    assert options.threads == 2 and options.allow_fallback is True and str(options.calibration) == "calib"
+    options = OrtOptions.parse("onnxruntime", {"threads": 2, "calibration": "calib"})
+    assert options.threads == 2 and str(options.calibration) == "calib"
     assert options.calibration_fields() == {"images": options.calibration, "count": 64, "method": "minmax"}
 
 
-def test_create_backend_takes_keywords_and_refuses_options_before_loading(tmp_path):
+def test_create_backend_refuses_options_before_loading(tmp_path):
     missing = tmp_path / "not-there.safetensors"  # never opened: the option is refused first
     with pytest.raises(BackendOptionError, match="torch backend: unknown option"):
-        create_backend("torch", weights=missing, anatomy=get_anatomy("chest"), options={"mode": "x"})
-    with pytest.raises(TypeError, match="not both"):
-        create_backend("torch", BackendRequest(missing, get_anatomy("chest")), device="cpu")
+        create_backend("torch", BackendRequest(missing, get_anatomy("chest"), options={"mode": "x"}))
 
 
 def test_infer_option_syntax_is_the_same_as_bench(image, tiny_weights):
@@ -137,3 +136,53 @@ def test_a_flag_prints_once(image, tiny_weights):
     assert result.exit_code == 0, result.output
     flag = "6 of 6 landmarks below confidence 1"
     assert (result.stdout + result.stderr).count(flag) == 1
+
+
+def test_old_spelling_still_works_with_one_deprecation_line(image, tiny_weights):
+    base = ["infer", str(image), "-a", "chest", "-w", str(tiny_weights), "--backend", "torch", "-f", "json"]
+    new = runner.invoke(app, [*base, "--executor", "process"])
+    old = runner.invoke(app, [*base, "--engine", "process"])
+    assert new.exit_code == old.exit_code == 0
+    assert old.stdout == new.stdout
+    assert old.stderr.count("--engine is deprecated") == 1
+    assert "warning: --engine is deprecated: use --executor" in old.stderr and "deprecated" not in new.stderr
+    assert "--engine" not in runner.invoke(app, ["infer", "--help"], env={"COLUMNS": "200"}).stdout
+
+
+def test_old_spellings_are_rewritten_only_where_the_new_one_exists():
+    assert current_spellings(["--engine=ray", "x", "--", "--engine"], {"--executor"}) == [
+        "--executor=ray", "x", "--", "--engine"
+    ]
+    assert current_spellings(["--engine", "ray"], {"--backend"}) == ["--engine", "ray"]  # no --executor: untouched
+    assert current_spellings(["--json", "--max-batch-size", "2"], {"--format", "--max-batch"}) == [
+        "--format", "json", "--max-batch", "2"
+    ]
+    assert current_spellings(["--image", "a.png", "--overlays", "d"], {"--images", "--overlay"}) == [
+        "--images", "a.png", "--overlay", "d"
+    ]
+
+
+@pytest.mark.parametrize(("command", "old", "new"), [
+    ("infer", ["--engine", "ray"], "--executor"), ("export", ["--image", "x.png"], "--images"),
+    ("evaluate", ["--overlays", "d"], "--overlay"), ("compile", ["--max-batch-size", "2"], "--max-batch"),
+    ("bench", ["--json"], "--format json"), ("build", ["--json"], "--format json"),
+])  # fmt: skip
+def test_every_old_spelling_parses_as_its_new_one_with_one_line(command, old, new, capsys):
+    """Each command accepts its old spelling (one deprecation line) and hides it from the help."""
+    import typer
+
+    from landmark_edge.cli import make_app
+
+    click_command = typer.main.get_command(make_app([command])).get_command(None, command)
+    required = {"infer": ["x.png", "-a", "chest"], "compile": ["-a", "chest", "-o", "x.pt2"], "build": ["x.onnx"],
+                "export": ["-a", "chest"], "bench": ["-a", "chest"], "evaluate": ["--data", "d"]}[command]  # fmt: skip
+    parsed = click_command.make_context(command, [*required, *old]).params  # parsed, never run
+    assert capsys.readouterr().err.count(f"{old[0]} is deprecated: use {new}") == 1
+    key = {"--executor": "executor", "--images": "images", "--overlay": "overlay", "--max-batch": "max_batch",
+           "--format json": "output_format"}[new]  # fmt: skip
+    assert str(getattr(parsed[key], "value", parsed[key])) == {"--executor": "ray", "--images": "[PosixPath('x.png')]",
+                                                               "--overlay": "d", "--max-batch": "2"}.get(new, "json")
+    help_text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
+    assert new.split()[0] in help_text and not re.search(rf"{old[0]}(?![\w-])", help_text)
+    bad = runner.invoke(app, ["infer", "x.png", "-a", "chest", "--engine", "spark"])
+    assert bad.exit_code == 2 and "--executor must be one of process, ray" in bad.stderr

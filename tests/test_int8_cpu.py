@@ -34,7 +34,7 @@ def int8_graph(tiny_weights, calibration_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "chest.int8.onnx"
     result = runner.invoke(app, ["export", "-a", "chest", "-w", str(tiny_weights), "-o", str(out), "--decode",
                                  "subpixel", "--onnx-precision", "int8", "--calibration", str(calibration_dir),
-                                 "--json"])  # fmt: skip
+                                 "--format", "json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     return out, json.loads(result.stdout)[0]
 

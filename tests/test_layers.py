@@ -83,7 +83,17 @@ def test_the_checker_finds_a_cycle_and_a_clean_graph():
 def test_the_graph_sees_lazy_and_from_imports():
     graph = import_graph()
     assert "landmark_edge.contracts" in graph["landmark_edge.export.onnx"]
-    assert "landmark_edge.runtime.tensorrt" in graph["landmark_edge.runtime.registry"]  # imported in a factory
+    assert "landmark_edge.weights" in graph["landmark_edge.runtime.eager"]  # imported in a factory
+
+
+def test_registry_entries_name_runtime_modules_only():
+    """An entry names its factory and options as strings (imported when opened, unseen by the import graph), so
+    they are checked here: a backend lives in runtime/, never in export/."""
+    from landmark_edge.runtime.registry import backend_specs
+
+    for spec in backend_specs():
+        for reference in filter(None, (spec.factory, spec.options)):
+            assert reference.startswith("landmark_edge.runtime."), f"{spec.name}: {reference}"
 
 
 def test_no_import_cycles():

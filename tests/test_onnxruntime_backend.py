@@ -65,7 +65,7 @@ def test_requested_gpu_provider_that_fell_back_is_one_line(exported, tiny_weight
         create_backend("onnxruntime", _request(tiny_weights, exported["chest"], device="cuda"))
     message = str(error.value)
     assert "\n" not in message and "CUDAExecutionProvider" in message and "--allow-fallback" in message
-    allowed = _request(tiny_weights, exported["chest"], device="cuda", options={"allow_fallback": True})
+    allowed = _request(tiny_weights, exported["chest"], device="cuda", allow_fallback=True)
     backend = create_backend("onnxruntime", allowed)
     assert backend.providers == ["CPUExecutionProvider"]
 
@@ -104,7 +104,7 @@ def test_infer_with_a_graph_for_another_anatomy_is_one_line(exported):
     result = CliRunner().invoke(app, ["infer", str(image), "-a", "head", "--backend", "onnxruntime", "--artifact",
                                       str(exported["chest"])])  # fmt: skip
     assert result.exit_code == 2
-    assert "the model is for chest, not head" in result.stderr and "Traceback" not in result.output
+    assert "graph is for chest, not head" in result.stderr and "Traceback" not in result.output
 
 
 def test_evaluate_an_exported_graph_like_the_weights_it_came_from(exported, tiny_weights, tmp_path):

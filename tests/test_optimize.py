@@ -248,13 +248,15 @@ def test_aoti_refuses_an_anatomy_precision_or_batch_the_package_was_not_compiled
     path = tmp_path / "chest.pt2"
     ask = dict(weights=None, artifact=path, max_batch_size=4)
     with pytest.raises(BackendUnavailable, match="chest.pt2: package is for chest, not head"):
-        create_backend("aoti", **ask, anatomy=get_anatomy("head"), precision="fp16")
+        create_backend("aoti", BackendRequest(**ask, anatomy=get_anatomy("head"), precision="fp16"))
     with pytest.raises(BackendUnavailable, match=r"a fp16 package; run it with --precision fp16 or make a fp32 one "
                                                  r"\(landmark-edge compile --precision fp32\)"):
-        create_backend("aoti", **ask, anatomy=package.anatomy, precision="fp32")
+        create_backend("aoti", BackendRequest(**ask, anatomy=package.anatomy, precision="fp32"))
     with pytest.raises(BackendUnavailable, match="the package runs batches up to 4, not 8"):
-        create_backend("aoti", **(ask | {"max_batch_size": 8}), anatomy=package.anatomy, precision="fp16")
-    assert create_backend("aoti", **ask, anatomy=package.anatomy, precision="fp16").anatomy.name == "chest"
+        create_backend("aoti", BackendRequest(**(ask | {"max_batch_size": 8}), anatomy=package.anatomy,
+                                              precision="fp16"))
+    opened = create_backend("aoti", BackendRequest(**ask, anatomy=package.anatomy, precision="fp16"))
+    assert opened.anatomy.name == "chest"
 
 
 def test_compile_options_keep_the_mode_and_silence_autotuning():
@@ -300,7 +302,7 @@ def test_compile_command_package_runs_in_infer_without_weights(tmp_path, chest_o
     runner = CliRunner()
     package = tmp_path / "chest.pt2"
     result = runner.invoke(app, ["compile", "-w", str(chest_only_weights), "-a", "chest", "-o", str(package),
-                                 "--max-batch-size", "2", "--json"])  # fmt: skip
+                                 "--max-batch", "2", "--format", "json"])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["max_abs_heatmap_diff_vs_eager_fp32"] < 1e-5

@@ -8,7 +8,7 @@ from factories import gradient, save
 from PIL import Image
 from typer.testing import CliRunner
 
-import landmark_edge.commands.infer as infer_command
+import landmark_edge.inference as infer_job
 from landmark_edge.cli import app
 
 runner = CliRunner()
@@ -39,7 +39,7 @@ def test_interrupted_run_resumed_equals_uninterrupted(folder, tmp_path, tiny_wei
     assert run(folder, whole, tiny_weights).exit_code == 0
     (resumed).mkdir()
     (resumed / "all.json").write_text("earlier output\n")
-    real = infer_command.run_inference
+    real = infer_job.run_inference
     processed, stop_at = [], [1]
 
     def interrupted(paths, *args, **kwargs):
@@ -49,7 +49,7 @@ def test_interrupted_run_resumed_equals_uninterrupted(folder, tmp_path, tiny_wei
             processed.append(outcome.path)
             yield outcome
 
-    monkeypatch.setattr(infer_command, "run_inference", interrupted)
+    monkeypatch.setattr(infer_job, "run_inference", interrupted)
     result = run(folder, resumed, tiny_weights)
     assert result.exit_code == 130 and "interrupted" in result.stderr
     assert (resumed / "all.json").read_text() == "earlier output\n"  # nothing earlier lost, nothing half-written

@@ -16,7 +16,6 @@ from landmark_edge.plausibility import (
     min_confidences,
     typical_layouts,
 )
-from landmark_edge.results import ImageResult, Landmark
 
 rng = np.random.default_rng(7)
 
@@ -65,11 +64,10 @@ def test_shipped_layouts_are_reproduced_from_the_labels():
 
 
 def test_confidence_flags_name_the_weak_landmarks():
-    landmarks = [Landmark(i + 1, f"L{i + 1}", 0, 0, None, None, c, 0, 0) for i, c in enumerate([0.9, 0.05, 0.5, 0.01])]
-    result = ImageResult("x.png", "chest", 10, 10, None, "none", "argmax", landmarks)
-    assert confidence_flags(result, (0.1,) * 4) == ["2 of 4 landmarks below confidence 0.1 (2, 4)"]
-    assert confidence_flags(result, (0.01,) * 4) == []
-    assert confidence_flags(result, (0.95, 0.01, 0.6, 0.01)) == [
+    peaks = [0.9, 0.05, 0.5, 0.01]
+    assert confidence_flags(peaks, (0.1,) * 4) == ["2 of 4 landmarks below confidence 0.1 (2, 4)"]
+    assert confidence_flags(peaks, (0.01,) * 4) == []
+    assert confidence_flags(peaks, (0.95, 0.01, 0.6, 0.01)) == [
         "2 of 4 landmarks below their calibrated minimum peak (1, 3)"
     ]
 

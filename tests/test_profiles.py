@@ -58,3 +58,24 @@ def test_cli_reports_a_bad_profile_in_one_line_with_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["build", str(tmp_path / "x.onnx"), "--profile", str(path)])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "workspace_mib" in result.stderr and str(path) in result.stderr
+
+
+def test_shipped_profiles_name_no_data_path():
+    """The wheel carries the profiles: calibration images are the user's own (--calibration), never a path of
+    this repository's data."""
+    for name in profile_names():
+        profile = load_profile(name)
+        for section in (profile.calibration, profile.accuracy_control):  # --calibration, --validation
+            assert section is None or section.images is None, name
+
+
+def test_shipped_int8_profile_asks_for_calibration_images_before_exporting(tiny_weights, tmp_path, monkeypatch):
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported before checking the calibration images")
+
+    monkeypatch.setattr("landmark_edge.export.onnx.onnx_graph", no_export)
+    out = tmp_path / "chest.int8.onnx"
+    args = ["export", "-a", "chest", "-w", str(tiny_weights), "--profile", "cpu-onnxruntime-int8", "-o", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "no calibration images: give --calibration" in result.stderr and not out.exists()

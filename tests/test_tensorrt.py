@@ -23,7 +23,7 @@ from landmark_edge.export.engine import write_engine
 from landmark_edge.export.onnx import EXAMPLE_IMAGE
 from landmark_edge.export.profiles import BatchRange, Calibration, DeploymentProfile
 from landmark_edge.export.tensorrt import BuildError, build_engine, precision_plan
-from landmark_edge.gpu import GpuInfo, TensorRTUnavailable
+from landmark_edge.tensorrt_probe import GpuInfo, TensorRTUnavailable
 from landmark_edge.runtime import tensorrt as runtime_module
 from landmark_edge.runtime.tensorrt import TensorRTBackend, check_header
 from tests.fake_tensorrt import HostMemory, make_tensorrt, peak
@@ -316,17 +316,17 @@ def test_runtime_splits_batches_larger_than_the_profile(fake, chest_onnx, tmp_pa
 
 def test_registry_refuses_a_precision_or_batch_the_engine_was_not_built_for(fake, chest_onnx, tmp_path):
     """An fp32 engine asked to run as fp16, or beyond its profile's batch 4, is one line naming the fix."""
-    from landmark_edge.runtime.registry import create_backend
+    from landmark_edge.runtime.registry import BackendRequest, create_backend
 
     trt, path = _engine(fake, chest_onnx, tmp_path, max_batch=4)
     chest = get_anatomy("chest")
     ask = dict(weights=None, anatomy=chest, device="cuda", artifact=path)
     with pytest.raises(BackendUnavailable, match=r"a fp32 engine; run it with --precision fp32 or make a fp16 one "
                                                  r"\(landmark-edge build MODEL.onnx --precision fp16\)"):
-        create_backend("tensorrt", **ask, precision="fp16", max_batch_size=4)
+        create_backend("tensorrt", BackendRequest(**ask, precision="fp16", max_batch_size=4))
     with pytest.raises(BackendUnavailable, match=r"the engine runs batches up to 4, not 8: pass --batch-size 4 or "
                                                  r"make a larger one \(landmark-edge build MODEL.onnx --max-batch 8\)"):
-        create_backend("tensorrt", **ask, precision="fp32", max_batch_size=8)
+        create_backend("tensorrt", BackendRequest(**ask, precision="fp32", max_batch_size=8))
     assert not [call for call in trt.calls if call[0] == "deserialize"]  # refused from the header alone
 
 
@@ -363,6 +363,7 @@ def test_without_tensorrt_build_says_how_to_install(chest_onnx, tmp_path, monkey
 # --- real TensorRT ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.gpu
 def test_real_tensorrt_engine_matches_onnx_runtime(chest_onnx, tmp_path):
     pytest.importorskip("tensorrt", reason="tensorrt is not installed (pip install 'landmark-edge[tensorrt]')")
     try:

@@ -1,4 +1,5 @@
-"""The bench header: GPU, driver, CUDA, CPU and library versions, read from the libraries themselves."""
+"""The bench header: GPU, driver, CUDA, CPU and library versions, read from the libraries themselves (each
+backend's library is the one its registry entry names, so a new backend's version is in the header too)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 
 from landmark_edge import __version__
 from landmark_edge.bench.results import Environment
+from landmark_edge.runtime.registry import backend_specs
 
 
 def collect_environment(device: torch.device) -> Environment:
@@ -30,9 +32,7 @@ def collect_environment(device: torch.device) -> Environment:
         cuda=torch.version.cuda,
         cudnn=str(torch.backends.cudnn.version()) if cuda and torch.backends.cudnn.is_available() else None,
         torch=torch.__version__,
-        onnxruntime=_module_version("onnxruntime"),
-        openvino=_module_version("openvino"),
-        tensorrt=_module_version("tensorrt"),
+        libraries={library: _module_version(library) for library in dict.fromkeys(s.library for s in backend_specs())},
         landmark_edge=__version__,
         git_commit=_git_commit(),
     )

@@ -58,8 +58,8 @@ def _header_lines(report: BenchReport) -> list[str]:
     return [
         f"command: {report.command}",
         f"device: {report.device} ({device}); CPU {env.cpu}, {env.cpu_cores} cores, torch threads {env.torch_threads}",
-        f"GPU driver {env.gpu_driver or '-'}, CUDA {env.cuda or '-'}, cuDNN {env.cudnn or '-'}, torch {env.torch}, "
-        f"onnxruntime {env.onnxruntime or '-'}, OpenVINO {env.openvino or '-'}, TensorRT {env.tensorrt or '-'}",
+        f"GPU driver {env.gpu_driver or '-'}, CUDA {env.cuda or '-'}, cuDNN {env.cudnn or '-'}, torch {env.torch}"
+        + "".join(f", {library} {version or '-'}" for library, version in env.libraries.items() if library != "torch"),
         f"landmark-edge {env.landmark_edge} ({env.git_commit or 'no git'}), python {env.python}, {env.platform}",
         f"reference: {report.reference}; {report.anatomy}, decode {report.decode}, {len(report.images)} images, "
         f"{report.warmup} warm-up + {report.iters} timed batches per row, weights sha256 "

@@ -39,6 +39,7 @@ class BenchRow(BaseModel):
     backend: str
     precision: str
     options: dict[str, object] = {}
+    artifact: str | None = None  # the exported file this backend ran (--artifact NAME:PATH)
     batch_size: int | None = None  # None for a backend skipped before any batch size ran
     status: Literal["ok", "skipped", "failed"] = "ok"
     reason: str | None = None
@@ -73,9 +74,8 @@ class Environment(BaseModel):
     cuda: str | None = None
     cudnn: str | None = None
     torch: str
-    onnxruntime: str | None = None
-    openvino: str | None = None
-    tensorrt: str | None = None
+    # Each registered backend's library (its capability entry names it) and its version; None: not installed.
+    libraries: dict[str, str | None] = {}
     landmark_edge: str
     git_commit: str | None = None
 

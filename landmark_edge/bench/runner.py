@@ -14,7 +14,7 @@ import gc
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -24,17 +24,17 @@ import torch
 from rich.progress import Progress
 
 from landmark_edge.anatomy import Anatomy
+from landmark_edge.backends import open_backend
 from landmark_edge.bench.environment import collect_environment
 from landmark_edge.bench.results import BenchReport, BenchRow
 from landmark_edge.bench.stats import landmark_drift, latency_stats, throughput
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import InputError
-from landmark_edge.export.loaders import OnnxFromWeights
 from landmark_edge.io.images import resolve_spacing
 from landmark_edge.results import ImageFailure
 from landmark_edge.runtime.backend import STAGES, Backend
 from landmark_edge.runtime.pipeline import InferenceSession, Prepared, prepare
-from landmark_edge.runtime.registry import BackendRequest, BackendUnavailable, create_backend
+from landmark_edge.runtime.registry import BackendChoice, BackendUnavailable
 from landmark_edge.transforms import grid_to_original
 from landmark_edge.weights import file_sha256
 
@@ -56,35 +56,40 @@ def strict_fp32() -> Iterator[None]:
 
 @dataclass
 class BenchSpec:
-    """One backend to measure: a registry name, a precision and backend-specific options."""
+    """One backend to measure: the backend arguments of one row group (backend, precision, artifact, options)."""
 
-    backend: str
-    precision: str = "fp32"
-    options: dict[str, object] = field(default_factory=dict)
+    choice: BackendChoice
 
     @property
     def label(self) -> str:
-        extra = ",".join(f"{k}={v}" for k, v in self.options.items())
-        return f"{self.backend} {self.precision}" + (f" [{extra}]" if extra else "")
+        choice = self.choice
+        extra = ([] if choice.artifact is None else [f"artifact={choice.artifact}"]) + [
+            f"{k}={v}" for k, v in choice.options.items()
+        ]
+        return f"{choice.backend} {choice.precision}" + (f" [{','.join(extra)}]" if extra else "")
 
     @property
     def is_reference(self) -> bool:
-        return (self.backend, self.precision, self.options) == (REFERENCE_BACKEND, REFERENCE_PRECISION, {})
+        choice = self.choice
+        return (choice.backend, choice.precision, choice.options, choice.artifact) == (
+            REFERENCE_BACKEND, REFERENCE_PRECISION, {}, None,
+        )  # fmt: skip
 
 
-ARTIFACT = "artifact"  # an option key of bench's own: the file a backend runs; artifact_<precision> for one precision
+def parse_specs(
+    choices: list[BackendChoice], precisions: list[str], artifacts: dict[tuple[str, str], Path] | None = None
+) -> list[BenchSpec]:
+    """Every backend at every precision, minus the reference itself (it always runs first anyway).
 
-
-def artifact_option(spec: BenchSpec) -> tuple[dict[str, object], object | None]:
-    """The backend's own options, and the artifact of this spec's precision (``artifact_int8=chest.int8.xml``
-    beside ``artifact=chest.xml``: one bench run measures a float model and a quantized one)."""
-    options = {k: v for k, v in spec.options.items() if k != ARTIFACT and not k.startswith(f"{ARTIFACT}_")}
-    return options, spec.options.get(f"{ARTIFACT}_{spec.precision}", spec.options.get(ARTIFACT))
-
-
-def parse_specs(backends: list[str], precisions: list[str], options: dict[str, dict[str, object]]) -> list[BenchSpec]:
-    """Every backend at every precision, minus the reference itself (it always runs first anyway)."""
-    specs = [BenchSpec(b, p, dict(options.get(b, {}))) for b in backends for p in precisions]
+    ``artifacts`` holds a precision's own file by (backend, precision) (``--artifact openvino:int8=chest.int8.xml``);
+    it replaces the choice's artifact at that precision only, so one run measures a float model and a quantized one.
+    """
+    own = artifacts or {}
+    specs = [
+        BenchSpec(replace(choice, precision=p, artifact=own.get((choice.backend, p), choice.artifact)))
+        for choice in choices
+        for p in precisions
+    ]
     return [s for s in specs if not s.is_reference]
 
 
@@ -192,29 +197,17 @@ class _Bench:
         self.device = torch.device(config.device)
         self.reference: _Outputs | None = None
 
-    def request(self, spec: BenchSpec, progress: Callable[[str], None] | None = None) -> BackendRequest:
-        options, artifact = artifact_option(spec)
-        return BackendRequest(
-            weights=self.config.weights,
-            anatomy=self.config.anatomy,
-            decode=self.config.decode,
-            device=self.config.device,
-            precision=spec.precision,
-            max_batch_size=max(self.config.batch_sizes),
-            artifact=None if artifact is None else Path(str(artifact)),
-            options=options,
-            onnx_loader=OnnxFromWeights(self.config.weights, self.config.anatomy, self.config.decode),
-            progress=progress,
-        )
-
     def rows(self, spec: BenchSpec, is_reference: bool = False) -> list[BenchRow]:
         """All batch sizes of one backend (one skipped row if it cannot be built here)."""
-        base = {"label": "reference (torch fp32)" if is_reference else spec.label, "backend": spec.backend,
-                "precision": spec.precision, "options": spec.options, "is_reference": is_reference}
+        choice = spec.choice
+        base = {"label": "reference (torch fp32)" if is_reference else spec.label, "backend": choice.backend,
+                "precision": choice.precision, "options": choice.options,
+                "artifact": None if choice.artifact is None else str(choice.artifact), "is_reference": is_reference}
         memory = _GpuMemory(self.device)
         try:
             with self._build_task(base["label"]) as progress:
-                backend = create_backend(spec.backend, self.request(spec, progress))
+                backend = open_backend(choice, self.config.weights, self.config.anatomy,
+                                       max_batch_size=max(self.config.batch_sizes), progress=progress)
         except (BackendUnavailable, ImportError) as error:
             if is_reference:
                 raise
@@ -326,7 +319,7 @@ def run_bench(
         environment=collect_environment(torch.device(config.device)),
     )
     bench = _Bench(config, images, progress)
-    reference = BenchSpec(REFERENCE_BACKEND, REFERENCE_PRECISION)
+    reference = BenchSpec(BackendChoice(REFERENCE_BACKEND, None, REFERENCE_PRECISION, config.device, config.decode))
     for spec, is_reference in [(reference, True)] + [(s, False) for s in config.specs]:
         with strict_fp32() if is_reference else nullcontext():
             report.rows.extend(bench.rows(spec, is_reference))

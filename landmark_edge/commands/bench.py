@@ -21,14 +21,14 @@ from rich.progress import (
 
 from landmark_edge.bench.report import rich_table, write_outputs
 from landmark_edge.bench.results import BenchReport
-from landmark_edge.bench.runner import BenchConfig, BenchSpec, artifact_option, parse_specs, run_bench
+from landmark_edge.bench.runner import BenchConfig, parse_specs, run_bench
 from landmark_edge.commands.options import (
+    AllowFallbackOpt,
     AnatomyOpt,
     BackendOptionOpt,
     DecodeOpt,
     DeviceOpt,
     FormatOpt,
-    JsonAliasOpt,
     ReportFormat,
     WeightsOpt,
     anatomy_or_exit,
@@ -39,12 +39,17 @@ from landmark_edge.commands.options import (
     one_line_errors,
     options_for,
     stdout_is_terminal,
-    wants_json,
     out_console,
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.io.inputs import expand_inputs
-from landmark_edge.runtime.registry import backend_names, check_options
+from landmark_edge.runtime.registry import (
+    BackendChoice,
+    all_precisions,
+    backend_for_artifact,
+    backend_names,
+    check_options,
+)
 from landmark_edge.weights import resolve_weights
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -67,14 +72,23 @@ def bench(
     iters: Annotated[int, typer.Option(min=1, help="Timed batches per backend and batch size.")] = 50,
     warmup: Annotated[int, typer.Option(min=0, help="Untimed batches after the drift pass.")] = 5,
     weights: WeightsOpt = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "cpu",  # the reference's device too: a torch device
     decode: DecodeOpt = DecodeMethod.SUBPIXEL,
     option: BackendOptionOpt = None,
+    artifact: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--artifact", metavar="[NAME:[PRECISION=]]PATH",
+            help="Exported model for one backend (repeatable): NAME:PATH, or PATH alone for the first backend whose "
+            "files carry its suffix (see `infer --help`), e.g. aoti:chest.pt2, chest.onnx; NAME:PRECISION=PATH "
+            "for that precision's rows only, e.g. openvino:int8=chest.int8.xml.",
+        ),
+    ] = None,
+    allow_fallback: AllowFallbackOpt = False,
     out_dir: Annotated[
         Path | None, typer.Option(help="Where bench.json/.md/.png go. Default: benchmarks/results/<device>-<anatomy>.")
     ] = None,
     output_format: FormatOpt = ReportFormat.TABLE,
-    json_alias: JsonAliasOpt = False,
 ) -> None:
     """Time every backend (latency percentiles, images/s, stage split, peak GPU memory) against the eager fp32
     torch reference, which always runs first in the same process, and measure each one's landmark drift from it on
@@ -87,17 +101,23 @@ def bench(
     sizes = _int_list(batch_sizes, "--batch-sizes")
     names = backend_names() if backends.strip() == "all" else _text_list(backends)
     given = backend_options(option or [])
-    options = {name: options_for(given, name) for name in names}
+    artifacts = _artifacts(artifact or [], names)
+    choices = [
+        BackendChoice(name, artifacts.get((name, None)), "fp32", device, decode, options_for(given, name),
+                      allow_fallback)
+        for name in names
+    ]  # fmt: skip
+    own = {(name, precision): path for (name, precision), path in artifacts.items() if precision is not None}
     with one_line_errors():  # a misspelt option or backend is one line before anything is measured
-        for name in names:
-            check_options(name, artifact_option(BenchSpec(name, options=options[name]))[0])
+        for choice in choices:
+            check_options(choice.backend, choice.options)
     out_dir = out_dir or Path("benchmarks/results") / f"{_device_slug(device)}-{target.name}"
     with one_line_errors():
         weights_path = resolve_weights(weights)
         config = BenchConfig(
             anatomy=target,
             weights=weights_path,
-            specs=parse_specs(names, _text_list(precisions), options),
+            specs=parse_specs(choices, _text_list(precisions), own),
             batch_sizes=sizes,
             images=_image_files(images, max_images),
             iters=iters,
@@ -110,11 +130,13 @@ def bench(
             ("--anatomy", target.name), ("--backends", ",".join(names)), ("--precisions", precisions),
             ("--batch-sizes", ",".join(map(str, sizes))), ("--images", images), ("--max-images", max_images),
             ("--iters", iters), ("--warmup", warmup), ("--weights", weights_path), ("--device", device),
-            ("--decode", decode.value), *(("--option", item) for item in option or []), ("--out-dir", out_dir),
+            ("--decode", decode.value), *(("--option", item) for item in option or []),
+            *(("--artifact", f"{name}:{'' if p is None else p + '='}{path}") for (name, p), path in artifacts.items()),
+            ("--allow-fallback", allow_fallback or None), ("--out-dir", out_dir),
         )
         report = _run_keeping_partial(config, out_dir)
         paths = write_outputs(report, out_dir)
-    if wants_json(output_format, json_alias):
+    if output_format is ReportFormat.JSON:
         typer.echo(report.model_dump_json(indent=2))
     else:
         out_console(width=None if stdout_is_terminal() else 200).print(rich_table(report))
@@ -141,6 +163,27 @@ def _run_keeping_partial(config: BenchConfig, out_dir: Path) -> BenchReport:
             write_outputs(finished[0], out_dir)
             err_console.print(f"interrupted: the finished backends' results are in {out_dir}")
         raise
+
+
+def _artifacts(items: list[str], names: list[str]) -> dict[tuple[str, str | None], Path]:
+    """``--artifact [NAME:[PRECISION=]]PATH`` items by (backend, precision or None for all of its precisions):
+    NAME: as in --option, else the backend whose suffix it has."""
+    artifacts: dict[tuple[str, str | None], Path] = {}
+    for item in items:
+        name, sep, path = item.partition(":")
+        named = bool(sep) and name in backend_names()
+        if not named:  # no backend name in front: a plain path
+            name, path = backend_for_artifact(Path(item)), item
+        if name is None:
+            fail(f"--artifact {item}: name its backend (NAME:PATH, NAME one of {', '.join(backend_names())})")
+        if name not in names:
+            fail(f"--artifact {item}: the {name} backend is not among --backends ({', '.join(names)})")
+        precision, equals, rest = path.partition("=")
+        if named and equals and precision in all_precisions():
+            artifacts[name, precision] = Path(rest)
+        else:
+            artifacts[name, None] = Path(path)
+    return artifacts
 
 
 def _text_list(text: str) -> list[str]:
@@ -180,5 +223,5 @@ def _command(*flags: tuple[str, object]) -> str:
     args = ["landmark-edge", "bench"]
     for flag, value in flags:
         if value is not None:
-            args += [flag, str(value)]
+            args += [flag] if value is True else [flag, str(value)]  # True: a flag without a value
     return shlex.join(args)

@@ -12,11 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from landmark_edge.commands.export import ProfileOpt
 from landmark_edge.commands.options import (
     FormatOpt,
-    JsonAliasOpt,
     ReportFormat,
     err_console,
     one_line_errors,
-    wants_json,
 )
 from landmark_edge.export.profiles import DeploymentProfile, load_profile, with_overrides
 from landmark_edge.export.tensorrt import BuildReport, build_engine
@@ -58,7 +56,6 @@ def build(
     calibration: Annotated[Path | None, typer.Option(help="Calibration images (folder or glob) for int8/fp8.")] = None,
     dla_core: Annotated[int | None, typer.Option(help="Run on this DLA core (Jetson), GPU fallback per profile.")] = None,
     output_format: FormatOpt = ReportFormat.TABLE,
-    json_alias: JsonAliasOpt = False,
 ) -> None:
     """Build a TensorRT 10.x/11.x engine for this machine's GPU from an exported ONNX graph and a deployment
     profile; the engine file starts with a JSON header that the runtime checks before loading."""
@@ -77,7 +74,7 @@ def build(
                 onnx_file, target, settings, progress=RichBuildProgress(progress),
                 step=lambda text: progress.update(status, description=text),
             )  # fmt: skip
-    _print(report, wants_json(output_format, json_alias))
+    _print(report, output_format is ReportFormat.JSON)
 
 
 def _print(report: BuildReport, as_json: bool) -> None:

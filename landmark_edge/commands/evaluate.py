@@ -11,13 +11,19 @@ from rich.table import Table
 
 from landmark_edge.anatomy import ANATOMIES, get_anatomy
 from landmark_edge.commands.options import (
+    AllowFallbackOpt,
+    ArtifactOpt,
+    BackendDeviceOpt,
+    BackendOptionOpt,
     BatchSizeOpt,
-    PRECISIONS,
     DataOpt,
-    DeviceOpt,
+    DecodeOpt,
+    PrecisionOpt,
     WeightsOpt,
     WorkersOpt,
     anatomies_or_exit,
+    backend_choice,
+    backend_option,
     choices,
     fail,
     failures_exit_code,
@@ -26,12 +32,11 @@ from landmark_edge.commands.options import (
     stdout_is_terminal,
     out_console,
 )
-from landmark_edge.data import SPLITS, load_split
+from landmark_edge.data import SPLITS
 from landmark_edge.decode import DecodeMethod
-from landmark_edge.evaluation import PROTOCOLS, SHIFTS, evaluate_shift, evaluate_split, write_overlays
-from landmark_edge.export.loaders import OnnxFromWeights
+from landmark_edge.evaluation import PROTOCOLS, SHIFTS
+from landmark_edge.evaluation.run import evaluate_weights
 from landmark_edge.io.atomic import atomic_write_text
-from landmark_edge.runtime.registry import backend_names, check_options, create_backend
 from landmark_edge.weights import read_info, resolve_weights
 
 
@@ -42,21 +47,18 @@ def evaluate(
     anatomies: Annotated[
         str | None, typer.Option("--anatomies", help="Comma-separated anatomies (default: all the weights have).")
     ] = None,
-    backend: Annotated[str, typer.Option(metavar=choices(backend_names()), help="Inference backend.")] = "torch",
-    artifact: Annotated[
-        Path | None,
-        typer.Option(help="Exported model for the backend (.onnx, .engine, .pt2); one anatomy, with --anatomies."),
-    ] = None,
-    precision: Annotated[str, typer.Option(metavar=PRECISIONS, help="Precision (backend permitting).")] = "fp32",
-    device: DeviceOpt = "cpu",
+    backend: Annotated[str, backend_option("torch, the reference")] = "torch",
+    artifact: ArtifactOpt = None,  # one anatomy's network: name it with --anatomies
+    precision: PrecisionOpt = "fp32",
+    device: BackendDeviceOpt = "cpu",
+    decode: DecodeOpt = DecodeMethod.SUBPIXEL,
+    option: BackendOptionOpt = None,
+    allow_fallback: AllowFallbackOpt = False,
     batch_size: BatchSizeOpt = 8,
     workers: WorkersOpt = 2,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the full results as JSON (atomic).")] = None,
     overlay: Annotated[
         Path | None, typer.Option(help="Write PNG overlays of the worst images per anatomy into this folder.")
-    ] = None,
-    overlays_alias: Annotated[
-        Path | None, typer.Option("--overlays", hidden=True, help="Old spelling of --overlay.")
     ] = None,
     worst: Annotated[int, typer.Option(min=1, help="How many worst images get an overlay.")] = 5,
     per_landmark: Annotated[bool, typer.Option("--per-landmark", help="Also print per-landmark tables.")] = False,
@@ -69,12 +71,11 @@ def evaluate(
 ) -> None:
     if split not in SPLITS:
         fail(f"--split must be one of {', '.join(SPLITS)}")
-    overlays = overlay or overlays_alias
-    with one_line_errors():  # a misspelt backend is one line before any weights or data are read
-        check_options(backend, {})
+    # a misspelt backend or option is one line before any weights or data are read
+    choice = backend_choice(backend, artifact, precision, device, decode, option, allow_fallback)
     if shift != "none" and shift not in SHIFTS:
         fail(f"--shift must be none or one of {', '.join(SHIFTS)}")
-    if shift != "none" and overlays is not None:
+    if shift != "none" and overlay is not None:
         fail("--overlay draws the unshifted images: leave it out with --shift")
     with one_line_errors():
         weights_path = resolve_weights(weights)
@@ -85,38 +86,11 @@ def evaluate(
             fail(f"{weights_path}: weights are for {', '.join(info.anatomy_names)}, not {', '.join(missing)}")
         if artifact is not None and len(chosen) != 1:
             fail(f"--artifact {artifact} holds one anatomy's network: name it with --anatomies")
-        report = {"weights": str(weights_path), "split": split, "data": str(data), "backend": backend,
-                  "precision": precision, "limit": limit, "anatomies": {}}
-        if shift == "none":
-            report["protocols"] = PROTOCOLS
-        else:
-            report["shift"] = {"family": shift, "conditions": {c.name: c.description for c in SHIFTS[shift]}}
-        failed = 0
-        for anatomy in chosen:
-            runner = create_backend(
-                backend, weights=weights_path, anatomy=anatomy, decode=DecodeMethod.SUBPIXEL, device=device,
-                precision=precision, max_batch_size=batch_size, artifact=artifact,
-                require_fit=False,  # measuring a head is how it is found fit or unfit
-                onnx_loader=OnnxFromWeights(weights_path, anatomy, DecodeMethod.SUBPIXEL, require_fit=False),
-            )
-            try:
-                loaded = load_split(data, anatomy, split)
-                loaded.samples = loaded.samples[:limit]
-                if shift != "none":
-                    conditions = {c.name: evaluate_shift(runner, loaded, anatomy, c, batch_size, workers)
-                                  for c in SHIFTS[shift]}  # fmt: skip
-                    report["anatomies"][anatomy.name] = conditions
-                    failed += _print_failures(next(iter(conditions.values()))["failures"])
-                    continue
-                evaluation = evaluate_split(runner, loaded, anatomy, batch_size, workers)
-            finally:
-                runner.close()
-            failed += _print_failures(evaluation.failures)
-            report["anatomies"][anatomy.name] = evaluation.report()
-            if not evaluation.samples:
-                print_line("note:", f"{anatomy.name}: the {split} split has no images under {data}", "yellow")
-            if overlays is not None:
-                write_overlays(evaluation, overlays, worst)
+        report, failed = evaluate_weights(
+            data, weights_path, chosen, choice, split, batch_size=batch_size, workers=workers, limit=limit,
+            shift=shift, overlays=overlay, worst=worst,
+            log=lambda label, message: print_line(label, message, "yellow"),
+        )  # fmt: skip
     if out is not None:
         atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     console = out_console(width=None if stdout_is_terminal() else 120)
@@ -149,12 +123,6 @@ def _help() -> str:
 
 
 evaluate.__doc__ = _help()  # Typer takes the help from the docstring, and a docstring cannot be an f-string
-
-
-def _print_failures(lines: list[str]) -> int:
-    for line in lines:
-        print_line("skipped:", line, "yellow")
-    return len(lines)
 
 
 def summary_table(report: dict) -> Table:

@@ -15,13 +15,11 @@ from landmark_edge.anatomy import ANATOMIES
 from landmark_edge.commands.options import (
     AnatomyOpt,
     FormatOpt,
-    JsonAliasOpt,
     ReportFormat,
     WeightsOpt,
     anatomy_or_exit,
     err_console,
     one_line_errors,
-    wants_json,
     out_console,
 )
 from landmark_edge.decode import DecodeMethod
@@ -92,11 +90,7 @@ def export(
         list[Path] | None,
         typer.Option("--images", "-i", help="Real X-rays to validate on (repeat). Default: the bundled example."),
     ] = None,
-    image_alias: Annotated[
-        list[Path] | None, typer.Option("--image", hidden=True, help="Old spelling of --images.")
-    ] = None,
     output_format: FormatOpt = ReportFormat.TABLE,
-    json_alias: JsonAliasOpt = False,
 ) -> None:
     """Export GU2Net to ONNX per anatomy: BatchNorm folded, dynamic batch, simplified, checked, and validated
     against PyTorch in ONNX Runtime on real images (fails if any heatmap differs by more than 1e-4). --to openvino
@@ -128,10 +122,10 @@ def export(
                 reports.append(
                     export_anatomy(
                         weights_path, name, target, opset=settings.opset, decode=method, simplify=settings.simplify,
-                        images=[*(images or ()), *(image_alias or ())], calibration=quantize, step=lambda text, n=name: status.update(f"{n}: {text}"),
+                        images=list(images or ()), calibration=quantize, step=lambda text, n=name: status.update(f"{n}: {text}"),
                     )
                 )  # fmt: skip
-    _print(reports, wants_json(output_format, json_alias))
+    _print(reports, output_format is ReportFormat.JSON)
 
 
 def _fit_anatomies(weights: Path) -> list[str]:

@@ -12,70 +12,61 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from landmark_edge.analysis import measure, measurement_drawer, measurement_table, supports
+from landmark_edge.analysis import measurement_table, supports
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.commands.options import (
-    ANY_BACKEND,
-    PRECISIONS,
     AllowFallbackOpt,
     AnatomyOpt,
     ArtifactOpt,
+    BackendDeviceOpt,
     BackendOptionOpt,
     BatchSizeOpt,
     DecodeOpt,
-    DeviceOpt,
+    PrecisionOpt,
     WeightsOpt,
     anatomy_or_exit,
-    backend_options,
+    backend_choice,
+    backend_option,
     build_status,
-    choices,
     err_console,
     error_line,
     fail,
     failures_exit_code,
     one_line_errors,
-    options_for,
     warning_line,
     out_console,
 )
 from landmark_edge.decode import DecodeMethod
-from landmark_edge.engines.ray import RaySettings, ray_inference  # imports Ray only when it runs
-from landmark_edge.errors import InputError, OutputError, RunInterrupted
-from landmark_edge.export.loaders import OnnxFromWeights
-from landmark_edge.io.atomic import atomic_open, atomic_path, atomic_write_text
-from landmark_edge.io.images import XrayImage, read_image
+from landmark_edge.distributed.ray import RaySettings
+from landmark_edge.errors import OutputError, RunInterrupted
+from landmark_edge.inference import InferJob, infer_files
+from landmark_edge.io.atomic import atomic_open, atomic_write_text
 from landmark_edge.io.inputs import expand_inputs
-from landmark_edge.plausibility import min_confidences
 from landmark_edge.results import (
     ImageFailure,
     ImageResult,
     JsonlResults,
     Outcome,
     ResultStore,
-    made_from,
-    reusable,
     to_csv,
     to_json,
     to_jsonl_line,
-    write_overlay,
     write_parquet,
 )
-from landmark_edge.runtime.pipeline import StopSignals, run_inference
-from landmark_edge.runtime.registry import BackendRequest, backend_names, check_options, create_backend, default_backend
+from landmark_edge.runtime.pipeline import StopSignals
+from landmark_edge.runtime.registry import default_backend
 from landmark_edge.weights import resolve_weights
 
 FORMATS = ("table", "json", "csv", "jsonl", "parquet")
-ENGINES = ("process", "ray")
+EXECUTORS = ("process", "ray")
 
 
 def infer(
@@ -90,20 +81,17 @@ def infer(
     anatomy: AnatomyOpt,
     weights: WeightsOpt = None,
     batch_size: BatchSizeOpt = 8,
-    device: DeviceOpt = "cpu",
+    device: BackendDeviceOpt = "cpu",
     backend: Annotated[
         str | None,
-        typer.Option(
-            metavar=choices(backend_names()),
-            help="Inference backend (onnxruntime: --device cpu, cuda[:N], tensorrt[:N]). Default: onnxruntime for "
-            "fp32 on the CPU (its graph cached per weights), else torch. openvino: fp32 is exact (within 1e-4 of "
-            "torch); bf16 moved chest landmarks up to 0.21 px (mean 0.03) on a CPU with AVX512_BF16 (elsewhere it "
-            "runs fp32, and says so); int8 runs an IR from `export --profile cpu-openvino-int8`, bounded when "
-            "exported to a max move on validation images (chest 1 px, head 0.5 mm by default).",
-            show_default=False,
+        backend_option(
+            "onnxruntime for fp32 on the CPU (its graph cached per weights), else torch. Drift from torch fp32 "
+            "with openvino: fp32 none (within 1e-4); bf16 moved chest landmarks up to 0.21 px (mean 0.03) on a CPU "
+            "with AVX512_BF16 (elsewhere it runs fp32, and the run record says so); int8 (an IR from `export "
+            "--profile cpu-openvino-int8`) is bounded when exported (chest 1 px, head 0.5 mm by default)"
         ),
     ] = None,
-    precision: Annotated[str, typer.Option(metavar=PRECISIONS, help="Precision (backend permitting).")] = "fp32",
+    precision: PrecisionOpt = "fp32",
     artifact: ArtifactOpt = None,
     allow_fallback: AllowFallbackOpt = False,
     option: BackendOptionOpt = None,
@@ -146,16 +134,17 @@ def infer(
             "SNA, ODI, APDI, FHI, FMA, MW) to every result, table and overlay."
         ),
     ] = False,
-    engine: Annotated[
+    executor: Annotated[
         str,
         typer.Option(help="process: batches in this process; ray: a Ray cluster (pip install 'landmark-edge\\[ray]')."),
     ] = "process",
     ray_address: Annotated[
-        str, typer.Option(help="--engine ray: 'local' starts an in-process cluster; else a head node, e.g. HOST:6379.")
+        str,
+        typer.Option(help="--executor ray: 'local' starts an in-process cluster; else a head node, e.g. HOST:6379."),
     ] = "local",
     ray_actors: Annotated[
         int | None,
-        typer.Option(min=1, help="--engine ray: network actors (default: one per GPU with --device cuda, else 1)."),
+        typer.Option(min=1, help="--executor ray: network actors (default: one per GPU with --device cuda, else 1)."),
     ] = None,
 ) -> None:
     """Detect an anatomy's landmarks; coordinates in original pixels, and in mm where the spacing is known.
@@ -165,11 +154,12 @@ def infer(
     """
     target = anatomy_or_exit(anatomy)
     backend = backend or default_backend(device, precision, artifact)
-    options = _options_of(backend, option or [], allow_fallback)  # before any input or weights are touched
+    # checked before any input or weights are touched
+    choice = backend_choice(backend, artifact, precision, device, decode, option, allow_fallback)
     if output_format not in FORMATS:
         raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}", param_hint="--format")
-    if engine not in ENGINES:
-        raise typer.BadParameter(f"--engine must be one of {', '.join(ENGINES)}", param_hint="--engine")
+    if executor not in EXECUTORS:
+        raise typer.BadParameter(f"--executor must be one of {', '.join(EXECUTORS)}", param_hint="--executor")
     if output_format == "parquet" and out is None:
         fail("--format parquet writes a file: give --out FILE")
     streams = output_format == "jsonl" and out is not None  # a JSONL file keeps what an interrupted run wrote
@@ -180,52 +170,25 @@ def infer(
     inputs = expand_inputs(images)
     if inputs.skipped:
         err_console.print(f"note: skipped {inputs.skipped} files in folders that are not images or DICOM")
-    store = ResultStore(out_dir, inputs.files)
     counts = {"failed": 0, "flagged": 0, "total": 0, "results": 0}
     stop = StopSignals()
     with one_line_errors():
-        weights = resolve_weights(weights) if artifact is None else weights  # an artefact carries its network
-        found = store if out_dir is not None else JsonlResults(out) if streams else None
-        done = _reusable(found, store, inputs.files, target, decode, overlay, weights, artifact) if skip_existing else {}
-        todo = [path for path in inputs.files if path not in done]
-        request = BackendRequest(
-            weights=weights, anatomy=target, decode=decode, device=device, precision=precision,
-            max_batch_size=batch_size, artifact=artifact, options=options,
-            onnx_loader=None if weights is None else OnnxFromWeights(weights, target, decode),
+        job = InferJob(
+            target, choice, resolve_weights(weights) if artifact is None else weights,  # an artefact has its network
+            ResultStore(out_dir, inputs.files), batch_size=batch_size, spacing_mm=spacing,
+            min_confidence=min_confidence, measurements=measurements, skip_existing=skip_existing, overlay=overlay,
+            save_heatmaps=save_heatmaps, stop=stop, resume_from=JsonlResults(out) if streams and not out_dir else None,
+            cluster=RaySettings(ray_address, ray_actors, gpu=not device.startswith("cpu")) if executor == "ray" else None,
         )  # fmt: skip
-        sink = _heatmap_writer(store, save_heatmaps) if save_heatmaps else None
-        if engine == "ray":
-            cluster = RaySettings(ray_address, ray_actors, gpu=not device.startswith("cpu"))
-            fresh = ray_inference(
-                todo, target, partial(create_backend, backend, request), cluster, batch_size=batch_size,
-                spacing_mm=spacing, min_confidence=min_confidence, measurements=measurements, heatmap_sink=sink,
-                log=partial(err_console.print, markup=False),
-            )  # fmt: skip
-        else:
-            with build_status() as status:  # the progress callback stays here: Ray pickles the request
-                runner = create_backend(backend, replace(request, progress=status))
-            drawer = None if overlay is None else _overlay_writer(store, overlay, measurements)
-            fresh = run_inference(
-                todo, target, runner, batch_size=batch_size, spacing_mm=spacing, heatmap_sink=sink,
-                overlay_sink=drawer, min_confidence=min_confidence, measurements=measurements, stop=stop,
-            )  # fmt: skip
-        # Ray decodes in its read tasks and ships only results back: its overlays read the image again
-        redraw = overlay if engine == "ray" else None
+        outcomes = infer_files(job, inputs.files, building=build_status, log=partial(err_console.print, markup=False))
         shows_flags = not (output_format == "table" and out is None)  # the table on screen prints them itself
-        signals = stop.installed() if engine == "process" else nullcontext()
+        signals = stop.installed() if executor == "process" else nullcontext()
         inputs_total = len(inputs.files) + len(inputs.failures)
         try:
             with signals, _output(output_format, out, target) as emit, _progress(len(inputs.files)) as advance:
                 for failure in inputs.failures:
                     _report(failure, counts, emit)
-                for path in inputs.files:
-                    outcome = done.get(path) or next(fresh, None)
-                    if outcome is None:  # the session stopped after its batch: a signal asked it to
-                        raise RunInterrupted(stop.received)
-                    if path not in done and isinstance(outcome, ImageResult):
-                        outcome = _finish(outcome, store, redraw, measurements)
-                    elif measurements and isinstance(outcome, ImageResult) and outcome.measurements is None:
-                        outcome.measurements = measure(outcome, min_confidences(target, min_confidence))  # reused
+                for outcome in outcomes:
                     _report(outcome, counts, emit, warn=shows_flags)
                     advance()
         except RunInterrupted as stopped:
@@ -243,32 +206,6 @@ def infer(
     raise typer.Exit(failures_exit_code(counts["failed"]))
 
 
-def _options_of(backend: str, items: list[str], allow_fallback: bool) -> dict[str, object]:
-    """The backend's ``--option`` values, checked against its option set (and its name against the registry)."""
-    given = backend_options(items)
-    foreign = sorted(set(given) - {ANY_BACKEND, backend})
-    if foreign:
-        fail(f"--option {foreign[0]}:...: this run uses the {backend} backend")
-    options = options_for(given, backend)
-    if allow_fallback:  # an ONNX Runtime setting: backends without it reject unknown options
-        options["allow_fallback"] = True
-    with one_line_errors():
-        check_options(backend, options)
-    return options
-
-
-def _reusable(
-    found: ResultStore | JsonlResults, store: ResultStore, files: list[Path], anatomy: Anatomy, decode: DecodeMethod,
-    overlay: Path | None, weights: Path | None, artifact: Path | None,
-) -> dict[Path, ImageResult]:  # fmt: skip
-    """Earlier results (--out-dir, else the JSONL --out) made the way this run makes them; one line says how many
-    and why the others are redone."""
-    reuse = reusable(found, store, files, anatomy.name, decode.value, made_from(weights, artifact), overlay)
-    if reuse.summary():
-        err_console.print(f"note: {reuse.summary()}")
-    return reuse.results
-
-
 def _resume_line(signal_name: str, kept: int, total: int, where: Path | None) -> str:
     """What an interrupted run says: how many results are on disk, and the command that resumes it."""
     if not kept and where is None:
@@ -277,32 +214,6 @@ def _resume_line(signal_name: str, kept: int, total: int, where: Path | None) ->
     again = shlex.join(["landmark-edge", *argv, *([] if "--skip-existing" in argv else ["--skip-existing"])])
     command = again if argv[:1] == ["infer"] else "the same command with --skip-existing"
     return f"interrupted ({signal_name}): {kept} of {total} results on disk in {where}; resume with: {command}"
-
-
-def _finish(result: ImageResult, store: ResultStore, overlay: Path | None, measurements: bool = False) -> Outcome:
-    """Write a fresh result's per-image files; the JSON comes last, as the mark that all are done. ``overlay`` is
-    given only where the image must be read again to draw it (Ray): one that changed or vanished by then becomes
-    that input's failure."""
-    if overlay is not None:
-        decorate = measurement_drawer(result) if measurements else None
-        try:
-            write_overlay(read_image(result.path), result, store.path(result.path, ".png", overlay), decorate)
-        except InputError as error:
-            return ImageFailure(result.path, str(error))
-    if store.out_dir is not None:
-        store.save(result)
-    return result
-
-
-def _overlay_writer(store: ResultStore, overlay: Path, measurements: bool) -> Callable[[XrayImage, ImageResult], None]:
-    """The session's overlay sink: draws from the image it decoded for the network, so no file is read twice
-    (with the measurements' lines when asked: the session measured the result before handing it over)."""
-
-    def draw(xray: XrayImage, result: ImageResult) -> None:
-        decorate = measurement_drawer(result) if measurements else None
-        write_overlay(xray, result, store.path(result.path, ".png", overlay), decorate)
-
-    return draw
 
 
 def _report(outcome: Outcome, counts: dict[str, int], emit: Callable[[Outcome], None], warn: bool = True) -> None:
@@ -345,14 +256,6 @@ def _progress(total: int) -> Iterator[Callable[[], None]]:
     with Progress(console=err_console, transient=True, disable=total < 2 or not err_console.is_terminal) as bar:
         task = bar.add_task("inferring", total=total)
         yield lambda: bar.advance(task)
-
-
-def _heatmap_writer(store: ResultStore, directory: Path):
-    def write(path: Path, heatmaps: np.ndarray) -> None:
-        with atomic_path(store.path(path, "", directory).with_suffix(".npy")) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, heatmaps.astype(np.float32))
-
-    return write
 
 
 def _emit(outcomes: list[Outcome], anatomy: Anatomy, output_format: str, out: Path | None) -> None:

@@ -16,9 +16,17 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup
 from rich.console import Console
 from rich.text import Text
 
-from landmark_edge.anatomy import ANATOMIES, Anatomy, get_anatomy, parse_anatomy_list
+from landmark_edge.anatomy import ANATOMIES, PAPER_ORDER, Anatomy, get_anatomy, parse_anatomy_list
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import LandmarkEdgeError
+from landmark_edge.runtime.registry import (
+    BackendChoice,
+    all_precisions,
+    artifact_backends,
+    backend_names,
+    backend_specs,
+    check_choice,
+)
 
 EXIT_FATAL = 2  # nothing was processed: bad options, missing weights, ...
 EXIT_FAILED_BASE = 10  # 10 + N: N inputs failed (N capped at 100), the others were processed
@@ -45,11 +53,6 @@ class ReportFormat(str, Enum):
 
 
 FormatOpt = Annotated[ReportFormat, typer.Option("--format", "-f", help="table for people, json for tools.")]
-JsonAliasOpt = Annotated[bool, typer.Option("--json", hidden=True, help="The old spelling of --format json.")]
-
-
-def wants_json(output_format: ReportFormat, json_alias: bool) -> bool:
-    return output_format is ReportFormat.JSON or json_alias
 
 
 WeightsOpt = Annotated[
@@ -61,7 +64,6 @@ def choices(values) -> str:
     return "[" + "|".join(values) + "]"
 
 
-PRECISIONS = choices(("fp32", "fp16", "bf16", "int8"))  # what the backends take (each says which it supports)
 ANATOMY_NAMES = ", ".join(f"{a.name} ({'/'.join(a.aliases)})" if a.aliases else a.name for a in ANATOMIES.values())
 # Each registered anatomy's raw dataset folder, for --data's help (an entry without a dataset spec has none).
 DATASET_FOLDERS = ", ".join(f"{a.dataset.folder}/" for a in ANATOMIES.values() if a.dataset is not None)
@@ -69,18 +71,6 @@ AnatomyOpt = Annotated[
     str, typer.Option("--anatomy", "-a", metavar=choices(ANATOMIES), help=f"Anatomy: {ANATOMY_NAMES}.")
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", metavar="[cpu|cuda[:N]]", help="Device: cpu, cuda, cuda:1, ...")]
-ArtifactOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--artifact",
-        help="Exported model the backend runs: .onnx (onnxruntime), .engine (tensorrt), .pt2 (aoti, from "
-        "`landmark-edge compile`).",
-    ),
-]
-AllowFallbackOpt = Annotated[
-    bool,
-    typer.Option(help="Accept ONNX Runtime running on the CPU when the GPU provider asked for cannot load."),
-]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
 DecodeOpt = Annotated[
     DecodeMethod,
@@ -93,7 +83,8 @@ DataOpt = Annotated[
 AnatomiesOpt = Annotated[
     str, typer.Option("--anatomies", help=f"Comma-separated anatomies, in model order ({', '.join(ANATOMIES)}).")
 ]
-ALL_ANATOMIES = ",".join(ANATOMIES)  # the default of --anatomies: every anatomy of the registry
+# pack's default, the same one constant as train's (TrainConfig.anatomies): the paper's model, in its order.
+PAPER_ANATOMIES = ",".join(PAPER_ORDER)
 WorkersOpt = Annotated[int, typer.Option("--workers", min=0, help="Image-loading workers.")]
 
 
@@ -116,8 +107,37 @@ def _name_values(params: list, ctx: typer.Context) -> list:
     return params
 
 
+# Old spellings still accepted: each use prints one deprecation line and is read as the new spelling (its
+# tokens), so a renamed option keeps scripts working without a second, hidden parameter in the command's signature.
+OLD_SPELLINGS = {
+    "--engine": ("--executor",),  # infer
+    "--image": ("--images",),  # export
+    "--overlays": ("--overlay",),  # evaluate
+    "--max-batch-size": ("--max-batch",),  # compile
+    "--json": ("--format", "json"),  # bench, build, compile, export
+}
+
+
+def current_spellings(args: list[str], known: set[str]) -> list[str]:
+    """``args`` with every old spelling whose new one is in ``known`` replaced (``--old=value`` too), each said
+    once in a deprecation line; nothing after ``--`` is touched."""
+    rewritten: list[str] = []
+    for position, arg in enumerate(args):
+        if arg == "--":
+            return rewritten + args[position:]
+        name, equals, value = arg.partition("=")
+        new = OLD_SPELLINGS.get(name)
+        if new is None or new[0] not in known:
+            rewritten.append(arg)
+            continue
+        warning_line(f"{name} is deprecated: use {' '.join(new)}")
+        rewritten += [new[0] + equals + value] if equals else list(new)
+    return rewritten
+
+
 class Command(TyperCommand):
-    """A subcommand whose help reads as prose, with placeholders a newcomer understands."""
+    """A subcommand whose help reads as prose, with placeholders a newcomer understands, that still accepts the
+    old spellings of its options (:data:`OLD_SPELLINGS`)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -125,6 +145,10 @@ class Command(TyperCommand):
 
     def get_params(self, ctx: typer.Context) -> list:
         return _name_values(super().get_params(ctx), ctx)
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        known = {name for param in self.params for name in getattr(param, "opts", ())}
+        return super().parse_args(ctx, current_spellings(args, known))
 
 
 class Group(TyperGroup):
@@ -251,6 +275,54 @@ def options_for(options: dict[str, dict[str, object]], backend: str) -> dict[str
     return {**options.get(ANY_BACKEND, {}), **options.get(backend, {})}
 
 
+
+
+# --- the backend-arguments group: the same options, help and meaning in infer, evaluate and bench ---------------
+# Every help text here is read from the registry's capability entries, so a new backend appears in all of them.
+
+
+def backend_help(default: str) -> str:
+    """``--backend``'s help: each backend's precisions, devices and artifacts, then the command's default."""
+    return f"Inference backend: {'; '.join(spec.summary() for spec in backend_specs())}. Default: {default}."
+
+
+def backend_option(default: str) -> object:
+    """The ``--backend`` option, with the command's own default named in its help (each command keeps its own)."""
+    return typer.Option("--backend", metavar=choices(backend_names()), help=backend_help(default), show_default=False)
+
+
+def _artifact_kinds() -> str:
+    return ", ".join(
+        f"{'/'.join(spec.artifact.suffixes)} ({spec.name}, from `{spec.artifact.made_by}`)"
+        for spec in artifact_backends()
+    )
+
+
+ArtifactOpt = Annotated[
+    Path | None, typer.Option("--artifact", help=f"Exported model the backend runs: {_artifact_kinds()}.")
+]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        metavar=choices(all_precisions()),
+        help="Precision, as the backend supports it (see --backend).",
+    ),
+]
+BackendDeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        metavar=choices(dict.fromkeys(k if k == "cpu" else f"{k}[:N]" for s in backend_specs() for k in s.devices)),
+        help="Device: cpu, cuda, cuda:1, ... (as the backend supports it, see --backend).",
+    ),
+]
+AllowFallbackOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Accept a backend's CPU fallback when the GPU provider asked for cannot load (ONNX Runtime); "
+        "backends without a fallback ignore it."
+    ),
+]
 BackendOptionOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -260,3 +332,24 @@ BackendOptionOpt = Annotated[
         "(onnxruntime int8), compiled:mode=reduce-overhead.",
     ),
 ]
+
+
+def backend_choice(
+    backend: str,
+    artifact: Path | None,
+    precision: str,
+    device: str,
+    decode: DecodeMethod,
+    option: list[str] | None,
+    allow_fallback: bool,
+) -> BackendChoice:
+    """The group parsed into one :class:`BackendChoice` and checked against the backend's capability entry, before
+    any input or weights are read: a misspelt backend, option, precision or device is one line and exit 2."""
+    given = backend_options(option or [])
+    foreign = sorted(set(given) - {ANY_BACKEND, backend})
+    if foreign:
+        fail(f"--option {foreign[0]}:...: this run uses the {backend} backend")
+    choice = BackendChoice(backend, artifact, precision, device, decode, options_for(given, backend), allow_fallback)
+    with one_line_errors():
+        check_choice(choice)
+    return choice

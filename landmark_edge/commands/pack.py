@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from landmark_edge.commands.options import (
-    ALL_ANATOMIES,
+    PAPER_ANATOMIES,
     AnatomiesOpt,
     DataOpt,
     anatomies_or_exit,
@@ -22,7 +22,7 @@ from landmark_edge.data.packed import pack as pack_data
 def pack(
     data: DataOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (manifest.json + <anatomy>/<id>.jpg).")],
-    anatomies: AnatomiesOpt = ALL_ANATOMIES,
+    anatomies: AnatomiesOpt = PAPER_ANATOMIES,
     quality: Annotated[int, typer.Option(min=50, max=100, help="JPEG quality of the grid images.")] = DEFAULT_QUALITY,
 ) -> None:
     """Resize every image of the reference splits to its anatomy's grid and write it with its labels.

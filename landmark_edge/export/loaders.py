@@ -25,8 +25,9 @@ class OnnxFromWeights:
     """Calling it gives a weights file's graph for one anatomy (BatchNorm folded, decoder attached), serialized.
 
     With ``calibration`` fields (:class:`~landmark_edge.export.profiles.Calibration`'s: images, count, method) the
-    graph is quantized to int8 for ONNX Runtime's CPU provider. Exporting costs seconds (most of a one-image
-    ``infer``), so the graph is cached in the user's cache folder under a name made of the weights' sha256,
+    graph is quantized to int8 for ONNX Runtime's CPU provider. Making the graph costs seconds (importing torch,
+    folding BatchNorm and copying the weights into a shipped graph template; for a network without one, torch's
+    exporter: most of a one-image ``infer``), so the graph is cached in the user's cache folder under a name made of the weights' sha256,
     anatomy, decoding, precision (int8: its calibration) and the package version. The weights header is still
     read and the shipped file's checksum checked on every call, so an anatomy the weights mark unfit, or a damaged
     install, is refused as without the cache. A cache hit imports neither torch nor ONNX.

@@ -5,6 +5,9 @@
     weights -> export_module (BatchNorm folded, optional decoder) -> torch_to_onnx (dynamic batch)
             -> simplify_onnx (onnxslim) -> attach_metadata -> check_onnx -> validate_onnx -> save_onnx
 
+For the shipped network the two middle steps are replaced by a shipped graph template filled with the weights
+(:mod:`landmark_edge.export.graph_template`): the same graph, without the exporter's seconds.
+
 The graph input is the **z-scored** (B, 1, H, W) float32 image. The z-score stays outside the graph on purpose:
 it is a reduction over the whole image whose sum overflows fp16 (512 x 512 x 255), so inside an fp16 or int8
 TensorRT engine it would need precision pinning on every backend; outside, every backend runs the same
@@ -38,6 +41,7 @@ from landmark_edge.contracts import (
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
 from landmark_edge.errors import LandmarkEdgeError, first_line
 from landmark_edge.export.common import attach_metadata, quiet_logger
+from landmark_edge.export.graph_template import fill_template, shipped_template
 from landmark_edge.export.profiles import Calibration
 from landmark_edge.io.atomic import atomic_path
 from landmark_edge.model.gu2net import GU2Net, SeparableDoubleConv, SingleAnatomy
@@ -296,6 +300,10 @@ def export_anatomy(
     how much drift is acceptable is the deployment's call, and it depends on the trained weights).
     """
     target = get_anatomy(anatomy)
+    if calibration is not None:
+        from landmark_edge.export.quantize import calibration_paths
+
+        calibration_paths(calibration)  # missing images fail now, not after the fp32 export
     graph, model = onnx_graph(weights, target, decode=decode, opset=opset, simplify=simplify, step=step)
     step("checking")
     check_onnx(graph)
@@ -332,16 +340,40 @@ def onnx_graph(
     step: Callable[[str], None] = lambda name: None,
     require_fit: bool = True,
 ) -> tuple[onnx.ModelProto, GU2Net]:
-    """The described graph of one anatomy (not yet checked or validated) and the PyTorch model it came from."""
+    """The described graph of one anatomy (not yet checked or validated) and the PyTorch model it came from.
+
+    The shipped graph template, filled with the weights, when one fits (see :mod:`graph_template`: the same graph
+    in a fraction of a second); else torch's exporter and onnxslim.
+    """
     step("loading weights")
     model, info = load_weights(weights, anatomy.name, require_fit=require_fit)
+    module = export_module(model, anatomy.name, decode)
+    template = shipped_template(anatomy, decode, opset, info.architecture) if simplify else None
+    if template is not None:
+        step("filling the shipped graph template")
+        graph = fill_template(template, module_tensors(module))
+    else:
+        graph = exported_graph(module, anatomy, opset, simplify, step)
+    outputs = [o.name for o in graph.graph.output]
+    return attach_metadata(graph, describe(anatomy, info, decode, _opset_of(graph), outputs)), model
+
+
+def exported_graph(
+    module: ExportGraph, anatomy: Anatomy, opset: int = 18, simplify: bool = True,
+    step: Callable[[str], None] = lambda name: None,
+) -> onnx.ModelProto:
+    """The module through torch's exporter and, with ``simplify``, onnxslim (no metadata yet)."""
     step("exporting to ONNX")
-    graph = torch_to_onnx(export_module(model, anatomy.name, decode), anatomy, opset)
+    graph = torch_to_onnx(module, anatomy, opset)
     if simplify:
         step("simplifying (onnxslim)")
         graph = simplify_onnx(graph)
-    outputs = [o.name for o in graph.graph.output]
-    return attach_metadata(graph, describe(anatomy, info, decode, _opset_of(graph), outputs)), model
+    return graph
+
+
+def module_tensors(module: nn.Module) -> dict[str, np.ndarray]:
+    """The module's parameters and buffers by ``state_dict`` name, as the exporter names the graph's initializers."""
+    return {name: tensor.detach().cpu().numpy() for name, tensor in module.state_dict().items()}
 
 
 def describe(

@@ -41,7 +41,7 @@ from landmark_edge.contracts import (
     read_onnx_info,
 )
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
-from landmark_edge.errors import LandmarkEdgeError, first_line
+from landmark_edge.errors import InputError, LandmarkEdgeError, first_line
 from landmark_edge.export.onnx import (
     EXAMPLE_IMAGE,
     ExportError,
@@ -291,7 +291,7 @@ def quantize_int8(
     unit = drift_unit(anatomy)
     limit = control.max_drift or DEFAULT_MAX_DRIFT[unit]
     step("reading validation and calibration images")
-    validation = drift_images(calibration_paths(Calibration(images=control.images, count=control.count)), anatomy, model)
+    validation = drift_images(validation_paths(control), anatomy, model)
     train = DriftImages.read(calibration_paths(calibration), anatomy)
     arguments = quantization_arguments(model, train, control)
     recipe = {"range_estimator": control.range_estimator, "fast_bias_correction": control.fast_bias_correction,
@@ -388,6 +388,11 @@ def export_ir(
 ) -> IrReport:
     """Export, validate and save one anatomy's IR at ``precision``; the saved files are checked before returning."""
     target = get_anatomy(anatomy)
+    if precision == "int8":  # missing images fail now, not after the fp32 export
+        if calibration is None or control is None:
+            raise ExportError("an int8 IR needs calibration images and an accuracy_control section (validation images)")
+        calibration_paths(calibration)
+        validation_paths(control)
     graph, model = onnx_graph(weights, target, decode=decode, opset=opset, simplify=simplify, step=step)
     check_onnx(graph)
     reference, batch = SingleAnatomy(model, target.name).eval(), validation_batch(target, images)
@@ -395,8 +400,6 @@ def export_ir(
     check_validation(validate_onnx(graph, reference, batch, decode), target, "ONNX Runtime")
     ir, int8 = describe_ir(to_ir(graph), read_onnx_info(graph), precision), None
     if precision == "int8":
-        if calibration is None or control is None:
-            raise ExportError("an int8 IR needs calibration images and an accuracy_control section (validation images)")
         ir, int8 = quantize_int8(ir, target, calibration, control, step)
         describe_ir(ir, read_onnx_info(graph), "int8")
     step("saving")
@@ -413,9 +416,16 @@ def export_ir(
     return report
 
 
+def validation_paths(control: AccuracyControl) -> list[Path]:
+    """The user's validation images (``--validation``: a folder or glob), sorted, at most ``control.count``."""
+    if control.images is None:  # a shipped profile: the images are the user's own
+        raise InputError("no validation images: give --validation with a folder or glob of X-rays (never test images)")
+    return calibration_paths(Calibration(images=control.images, count=control.count))
+
+
 def _bf16_drift(path: Path, anatomy: Anatomy, control: AccuracyControl | None, images: Sequence[Path]) -> float:
     """bf16's largest landmark move from fp32 (the same IR at the f32 hint), on the validation images."""
-    paths = calibration_paths(Calibration(images=control.images, count=control.count)) if control else images
+    paths = validation_paths(control) if control is not None and control.images is not None else images
     drift_images = DriftImages.read(list(paths) or [EXAMPLE_IMAGE], anatomy)
     drift_images.set_reference(ir_runner(path, "fp32"))
     return float(drift_images.drifts(ir_runner(path, "bf16")).max())

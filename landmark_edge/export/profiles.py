@@ -1,14 +1,20 @@
-"""Deployment profiles: one readable YAML file per target in the repository's ``export/`` folder.
+"""Deployment profiles: one readable YAML file per target in the repository's ``export/`` folder, shipped in the wheel.
 
 A profile says, for one deployment target, everything ``export`` and ``build`` would otherwise take as options:
 the ONNX opset, whether landmarks are decoded in the graph, the precision, the batch range of the TensorRT
 optimization profile, the workspace, calibration images for int8/fp8, and so on. Options given on the command
 line override the profile. Loading validates every field (pydantic, unknown fields forbidden), so a typo is one
 line naming the file and the field rather than a silently ignored setting.
+
+A shipped profile names no data path: the calibration images of an int8/fp8 profile are the user's own X-rays,
+given with ``--calibration`` (its ``calibration`` section sets only how many and how), and so are the validation
+images of an OpenVINO int8 one (``--validation``; its ``accuracy_control`` section sets the bound and the recipe).
 """
 
 from __future__ import annotations
 
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import LandmarkEdgeError, first_line
 
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "export"
+# setup.py maps the repository's export/ folder onto the package folder landmark_edge/profiles: the YAML files
+# stay where people read and edit them, and a wheel carries them as package data. A checkout run from its source
+# (PYTHONPATH, or an editable install, whose finder does not make that folder) reads export/ itself.
+PACKAGED_PROFILES = "profiles"
+CHECKOUT_PROFILES = Path(__file__).resolve().parents[2] / "export"
 
 Precision = Literal["fp32", "fp16", "bf16", "int8", "fp8"]
 QUANTIZED: tuple[str, ...] = ("int8", "fp8")
@@ -50,7 +60,8 @@ class BatchRange(_Strict):
 class Calibration(_Strict):
     """Real images for int8/fp8 explicit quantization: the user chooses them (they must resemble deployment)."""
 
-    images: Path  # a folder or a glob pattern, relative to the current directory
+    # a folder or a glob pattern, relative to the current directory; a shipped profile leaves it out (--calibration)
+    images: Path | None = None
     count: int = Field(64, ge=1)  # at most this many images, in sorted order
     method: Literal["minmax", "entropy", "percentile"] = "percentile"
 
@@ -59,13 +70,14 @@ class AccuracyControl(_Strict):
     """OpenVINO int8 bounded by landmark drift: NNCF's accuracy-controlled quantization returns layers to float
     until the landmarks on ``images`` move at most ``max_drift`` from the float model's.
 
-    ``images`` are validation images (never the test set: the bound would be fitted to what it is judged on).
+    ``images`` are validation images (never the test set: the bound would be fitted to what it is judged on); a
+    shipped profile leaves them out, like its calibration images: they are the user's own (``--validation``).
     ``max_drift`` is in the anatomy's unit, in original-image space (chest: px; head, hand: mm); None takes the
     anatomy's default (:data:`landmark_edge.export.openvino.DEFAULT_MAX_DRIFT`). ``range_estimator`` and
     ``fast_bias_correction`` were chosen by measurement (``benchmarks/results/openvino_int8.md``).
     """
 
-    images: Path  # a folder or a glob, relative to the current directory
+    images: Path | None = None  # a folder or a glob, relative to the current directory; None: --validation
     count: int = Field(16, ge=1)  # at most this many images, in sorted order
     max_drift: float | None = Field(None, gt=0)
     ranking_images: int = Field(6, ge=1)  # images that rank the layers' contributions to the drift
@@ -114,19 +126,26 @@ class DeploymentProfile(_Strict):
         return self
 
 
+def profile_folder() -> Traversable:
+    """The shipped profiles: the installed package's ``profiles`` folder, else the checkout's ``export/``."""
+    packaged = resources.files("landmark_edge") / PACKAGED_PROFILES
+    return packaged if packaged.is_dir() else CHECKOUT_PROFILES
+
+
 def profile_names() -> list[str]:
-    """Profiles shipped in the repository's ``export/`` folder."""
-    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+    """Every shipped profile (each ``*.yaml`` of the profile folder)."""
+    return sorted(entry.name.removesuffix(".yaml") for entry in profile_folder().iterdir()
+                  if entry.name.endswith(".yaml"))  # fmt: skip
 
 
-def resolve_profile_path(name_or_path: str | Path) -> Path:
+def resolve_profile_path(name_or_path: str | Path) -> Traversable:
     """A path to a YAML file, or the name of a shipped profile."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ProfileError(f"{path}: profile file not found")
         return path
-    shipped = PROFILE_DIR / f"{name_or_path}.yaml"
+    shipped = profile_folder() / f"{name_or_path}.yaml"
     if not shipped.is_file():
         raise ProfileError(f"unknown profile '{name_or_path}': choose from {', '.join(profile_names())} or give a file")
     return shipped

@@ -60,6 +60,9 @@ class QuantizationError(LandmarkEdgeError):
 
 def calibration_paths(calibration: Calibration) -> list[Path]:
     """The user's calibration images (a folder, recursively, or a glob), sorted, at most ``count``."""
+    if calibration.images is None:  # a shipped int8 profile: the images are the user's own
+        raise InputError("no calibration images: give --calibration with a folder or glob of real X-rays like "
+                         "the deployed ones")  # fmt: skip
     inputs = expand_inputs([calibration.images])
     if not inputs.files:
         raise InputError(f"{calibration.images}: no calibration images found (give a folder of X-rays or a glob)")

@@ -35,7 +35,7 @@ from landmark_edge.errors import LandmarkEdgeError
 from landmark_edge.export.engine import write_engine
 from landmark_edge.export.profiles import QUANTIZED, DeploymentProfile
 from landmark_edge.export.quantize import QuantTarget, calibration_batches, quantize_onnx
-from landmark_edge.gpu import GpuInfo, TensorRTUnavailable, gpu_info, import_tensorrt, tensorrt_major
+from landmark_edge.tensorrt_probe import GpuInfo, TensorRTUnavailable, gpu_info, import_tensorrt, tensorrt_major
 from landmark_edge.io.atomic import atomic_open
 from landmark_edge.weights import file_sha256
 

@@ -1,5 +1,5 @@
 """GU2Net and its building blocks."""
 
-from landmark_edge.model.gu2net import GU2Net, SingleAnatomy, gu2net
+from landmark_edge.model.gu2net import SHARED, GU2Net, SingleAnatomy, gu2net, tensor_owners
 
-__all__ = ["GU2Net", "SingleAnatomy", "gu2net"]
+__all__ = ["SHARED", "GU2Net", "SingleAnatomy", "gu2net", "tensor_owners"]

@@ -230,6 +230,26 @@ class SingleAnatomy(nn.Module):
         return self.model(x, self.anatomy)
 
 
+SHARED = "shared"  # the owner of the layers every anatomy runs through (the local branch's 1x1 pointwise convs)
+
+
+def tensor_owners(model: GU2Net) -> dict[str, str]:
+    """Each state-dict key (parameters and BatchNorm buffers) -> the anatomy that owns it, or ``SHARED``.
+
+    An anatomy owns whatever sits under its key of a per-anatomy ``ModuleDict``; everything else is shared.
+    Fine-tuning freezes and initialises by these groups, and it is derived from the modules rather than from
+    key spellings (``global_net.head.head.weight`` is the *head* anatomy's output conv of the global branch).
+    """
+    names = set(model.anatomies)
+    owners = dict.fromkeys(model.state_dict(), SHARED)
+    for prefix, module in model.named_modules():
+        if isinstance(module, nn.ModuleDict) and set(module.keys()) == names:
+            for anatomy, child in module.items():
+                for key in child.state_dict():
+                    owners[f"{prefix}.{anatomy}.{key}"] = anatomy
+    return owners
+
+
 def gu2net(anatomies: Sequence[str] | None = None, **kwargs) -> GU2Net:
     """Build the paper's GU2Net for registry anatomies (default: head, hand, chest in the paper's order)."""
     from landmark_edge.anatomy import PAPER_ORDER, get_anatomy

@@ -1,6 +1,6 @@
 """Per-image result files: one JSON file per image in an output folder, the unit a folder run resumes from
-(``--skip-existing``), each written atomically, so a killed run leaves whole files only and a resumed run rebuilds
-exactly the aggregate an uninterrupted one writes."""
+(``--skip-existing``: :meth:`ResultStore.reusable`), each written atomically, so a killed run leaves whole files
+only and a resumed run rebuilds exactly the aggregate an uninterrupted one writes."""
 
 from __future__ import annotations
 

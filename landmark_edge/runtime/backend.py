@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,35 @@ from landmark_edge.transforms import zscore
 
 if TYPE_CHECKING:
     import torch
+
+    from landmark_edge.runtime.options import BackendOptions
+
+
+@dataclass
+class BackendRequest:
+    """What a backend is asked to run: the user's backend arguments and the job's weights, anatomy and batch size.
+
+    ``artifact`` is an exported file (ONNX, engine, .pt2) where one is used. Callers do not build it: they call
+    :func:`landmark_edge.backends.open_backend`, which also gives it the ``onnx_loader`` (export's, which the
+    runtime may not import).
+    """
+
+    weights: Path | None  # None when the artifact carries the network (exported graph, engine, .pt2)
+    anatomy: Anatomy
+    decode: DecodeMethod = DecodeMethod.SUBPIXEL
+    device: str = "cpu"
+    precision: str = "fp32"  # fp32 | fp16 | bf16 | int8 (where the backend supports it)
+    max_batch_size: int = 32
+    artifact: Path | None = None
+    options: dict[str, Any] | BackendOptions = field(default_factory=dict)  # the backend's typed set once created
+    require_fit: bool = True  # refuse an anatomy the weights mark unfit; evaluate measures it anyway
+    # Makes the ONNX graph of ``weights`` when no artifact is given (export's job, passed in Polygraphy-style:
+    # ``landmark_edge.export.loaders.OnnxFromWeights``): called with int8 calibration fields, or None for float.
+    onnx_loader: Callable[[dict[str, Any] | None], Any] | None = None
+    progress: Callable[[str], None] | None = None  # one line per step of a long build (the compiled backend's)
+    # Accept a backend's fallback (ONNX Runtime on the CPU when its GPU provider cannot load); backends without
+    # a fallback ignore it, so one flag means the same in every command whatever the backend.
+    allow_fallback: bool = False
 
 
 @dataclass
@@ -121,6 +150,13 @@ class Backend(ABC):
         self.anatomy = anatomy
         self.decode = DecodeMethod(decode)
 
+    def decodes_in_graph(self, graph_decode: str | None) -> bool:
+        """Whether an artifact's own decoder gives what was asked: it was exported with one (``graph_decode``, from
+        its metadata) and with the method requested. Otherwise the backend decodes the artifact's heatmaps on the
+        host with the one decoder (:func:`landmark_edge.decode.decode_heatmaps`), so results never depend on
+        where decoding ran."""
+        return graph_decode is not None and DecodeMethod(graph_decode) is self.decode
+
     def stage(self, name: str):
         """``with self.stage("compute"): ...`` marks a stage for :meth:`run_timed` (free when not timing)."""
         return self._timer(name)
@@ -177,10 +213,8 @@ class GraphBackend(Backend):
         """``precision`` is what the runtime computes in when it is not the graph's own (fp16 on the TensorRT EP,
         what OpenVINO's runtime graph reports)."""
         super().__init__(anatomy, decode)
-        if info.anatomy != anatomy.name:
-            raise BackendUnavailable(f"{self.name}: the model is for {info.anatomy}, not {anatomy.name}")
-        self.info = info
-        self.graph_decodes = info.decode is not None and DecodeMethod(info.decode) is self.decode
+        self.info = info  # the factory has checked it against the request (check_built_for)
+        self.graph_decodes = self.decodes_in_graph(info.decode)
         self.precision = precision or info.precision
         self.artifact_weights_sha256 = info.weights_sha256 or None
 
@@ -224,7 +258,7 @@ class BuiltFor:
     kind: str
     anatomy: str
     precision: str
-    max_batch_size: int
+    max_batch_size: int | None  # None: any batch size (a graph with a dynamic batch axis)
     rebuild: str
 
 
@@ -245,7 +279,7 @@ def check_built_for(
             f"{path}: a {built.precision} {built.kind}; run it with --precision {built.precision} or make a "
             f"{precision} one ({built.rebuild} --precision {precision})"
         )
-    if max_batch_size is not None and max_batch_size > built.max_batch_size:
+    if None not in (max_batch_size, built.max_batch_size) and max_batch_size > built.max_batch_size:
         raise BackendUnavailable(
             f"{path}: the {built.kind} runs batches up to {built.max_batch_size}, not {max_batch_size}: pass "
             f"--batch-size {built.max_batch_size} or make a larger one ({built.rebuild} --max-batch {max_batch_size})"

@@ -6,8 +6,9 @@ construction compiles and warms every *bucket* (powers of two up to ``max_batch_
 itself; short batches are padded up to theirs) and, on CUDA, captures each as a CUDA graph to replay: at batch 1
 the network is ~100 small kernels, so launch overhead, not arithmetic, is what graphs remove.
 
-Build time is the constraint behind the defaults (issue 14: on an H100, ``max-autotune-no-cudagraphs`` was still
-autotuning after 130 s, 6-10 s per convolution shape, per bucket, per precision):
+Build time is the constraint behind the defaults (issue 14: ``max-autotune-no-cudagraphs`` autotunes every
+convolution shape, per bucket, per precision, which took minutes on an H100; the GPU check that times the
+defaults is ``benchmarks/device/gpu_check.sh``, its records go to ``benchmarks/results/<gpu>-chest/``):
 
 * mode ``default``: Inductor benchmarks no convolution or GEMM choices (only ``max-autotune*`` modes do); the
   convolutions are cuDNN's and Inductor generates the kernels around them (casts, bias, activations, padding,
@@ -49,7 +50,8 @@ from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import LandmarkEdgeError, WeightsError, first_line
 from landmark_edge.model import GU2Net
 from landmark_edge.optimize import QUIET_INDUCTOR, Kernels, rewrite_for_inference
-from landmark_edge.runtime.eager import TorchBackend
+from landmark_edge.runtime.backend import BackendRequest, BuiltFor, check_built_for
+from landmark_edge.runtime.eager import TorchBackend, request_dtype, weights_of
 from landmark_edge.runtime.options import BackendOptions
 
 DEFAULT_CUDA_MODE = "default"  # no autotuning at start-up: see the module docstring
@@ -288,3 +290,26 @@ class AOTIBackend(TorchBackend):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bucket_for(x.shape[0], self.package.max_batch_size)  # one clear line instead of a shape-guard failure
         return self.model(x)
+
+
+def create(request: BackendRequest) -> CompiledBackend:
+    """The ``compiled`` registry entry's factory."""
+    from landmark_edge.weights import load_weights
+
+    dtype = request_dtype("compiled", request)
+    model, _ = load_weights(weights_of("compiled", request), request.anatomy.name, require_fit=request.require_fit)
+    return CompiledBackend(
+        model, request.anatomy, request.decode, request.device, dtype, request.options, request.max_batch_size,
+        request.progress,
+    )
+
+
+def create_aoti(request: BackendRequest) -> AOTIBackend:
+    """The ``aoti`` registry entry's factory: the package is checked against the request before it serves."""
+    request_dtype("aoti", request)
+    package = load_pt2(request.artifact, request.device)
+    built = BuiltFor(
+        "package", package.anatomy.name, package.precision, package.max_batch_size, "landmark-edge compile"
+    )
+    check_built_for(request.artifact, built, request.anatomy, request.precision, request.max_batch_size)
+    return AOTIBackend(package, request.decode, request.device)

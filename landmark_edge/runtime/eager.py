@@ -9,10 +9,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pathlib import Path
+
 from landmark_edge.anatomy import Anatomy
-from landmark_edge.contracts import dtype_precision
+from landmark_edge.contracts import TORCH_DTYPES, dtype_precision
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
-from landmark_edge.runtime.backend import Backend, Prediction
+from landmark_edge.errors import BackendUnavailable
+from landmark_edge.runtime.backend import Backend, BackendRequest, Prediction
 from landmark_edge.transforms import zscore_batch
 
 
@@ -93,3 +96,33 @@ class TorchBackend(Backend):
             xy, confidence = decode_heatmaps(heatmaps, self.decode)
         with self.stage("d2h"):
             return to_prediction(xy, confidence, heatmaps if return_heatmaps else None)
+
+
+def create(request: BackendRequest) -> TorchBackend:
+    """The ``torch`` registry entry's factory."""
+    from landmark_edge.weights import load_weights
+
+    dtype = request_dtype("torch", request)
+    model, _ = load_weights(weights_of("torch", request), request.anatomy.name, require_fit=request.require_fit)
+    return TorchBackend(model, request.anatomy, request.decode, request.device, dtype)
+
+
+def weights_of(backend: str, request: BackendRequest) -> Path:
+    """The weights file of a backend that builds from weights (a library caller may have left it None)."""
+    if request.weights is None:
+        raise BackendUnavailable(f"{backend} backend: runs --weights; none given")
+    return request.weights
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    """``fp32``/``fp16``/``bf16`` as a torch dtype."""
+    if precision not in TORCH_DTYPES:
+        raise BackendUnavailable(f"precision {precision} not supported by PyTorch backends (fp32, fp16, bf16)")
+    return getattr(torch, TORCH_DTYPES[precision])
+
+
+def request_dtype(backend: str, request: BackendRequest) -> torch.dtype:
+    """The request's precision as a torch dtype, after checking that its device exists here."""
+    if request.device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendUnavailable(f"{backend} backend: device {request.device} asked for but CUDA is not available")
+    return torch_dtype(request.precision)

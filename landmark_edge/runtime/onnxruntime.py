@@ -2,12 +2,13 @@
 
 ONNX Runtime quietly falls back to the CPU when a requested GPU provider cannot load (``onnxruntime`` installed
 instead of ``onnxruntime-gpu``, CUDA libraries missing, no device). A deployment that asked for the GPU and got
-the CPU runs 50x slower without a word, so after the session is made we compare the providers it really uses
+the CPU runs far slower without a word, so after the session is made we compare the providers it really uses
 with the ones asked for and refuse a silent fallback unless ``allow_fallback`` says it is acceptable.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from landmark_edge.anatomy import Anatomy
 from landmark_edge.contracts import INPUT, OnnxInfo
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import BackendUnavailable, first_line
-from landmark_edge.runtime.backend import GraphBackend
+from landmark_edge.runtime.backend import BackendRequest, BuiltFor, GraphBackend, check_built_for
 from landmark_edge.runtime.options import BackendOptions
 
 class OrtOptions(BackendOptions):
@@ -27,7 +28,6 @@ class OrtOptions(BackendOptions):
 
     threads: int = 0  # intra-op threads; 0 lets ONNX Runtime decide
     trt_engine_cache: Path | None = None  # TensorRT EP engine + timing cache folder (reused across runs)
-    allow_fallback: bool = False  # accept the CPU when the GPU provider asked for cannot load
     # In-memory int8 (weights, no exported graph): calibration images, how many, and the calibration method.
     calibration: Path | None = None
     count: int = 64  # as a deployment profile's calibration (export.profiles.Calibration)
@@ -58,14 +58,15 @@ class OrtSettings:
     allow_fallback: bool = False
 
     @classmethod
-    def from_options(cls, device: str, precision: str, max_batch_size: int, options: OrtOptions) -> OrtSettings:
+    def from_request(cls, request: BackendRequest) -> OrtSettings:
+        options: OrtOptions = request.options
         return cls(
-            device=device,
-            precision=precision,
+            device=request.device,
+            precision=request.precision,
             threads=options.threads,
-            max_batch_size=max_batch_size,
+            max_batch_size=request.max_batch_size,
             trt_engine_cache=options.trt_engine_cache,
-            allow_fallback=options.allow_fallback,
+            allow_fallback=request.allow_fallback,
         )
 
 
@@ -148,6 +149,36 @@ def create_session(model: bytes | str | Path, settings: OrtSettings, grid_hw: tu
         raise BackendUnavailable(f"onnxruntime: cannot load the model ({first_line(error)})") from None
     verify_providers([name for name, _ in providers], session.get_providers(), settings.allow_fallback)
     return session
+
+
+def create(request: BackendRequest) -> OnnxRuntimeBackend:
+    """The ``onnxruntime`` registry entry's factory: the artifact when given, else the loader's graph of the weights."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise BackendUnavailable("onnxruntime backend: onnxruntime is not installed (pip install onnxruntime)")
+    from landmark_edge.contracts import read_onnx_info
+
+    settings = OrtSettings.from_request(request)
+    int8 = request.precision == "int8"
+    if request.artifact is not None:
+        info = read_onnx_info(request.artifact)
+        built = BuiltFor("graph", info.anatomy, info.precision, None, "landmark-edge export")
+        check_built_for(request.artifact, built, request.anatomy)  # any precision: the TensorRT EP casts to fp16
+        if (info.precision == "int8") != int8:
+            raise BackendUnavailable(
+                f"onnxruntime: {request.artifact} is an {info.precision} graph; "
+                f"run it with --precision {info.precision}"
+            )
+        session = create_session(request.artifact, settings, request.anatomy.grid_hw)
+        return OnnxRuntimeBackend(session, info, request.anatomy, request.decode, settings.precision)
+    calibration = request.options.calibration_fields() if int8 else None
+    if request.onnx_loader is None:
+        raise BackendUnavailable(
+            "onnxruntime backend: give an exported graph (--artifact MODEL.onnx) or an ONNX loader for the "
+            "weights (landmark_edge.backends.open_backend gives one)"
+        )
+    session = create_session(request.onnx_loader(calibration), settings, request.anatomy.grid_hw)
+    info = OnnxInfo.from_props(session.get_modelmeta().custom_metadata_map)  # no onnx import: read the session's
+    return OnnxRuntimeBackend(session, info, request.anatomy, request.decode, settings.precision)
 
 
 class OnnxRuntimeBackend(GraphBackend):

@@ -19,6 +19,7 @@ Running needs only ``openvino`` (no torch unless the graph lacks the decoder ask
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import platform
 import subprocess
@@ -34,7 +35,7 @@ from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import BackendUnavailable, first_line
 from landmark_edge.io.atomic import atomic_write_text
 from landmark_edge.io.cache import cache_dir, cached_folder
-from landmark_edge.runtime.backend import GraphBackend
+from landmark_edge.runtime.backend import BackendRequest, BuiltFor, GraphBackend, check_built_for
 from landmark_edge.runtime.options import BackendOptions
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -234,9 +235,11 @@ class OpenVinoBackend(GraphBackend):
         return [np.array(by_name[name]) for name in names]  # a copy: the request reuses its buffers
 
 
-def create(request: Any) -> OpenVinoBackend:  # a BackendRequest (registry imports this module, not the reverse)
-    """The registry entry's factory: the artifact when given (IR or .onnx), else the loader's graph of the weights;
-    int8 needs an int8 IR (NNCF's accuracy control is an export step of minutes, not a run-time one)."""
+def create(request: BackendRequest) -> OpenVinoBackend:
+    """The ``openvino`` registry entry's factory: the artifact when given (IR or .onnx), else the loader's graph of
+    the weights; int8 needs an int8 IR (NNCF's accuracy control is an export step of minutes, not a run-time one)."""
+    if importlib.util.find_spec("openvino") is None:
+        raise BackendUnavailable("openvino backend: openvino is not installed (pip install 'landmark-edge[openvino]')")
     if request.artifact is not None:
         source: bytes | Path = request.artifact
     elif request.precision == "int8":
@@ -270,6 +273,7 @@ def open_openvino(
     model = read_model(core, source)
     name = "the weights' graph" if isinstance(source, bytes) else str(source)
     info = model_info(model, name)
+    check_built_for(name, BuiltFor("model", info.anatomy, info.precision, None, "landmark-edge export"), anatomy)
     _check_precision(name, info.precision, precision, is_ir=Path(str(source)).suffix == ".xml")
     properties = compile_properties(precision, options)
     compiled = compile_model(core, model, ov_device(device), properties, options.cache)

@@ -4,7 +4,8 @@ Written to the ``tensorrt`` Python API shared by 10.x and 11.x (``num_io_tensors
 ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``). Device memory comes from torch when torch
 has CUDA (then the z-score and the decoder also run on the GPU and only coordinates are copied back), else from
 cuda-python (``cuda.bindings.runtime``). TensorRT can abort the process when it is used without a working CUDA
-device, so :func:`landmark_edge.gpu.gpu_info` is asked first and every missing piece is one line, never a crash.
+device, so :func:`landmark_edge.tensorrt_probe.gpu_info` is asked first and every missing piece is one line,
+never a crash.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import torch
 from landmark_edge.anatomy import Anatomy
 from landmark_edge.contracts import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS, EngineFileError, EngineHeader, read_engine
 from landmark_edge.decode import DecodeMethod, decode_heatmaps
-from landmark_edge.gpu import TensorRTUnavailable, check_cuda, cuda_runtime, gpu_info, import_tensorrt
-from landmark_edge.runtime.backend import Backend, BuiltFor, Prediction, check_built_for
+from landmark_edge.runtime.backend import Backend, BackendRequest, BuiltFor, Prediction, check_built_for
+from landmark_edge.tensorrt_probe import TensorRTUnavailable, check_cuda, cuda_runtime, gpu_info, import_tensorrt
 from landmark_edge.transforms import zscore_batch
 
 if TYPE_CHECKING:  # the 10.x type stubs (tensorrt-stubs): tests/test_tensorrt_api.py runs mypy against them
@@ -211,7 +212,7 @@ class TensorRTBackend(Backend):
             for name in (self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors))
             if self.engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT
         ]
-        self.graph_decodes = self.header.decode is not None and DecodeMethod(self.header.decode) is self.decode
+        self.graph_decodes = self.decodes_in_graph(self.header.decode)
         self.max_batch = self.header.batch[2]
 
     def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
@@ -255,3 +256,10 @@ class TensorRTBackend(Backend):
 def _concatenate(parts: list[Prediction]) -> Prediction:
     heatmaps = None if parts[0].heatmaps is None else np.concatenate([p.heatmaps for p in parts])
     return Prediction(np.concatenate([p.xy for p in parts]), np.concatenate([p.confidence for p in parts]), heatmaps)
+
+
+def create(request: BackendRequest) -> TensorRTBackend:
+    """The ``tensorrt`` registry entry's factory (the entry has checked the device kind and the engine's presence)."""
+    index = request.device.partition(":")[2]
+    return TensorRTBackend(request.artifact, request.anatomy, request.decode, int(index or 0),
+                           precision=request.precision, max_batch_size=request.max_batch_size)  # fmt: skip

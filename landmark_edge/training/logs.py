@@ -66,7 +66,7 @@ def plot_curves(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     written.append(_save(fig, Path(out_dir) / "loss.png"))
     fig, ax = plt.subplots(figsize=(9, 3.5))
     ax.plot([r["iteration"] for r in train], [r["lr"] for r in train], lw=0.8)
-    ax.set(xlabel="iteration", ylabel="learning rate", yscale="log", title="CyclicLR (triangular2)")
+    ax.set(xlabel="iteration", ylabel="learning rate", yscale="log", title="learning rate per iteration")
     ax.grid(alpha=0.3)
     written.append(_save(fig, Path(out_dir) / "lr.png"))
     return written

@@ -1,4 +1,5 @@
-"""The reference schedule: mixed single-anatomy batches (reference §7), Adam and CyclicLR triangular2.
+"""The reference schedule: mixed single-anatomy batches (reference §7), Adam and CyclicLR triangular2; and the
+fine-tune schedule (linear warm-up, then cosine decay) for runs that start from trained weights.
 
 ``MixIter`` in the reference lists every batch of every anatomy's loader once per epoch, in an interleaving
 order shuffled once at start-up and reused every epoch, while each loader reshuffles its own samples every
@@ -8,7 +9,9 @@ skip the first k batches of an epoch without loading them and still see exactly 
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Iterable
 
 import torch
 
@@ -32,9 +35,17 @@ def epoch_plan(sizes: dict[str, int], batch_size: int, seed: int, epoch: int) ->
     return [(name, [next(queues[name]) for _ in range(batch_size)]) for name in order]
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
-    """Adam with coupled L2 weight decay (the reference's ``Adam(lr=1e-4, weight_decay=1e-4)``, not AdamW)."""
-    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+def build_optimizer(
+    parameters: torch.nn.Module | Iterable[torch.nn.Parameter], lr: float, weight_decay: float
+) -> torch.optim.Adam:
+    """Adam with coupled L2 weight decay (the reference's ``Adam(lr=1e-4, weight_decay=1e-4)``, not AdamW).
+
+    Give it only the parameters that train: Adam decays every parameter it holds that has a gradient, so a
+    frozen one must not be in it at all.
+    """
+    if isinstance(parameters, torch.nn.Module):
+        parameters = parameters.parameters()
+    return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, lr: float, max_lr: float, step_size: int):
@@ -43,3 +54,23 @@ def build_scheduler(optimizer: torch.optim.Optimizer, lr: float, max_lr: float, 
         optimizer, base_lr=lr, max_lr=max_lr, step_size_up=step_size, step_size_down=step_size,
         mode="triangular2", cycle_momentum=False,
     )  # fmt: skip
+
+
+def warmup_cosine(step: int, lr: float, min_lr: float, warmup: int, total: int) -> float:
+    """The fine-tune rate at 0-based iteration ``step``: linear up to ``lr`` over ``warmup`` iterations, then a
+    half cosine down to ``min_lr`` at iteration ``total``.
+
+    Trained weights sit in a minimum the reference's CyclicLR (up to 1e-2) would throw them out of; the warm-up
+    lets Adam's moment estimates settle before the full (low) rate is applied.
+    """
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_cosine_scheduler(optimizer: torch.optim.Optimizer, lr: float, min_lr: float, warmup: int, total: int):
+    """:func:`warmup_cosine` per iteration; a pure function of the step, so resuming needs only the step count."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, lr, min_lr, warmup, total) / lr
+    )

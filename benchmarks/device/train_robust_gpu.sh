@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The robust-recipe training of all three anatomies (issue 15, item 3) in ONE device call, and its acceptance.
 #
-#   benchmarks/train_robust_gpu.sh prepare   # HERE: packed data + missing wheels -> .carry/ (git-ignored, ~30 MiB)
-#   benchmarks/train_robust_gpu.sh device    # ON the GPU machine (one `run`, carry [".carry"], timeout_s 600):
+#   benchmarks/device/train_robust_gpu.sh prepare   # HERE: packed data + missing wheels -> .carry/ (git-ignored, ~30 MiB)
+#   benchmarks/device/train_robust_gpu.sh device    # ON the GPU machine (one `run`, carry [".carry"], timeout_s 600):
 #                                            #   train, evaluate (packed test split, --shift zoom), and put into
 #                                            #   $OUT best.safetensors in 15 MiB parts + record.tar.gz + log
-#   benchmarks/train_robust_gpu.sh accept DIR  # HERE, DIR = the files that came back: join and check the parts,
+#   benchmarks/device/train_robust_gpu.sh accept DIR  # HERE, DIR = the files that came back: join and check the parts,
 #                                            #   evaluate on the raw data (ONNX Runtime), robustness.md, the
 #                                            #   acceptance check of item 4; record -> benchmarks/results/training-robust
 #
@@ -16,9 +16,9 @@
 #
 # The device call sends the checkout the session started in (not a helper's worktree): run `prepare` there.
 # A CPU smoke test of `device` (tiny network, a few images): DEVICE=cpu FAST="" SMOKE="--limit 4 --local-widths
-# 4,4,8,8,8 --global-width 8" EVAL_LIMIT=2 EPOCHS=1 OUT=/tmp/smoke benchmarks/train_robust_gpu.sh device
+# 4,4,8,8,8 --global-width 8" EVAL_LIMIT=2 EPOCHS=1 OUT=/tmp/smoke benchmarks/device/train_robust_gpu.sh device
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 DATA=${DATA:-../shared/data}
 CARRY=.carry
@@ -77,7 +77,7 @@ PY
     | tee "$record/robustness_packed_reference.txt"  # the shipped weights under the same (packed) shifts
   cp "$run/config.json" "$run/metrics.jsonl" "$run/loss.png" "$run/lr.png" "$record/"
   {
-    echo "command: benchmarks/train_robust_gpu.sh device (EPOCHS=$EPOCHS TRAIN_MINUTES=$TRAIN_MINUTES WORKERS=$WORKERS)"
+    echo "command: benchmarks/device/train_robust_gpu.sh device (EPOCHS=$EPOCHS TRAIN_MINUTES=$TRAIN_MINUTES WORKERS=$WORKERS)"
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown), date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
@@ -89,7 +89,7 @@ PY
 }
 
 accept() {
-  local back=${1:?usage: benchmarks/train_robust_gpu.sh accept DIR_OF_RETURNED_FILES}
+  local back=${1:?usage: benchmarks/device/train_robust_gpu.sh accept DIR_OF_RETURNED_FILES}
   local weights=runs/robust/best.safetensors
   mkdir -p runs/robust "$RECORD"
   cat "$back"/best.safetensors.part* > "$weights"
@@ -121,4 +121,4 @@ for check, ok in checks.items():
 PY
 }
 
-"${1:?usage: benchmarks/train_robust_gpu.sh prepare|device|accept DIR}" "${@:2}"
+"${1:?usage: benchmarks/device/train_robust_gpu.sh prepare|device|accept DIR}" "${@:2}"

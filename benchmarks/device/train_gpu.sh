@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # The paper's GU2Net training run on one NVIDIA GPU (issue 6), as a sequence of resumable steps.
 #
-#   benchmarks/train_gpu.sh pack       # raw data ($DATA) -> $PACKED (~26 MiB, CPU, about 30 s, once)
-#   benchmarks/train_gpu.sh speed      # iterations/s and early loss of fp32 / bf16 / bf16+channels_last / fp16
-#   benchmarks/train_gpu.sh chunk      # start or continue $RUN for at most $CHUNK_MINUTES; exit 0 = finished,
+#   benchmarks/device/train_gpu.sh pack       # raw data ($DATA) -> $PACKED (~26 MiB, CPU, about 30 s, once)
+#   benchmarks/device/train_gpu.sh speed      # iterations/s and early loss of fp32 / bf16 / bf16+channels_last / fp16
+#   benchmarks/device/train_gpu.sh chunk      # start or continue $RUN for at most $CHUNK_MINUTES; exit 0 = finished,
 #                                      # 75 = stopped with a checkpoint (run `chunk` again, on this or another box)
-#   benchmarks/train_gpu.sh evaluate   # both protocols on the test splits + the run record -> $RECORD
-#   benchmarks/train_gpu.sh all        # pack (if missing), chunks until done, evaluate: one machine, no limit
+#   benchmarks/device/train_gpu.sh evaluate   # both protocols on the test splits + the run record -> $RECORD
+#   benchmarks/device/train_gpu.sh all        # pack (if missing), chunks until done, evaluate: one machine, no limit
 #
 # A run directory moves between machines as it is: the checkpoint is parts of at most 16 MiB plus
 # checkpoint.json, and the run's hyper-parameters live in its config.json (a resumed chunk takes only --data,
 # --device and --workers). Choose AMP / CHANNELS_LAST from `speed` before the first chunk; they are fixed for
 # the run's life. Nothing here writes weights into the package: shipping them is a separate, reviewed step.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 DATA=${DATA:-../shared/data}
 PACKED=${PACKED:-data_packed}          # git-ignored
@@ -73,10 +73,10 @@ evaluate() {
   [ -d "$data/ISBI2015_ceph" ] || data=$PACKED  # the raw images give the truest original-resolution errors
   mkdir -p "$RECORD"
   $LE evaluate --data "$data" --weights "$RUN/best.safetensors" --device "$DEVICE" --split test \
-    --out "$RECORD/evaluation_test.json" --overlays "$RECORD/overlays" --per-landmark | tee "$RECORD/evaluation_test.txt"
+    --out "$RECORD/evaluation_test.json" --overlay "$RECORD/overlays" --per-landmark | tee "$RECORD/evaluation_test.txt"
   cp "$RUN/config.json" "$RUN/metrics.jsonl" "$RUN/loss.png" "$RUN/lr.png" "$RECORD/"
   {
-    echo "command: benchmarks/train_gpu.sh (AMP=$AMP CHANNELS_LAST=$CHANNELS_LAST WORKERS=$WORKERS)"
+    echo "command: benchmarks/device/train_gpu.sh (AMP=$AMP CHANNELS_LAST=$CHANNELS_LAST WORKERS=$WORKERS)"
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
     python -c "import torch, landmark_edge; print('torch', torch.__version__, 'cuda', torch.version.cuda, '| landmark-edge', landmark_edge.__version__)"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"

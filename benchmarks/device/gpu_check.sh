@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 14's GPU check as ONE device call (benchmarks/README.md, "GPU check"). Run ON the GPU machine from the
-# repository root, after `benchmarks/prepare_device.sh` here:
+# Issue 14's GPU check as ONE device call (benchmarks/device/README.md, "GPU check"). Run ON the GPU machine from the
+# repository root, after `benchmarks/device/prepare_device.sh` here:
 #
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".carry"], timeout_s=420)
+#   run(command="bash benchmarks/device/gpu_check.sh", carry=[".carry"], timeout_s=420)
 #
 # Phases, in priority order (each under `timeout -s INT`, so a bench cut short still writes its finished rows):
 #   tests             every CUDA test (pytest -m gpu), sized to ~2 minutes
@@ -17,9 +17,10 @@
 # Phases that do not fit in GPU_CHECK_BUDGET_S (default 330 s after set-up, so that the call, ~6 minutes, can be
 # run twice in a 15-minute device lease) are skipped and the log ends with the command that runs just those.
 #
-# usage: bash benchmarks/gpu_check.sh [PHASE,PHASE,...]     (default: all, in the order above)
-#        bash benchmarks/gpu_check.sh --dry-run [PHASES]     here, on a CPU: print every command, check the rest
-#        GPU_CHECK_DEVICE=cpu bash benchmarks/gpu_check.sh tests,kernels   here: the phase machinery for real
+# usage: bash benchmarks/device/gpu_check.sh [PHASE,PHASE,...]     (default: all, in the order above)
+#        bash benchmarks/device/gpu_check.sh --dry-run [PHASES]     here, on a CPU: print and parse every command,
+#                                                                   check the rest
+#        GPU_CHECK_DEVICE=cpu bash benchmarks/device/gpu_check.sh tests,kernels   here: the phase machinery for real
 # Writes to $OUT (7 files): gpu_check.log, environment.txt, cuda_tests.xml, timings.tsv, bench.tar.gz (every
 # bench's bench.json/.md/.png and the compile report), gpu_fast_path_<gpu>_<time>.json and .md.
 set -uo pipefail
@@ -56,7 +57,7 @@ setup() {
 
 environment() {
   {
-    echo "command: bash benchmarks/gpu_check.sh $*"
+    echo "command: bash benchmarks/device/gpu_check.sh $*"
     echo "date: $(date -u +%FT%TZ)"
     echo "commit: $(cat .carry/commit.txt 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo unknown)"
     echo "compiler cache at start: $cache; budget ${budget} s"
@@ -89,7 +90,12 @@ phase() {
     return 0
   fi
   echo "== $name (at most ${cap} s): $*"
-  if ((dry_run)); then return 0; fi
+  if ((dry_run)); then
+    if [[ " $* " == *" -m landmark_edge "* ]]; then  # parsed together at the end of the dry run
+      printf '%q ' "${@:4}" >>"$work/commands.txt" && echo >>"$work/commands.txt"
+    fi
+    return 0
+  fi
   local start
   start=$(date +%s.%N)
   timeout -s INT -k 15 "$cap" "$@"
@@ -113,15 +119,15 @@ main() {
     --precision fp16 -b 32 "${weights[@]}" --format jsonl -o "$work/bench/startup_compiled.jsonl"
   phase bench_main 120 "${bench[@]}" --out-dir "$work/bench/main" --backends torch,compiled --precisions fp16,bf16
   if ! phase compile_pt2 150 $py -m landmark_edge compile -a chest --device "$device" --precision fp16 "${weights[@]}" \
-    -o "$pt2" --json; then
+    -o "$pt2" --format json; then
     rm -f "$pt2"
     phase compile_pt2 60 $py -m landmark_edge compile -a chest --device "$device" --precision fp16 "${weights[@]}" \
-      -o "$pt2" --json --no-autotune
+      -o "$pt2" --format json --no-autotune
   fi
   phase startup_aoti 30 $py -m landmark_edge infer "${images[0]}" -a chest --device "$device" --backend aoti \
     --artifact "$pt2" --format json -o "$work/bench/startup_aoti.json"
   phase bench_aoti 45 "${bench[@]}" --out-dir "$work/bench/aoti" --backends aoti --precisions fp16 \
-    --option "aoti:artifact=$pt2"
+    --artifact "aoti:$pt2"
   phase kernels 75 $py benchmarks/gpu_fast_path.py --device "$device" --sections kernels --iters 20 --budget-s 55 \
     --out "$out"
   phase bench_triton 75 "${bench[@]}" --out-dir "$work/bench/triton" --backends compiled --precisions fp16 \
@@ -134,13 +140,35 @@ main() {
   echo "== done in $((SECONDS - t0)) s of ${budget} s (+ set-up); files in $out:"
   ls -l "$out"
   if ((${#skipped[@]})); then
-    echo "== not run (budget): rerun with  bash benchmarks/gpu_check.sh $(IFS=,; echo "${skipped[*]}")"
+    echo "== not run (budget): rerun with  bash benchmarks/device/gpu_check.sh $(IFS=,; echo "${skipped[*]}")"
   fi
 }
 
 if ((dry_run)); then
   echo "dry run: commands only (no GPU); checks below"
   main "$@"
+  echo "== check: every landmark-edge command line parses as the real run would (an unknown option fails here;"
+  echo "   an old spelling prints its deprecation line); nothing runs"
+  python - "$work/commands.txt" <<'PY'
+import shlex
+import sys
+
+import typer
+
+from landmark_edge.cli import make_app
+
+failed = 0
+for line in open(sys.argv[1]).read().splitlines():
+    name, *args = shlex.split(line)
+    try:
+        typer.main.get_command(make_app([name])).get_command(None, name).make_context(name, args)
+    except Exception as error:  # noqa: BLE001 - Click's usage errors: say which command and why, check the rest
+        failed += 1
+        print(f"   FAILS: landmark-edge {name}: {getattr(error, 'format_message', error.__str__)()}")
+    else:
+        print(f"   parses: landmark-edge {name} {shlex.join(args)[:80]}...")
+print(f"   {failed} command line(s) do not parse" if failed else "   every command line parses")
+PY
   echo "== check: pytest selects the CUDA tests"
   python -m pytest -q -p no:cacheprovider --collect-only -m gpu | tail -n 3
   echo "== check: gpu_fast_path.py --sections kernels runs (kernel rows skip without CUDA)"

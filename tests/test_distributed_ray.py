@@ -1,4 +1,4 @@
-"""``infer --engine ray`` on a local 2-CPU Ray cluster: the same results, failures and exit code as the
+"""``infer --executor ray`` on a local 2-CPU Ray cluster: the same results, failures and exit code as the
 single-machine path, resuming from ``--out-dir``, and a killed actor retried without losing a result.
 
 One cluster serves the whole module (starting Ray costs seconds); the tiny random weights keep the network fast.
@@ -8,6 +8,8 @@ import csv
 import io
 import os
 import re
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,12 +17,13 @@ from factories import BAD_INPUTS, gradient, make_dicom, save
 from PIL import Image
 from typer.testing import CliRunner
 
-import landmark_edge.commands.infer as infer_command
+import landmark_edge.inference as infer_job
 from landmark_edge.cli import app
+from ray_crash import crash_once
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'landmark-edge[ray]')")
 pq = pytest.importorskip("pyarrow.parquet")
-from landmark_edge.engines import ray as ray_engine  # noqa: E402
+from landmark_edge.distributed import ray as ray_executor  # noqa: E402
 
 runner = CliRunner()
 SUMMARY = re.compile(r"^ray: (\d+) images, (\d+) failed in .* images/s\); time summed over workers: preprocess ")
@@ -28,15 +31,19 @@ BAD = ("empty PNG", "truncated JPEG", "constant 16-bit", "DICOM without pixel da
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A local cluster for the module; its workers see the crash-marker variable (the marker file is absent)."""
-    marker = tmp_path_factory.mktemp("crash") / "crash-next-batch"
-    os.environ[ray_engine.CRASH_MARKER_ENV] = str(marker)  # inherited by the workers Ray starts now
-    _, started = ray_engine.connect("local", num_cpus=2)
-    yield marker
+def cluster():
+    """A local cluster for the module; its workers can import the tests' own modules (``ray_crash``)."""
+    saved = os.environ.get("PYTHONPATH")
+    tests = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, saved]))  # inherited by the workers Ray starts
+    _, started = ray_executor.connect("local", num_cpus=2)
+    yield
     if started:
         ray.shutdown()
-    del os.environ[ray_engine.CRASH_MARKER_ENV]
+    if saved is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +94,7 @@ def single(scans, tiny_weights, tmp_path_factory):
 
 def test_ray_gives_the_single_machine_results_failures_and_exit_code(cluster, scans, tiny_weights, single, tmp_path):
     reference, expected = single
-    result = infer(scans, tiny_weights, tmp_path, "--engine", "ray", "-f", "parquet", "-o", str(tmp_path / "all.pq"))
+    result = infer(scans, tiny_weights, tmp_path, "--executor", "ray", "-f", "parquet", "-o", str(tmp_path / "all.pq"))
     assert result.exit_code == expected.exit_code == 10 + len(BAD), result.output
     assert error_lines(result) == error_lines(expected) and len(error_lines(result)) == len(BAD)
     assert summary(result) == (5 + len(BAD), len(BAD))  # ours, once; no Ray progress bars or log lines
@@ -101,7 +108,7 @@ def test_ray_gives_the_single_machine_results_failures_and_exit_code(cluster, sc
 
 def test_resumed_ray_run_skips_finished_images(cluster, scans, tiny_weights, single, tmp_path, monkeypatch):
     reference, _ = single
-    real, received = infer_command.ray_inference, []
+    real, received = infer_job.ray_inference, []
 
     def interrupted(*args, **kwargs):  # the user presses Ctrl-C after two results came back
         for outcome in real(*args, **kwargs):
@@ -110,24 +117,33 @@ def test_resumed_ray_run_skips_finished_images(cluster, scans, tiny_weights, sin
             received.append(outcome)
             yield outcome
 
-    monkeypatch.setattr(infer_command, "ray_inference", interrupted)
-    assert infer(scans, tiny_weights, tmp_path, "--engine", "ray").exit_code == 130
+    monkeypatch.setattr(infer_job, "ray_inference", interrupted)
+    assert infer(scans, tiny_weights, tmp_path, "--executor", "ray").exit_code == 130
     finished = [outcome for outcome in received if outcome.ok]
     assert len(per_image(tmp_path)) == len(finished) >= 1  # a.png comes first and is good
     monkeypatch.undo()
     out = str(tmp_path / "all.jsonl")
-    result = infer(scans, tiny_weights, tmp_path, "--engine", "ray", "--skip-existing", "-f", "jsonl", "-o", out)
+    result = infer(scans, tiny_weights, tmp_path, "--executor", "ray", "--skip-existing", "-f", "jsonl", "-o", out)
     assert result.exit_code == 10 + len(BAD), result.output
     assert summary(result) == (5 + len(BAD) - len(finished), len(BAD))  # failures are retried, results reused
     assert (tmp_path / "all.jsonl").read_bytes() == (reference / "all.jsonl").read_bytes()
     assert per_image(tmp_path) == per_image(reference)
 
 
-def test_killed_actor_is_retried_without_losing_a_result(cluster, scans, tiny_weights, single, tmp_path):
+def test_killed_actor_is_retried_without_losing_a_result(
+    cluster, scans, tiny_weights, single, tmp_path, monkeypatch
+):  # fmt: skip
     reference, expected = single
-    cluster.write_text("the first actor to read this exits\n")
-    result = infer(scans, tiny_weights, tmp_path, "--engine", "ray")
-    assert not cluster.exists()  # an actor did die on its first batch
+    marker = tmp_path / "crash-next-batch"
+    marker.write_text("the first actor to read this exits\n")
+    real = infer_job.ray_inference
+
+    def with_a_crash(paths, anatomy, make_backend, *args, **kwargs):  # every actor's backend may kill its process
+        return real(paths, anatomy, partial(crash_once, str(marker), make_backend), *args, **kwargs)
+
+    monkeypatch.setattr(infer_job, "ray_inference", with_a_crash)
+    result = infer(scans, tiny_weights, tmp_path, "--executor", "ray")
+    assert not marker.exists()  # an actor did die on its first batch
     assert result.exit_code == expected.exit_code, result.output
     assert error_lines(result) == error_lines(expected)
     assert per_image(tmp_path) == per_image(reference)
@@ -137,15 +153,14 @@ def test_ray_missing_is_one_line(monkeypatch, tmp_path, tiny_weights):
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if the extra were not installed
     save(tmp_path / "scan.png", Image.fromarray(gradient()))
     result = runner.invoke(app, ["infer", str(tmp_path / "scan.png"), "-a", "chest", "-w", str(tiny_weights),
-                                 "--engine", "ray"])
+                                 "--executor", "ray"])
     assert result.exit_code == 2
-    assert result.stderr.strip() == 'error: the ray engine needs Ray: pip install "landmark-edge[ray]"'
+    assert result.stderr.strip() == 'error: the ray executor needs Ray: pip install "landmark-edge[ray]"'
 
 
 def test_backend_that_cannot_load_on_the_cluster_is_one_line(cluster, scans, tiny_weights, tmp_path):
-    result = infer(scans, tiny_weights, tmp_path, "--engine", "ray", "--backend", "aoti")  # aoti needs --artifact
+    package = tmp_path / "gone.pt2"  # the request is well formed; only loading it, in the actors, fails
+    result = infer(scans, tiny_weights, tmp_path, "--executor", "ray", "--backend", "aoti", "--artifact", str(package))
     assert result.exit_code == 2, result.output
-    assert result.stderr.splitlines()[-1] == (
-        "error: ray engine: aoti backend: pass the package with --artifact (make one: landmark-edge compile)"
-    )
+    assert result.stderr.splitlines()[-1] == f"error: ray executor: {package}: AOTInductor package not found"
     assert not (tmp_path / "results").exists()

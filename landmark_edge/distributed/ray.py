@@ -14,7 +14,7 @@ actor that dies mid-batch is restarted and its batch retried: Ray Data creates i
 ``max_restarts=-1, max_task_retries=-1`` (passing them ourselves is deprecated since Ray 2.60); results the
 driver already received are written by then, so nothing finished is lost.
 
-Ray is optional (``pip install "landmark-edge[ray]"``) and imported only here, only when this engine runs.
+Ray is optional (``pip install "landmark-edge[ray]"``) and imported only here, only when this executor runs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -41,10 +40,7 @@ from landmark_edge.runtime.pipeline import InferenceSession, prepare
 # readers on a node than its memory allows. Differing from the actors' resources, it also keeps Ray from fusing
 # reading into the network actors: reading runs as CPU tasks beside them, not in their process between batches.
 READ_MEMORY = 256 * 2**20
-RAY_MISSING = 'the ray engine needs Ray: pip install "landmark-edge[ray]"'
-# Test hook: the path of a marker file; the first actor to find it deletes it and kills its own process, the
-# way a node lost mid-run does, so a test can check that the batch is retried and no result is lost.
-CRASH_MARKER_ENV = "LANDMARK_EDGE_RAY_CRASH_MARKER"
+RAY_MISSING = 'the ray executor needs Ray: pip install "landmark-edge[ray]"'
 
 
 class RayUnavailable(LandmarkEdgeError):
@@ -102,9 +98,9 @@ def ray_inference(
     """Yield one finished outcome per path, in order, computed on the cluster; ``log`` gets the summary line at
     the end.
 
-    ``make_backend`` is called once in each actor (it must pickle: a ``functools.partial`` of the registry's
-    ``create_backend`` does). Ray is started or joined here, before the first outcome is asked for, so a missing
-    Ray or an unreachable cluster is reported before any output is opened.
+    ``make_backend`` is called once in each actor (it must pickle: a ``functools.partial`` of
+    :func:`landmark_edge.backends.open_backend` does). Ray is started or joined here, before the first outcome is
+    asked for, so a missing Ray or an unreachable cluster is reported before any output is opened.
     """
     paths = list(paths)
     if not paths:  # every result reused (--skip-existing): no cluster needed
@@ -210,7 +206,6 @@ class _Predictor:
             self.unusable = f"cannot build the backend ({type(error).__name__}: {first_line(error)})"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        _crash_if_marked()
         count = len(batch["path"])
         good = [i for i in range(count) if not batch["error"][i] and not self.unusable]
         outcomes: dict[int, Outcome] = {
@@ -250,17 +245,6 @@ def _npy(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _crash_if_marked() -> None:
-    marker = os.environ.get(CRASH_MARKER_ENV)
-    if not marker:
-        return
-    try:
-        os.remove(marker)  # only one actor can remove it: only that one dies
-    except FileNotFoundError:
-        return
-    os._exit(1)
-
-
 def _stream(ray, dataset, total: int, heatmap_sink, log, shutdown: bool) -> Iterator[Outcome]:
     """Outcomes as rows arrive. The caller asks for exactly ``total`` and never for the end of the stream, so the
     summary is logged and a cluster started here stopped once the last row is in, before it is handed over."""
@@ -268,7 +252,7 @@ def _stream(ray, dataset, total: int, heatmap_sink, log, shutdown: bool) -> Iter
     try:
         for row in _rows(dataset):
             if row["unusable"]:
-                raise RayUnavailable(f"ray engine: {row['unusable']}")
+                raise RayUnavailable(f"ray executor: {row['unusable']}")
             outcome = _outcome(json.loads(row["outcome"]))
             if heatmap_sink is not None and row["heatmaps"]:
                 heatmap_sink(Path(outcome.path), np.load(io.BytesIO(row["heatmaps"])))
@@ -296,7 +280,7 @@ def _rows(dataset) -> Iterator[dict]:
         cause = error
         while cause.__cause__ is not None and not isinstance(cause, LandmarkEdgeError):
             cause = cause.__cause__
-        raise RayUnavailable(f"ray engine: {type(cause).__name__}: {first_line(cause)}") from None
+        raise RayUnavailable(f"ray executor: {type(cause).__name__}: {first_line(cause)}") from None
 
 
 def _outcome(values: dict) -> Outcome:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run ON the GPU machine from the repository root (see benchmarks/README.md): installs the carried wheels,
+# Run ON the GPU machine from the repository root (see benchmarks/device/README.md): installs the carried wheels,
 # then benchmarks every registered backend at fp32/fp16/bf16/int8 on chest, batch 1/8/32, against the eager fp32
 # reference. Results go to $OUT (the device tool's folder that comes back) or benchmarks/results/nvidia-h200-chest.
 # Extra arguments are passed on to `landmark-edge bench` (a later one wins, e.g. --iters 20).

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Run HERE (the machine with the repository and ../shared), before `benchmarks/gpu_check.sh` or
-# `benchmarks/h200.sh` runs on the GPU machine. Puts what the GPU machine cannot fetch into .carry/ (git-ignored;
+# Run HERE (the machine with the repository and ../shared), before `benchmarks/device/gpu_check.sh` or
+# `benchmarks/device/h200.sh` runs on the GPU machine. Puts what the GPU machine cannot fetch into .carry/ (git-ignored;
 # name it in the device call's `carry`) and checks that the tree plus .carry stays under the call's 64 MiB:
 #   .carry/bench/weights.safetensors   the weights to benchmark (only when WEIGHTS is given: the shipped default
 #                                      weights are in git and travel with the tree)
 #   .carry/bench/images/               the first 32 Shenzhen chest X-rays (real images for the drift columns)
 #   .carry/whl/                        wheels the GPU image lacks (pydantic, pydicom, onnxslim), for its Python 3.12
 #   .carry/commit.txt                  the commit and uncommitted changes being checked
-# usage: benchmarks/prepare_device.sh [WEIGHTS.safetensors] [IMAGE_DIR]
+# usage: benchmarks/device/prepare_device.sh [WEIGHTS.safetensors] [IMAGE_DIR]
 set -euo pipefail
 weights=${1:-}
 images=${2:-../shared/data/chest/pngs}

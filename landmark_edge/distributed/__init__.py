@@ -1,0 +1,1 @@
+"""Executors that spread the inference session over machines (Ray): ``infer --executor ray``."""

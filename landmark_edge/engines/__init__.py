@@ -1,1 +1,0 @@
-"""Jobs that run the inference session on an existing distributed engine (Ray)."""
