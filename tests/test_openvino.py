@@ -48,7 +48,7 @@ def _request(weights, artifact=None, graph_decode=DecodeMethod.SUBPIXEL, **kw) -
 
 def _export_ir(weights, out, *extra: str) -> dict:
     args = ["export", "-a", "chest", "-w", str(weights), "--to", "openvino", "-o", str(out), "--decode", "subpixel"]
-    result = CliRunner().invoke(app, [*args, *extra, "--json"])
+    result = CliRunner().invoke(app, [*args, *extra, "--format", "json"])
     assert result.exit_code == 0, result.stderr
     (report,) = json.loads(result.stdout)
     return report

@@ -113,8 +113,8 @@ def export(
         weights_path = resolve_weights(weights)
         if settings.format == "openvino":
             ir_reports = [_export_ir(weights_path, name, _target(out, name, len(names) > 1, ".xml"), settings, method,
-                                     [*(images or ()), *(image_alias or ())]) for name in names]  # fmt: skip
-            _print_ir(ir_reports, wants_json(output_format, json_alias))
+                                     list(images or ())) for name in names]  # fmt: skip
+            _print_ir(ir_reports, output_format is ReportFormat.JSON)
             return
         for name in names:
             target = _target(out, name, multiple=len(names) > 1)
