@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -110,6 +111,40 @@ def read_onnx_info(model) -> OnnxInfo:
     if "anatomy" not in props:
         raise ArtifactError(f"{name}: no landmark-edge metadata (export it with `landmark-edge export`)")
     return OnnxInfo.from_props(props)
+
+
+# --- OpenVINO IR: rt_info ---------------------------------------------------------------------------------------
+# An IR (.xml + .bin) carries OnnxInfo's props in its rt_info section IR_SECTION; an ONNX graph read by OpenVINO
+# keeps its metadata_props under ONNX_SECTION. IR_PRECISION_HINT (in IR_SECTION) is the CPU plugin's
+# INFERENCE_PRECISION_HINT the IR was validated with (f32, bf16), so other OpenVINO tools can read it too.
+IR_SECTION, ONNX_SECTION, IR_PRECISION_HINT = "landmark_edge", "framework", "inference_precision_hint"
+
+
+# OpenVINO's element type names as request precisions (runtime graph: u8/i8 are int8 convolutions).
+ELEMENT_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8"}
+# Layers whose runtime precision says what the network computed in (not reorders, shape ops or the decoder's
+# integer index arithmetic).
+COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul")
+
+
+def layer_precisions(compiled) -> dict[str, str]:
+    """``{layer: precision}`` of the compute layers of an OpenVINO compiled model as they ran (its runtime graph's
+    ``runtimePrecision`` per layer; a fused layer is named by the first original layer in it, its convolution)."""
+    layers = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = {key: value.astype(str) for key, value in op.get_rt_info().items()}
+        if info.get("layerType") in COMPUTE_LAYERS and "runtimePrecision" in info:
+            element = info["runtimePrecision"].lower()
+            name = (info.get("originalLayersNames") or op.get_friendly_name()).split(",")[0]
+            layers[name] = ELEMENT_PRECISIONS.get(element, element)
+    return layers
+
+
+def ran_precision(layers: dict[str, str]) -> str:
+    """What a run computed in, from :func:`layer_precisions`: ``fp32``, ``bf16``, or a mix such as
+    ``int8+fp32`` (most common first); ``unknown`` when the runtime graph names no compute layer."""
+    counts = Counter(layers.values())
+    return "+".join(name for name, _ in counts.most_common()) or "unknown"
 
 
 # --- engine file: MAGIC, header length, JSON header, TensorRT's serialized engine -------------------------------

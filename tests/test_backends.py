@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.bench.results import BenchReport
 from landmark_edge.cli import app
+from landmark_edge.runtime.registry import artifact_backends, backend_names
 from landmark_edge.transforms import grid_to_original
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,8 +128,10 @@ def test_a_new_backend_runs_and_its_capabilities_give_the_errors(fake_runs):
         return stderr
 
     assert "fake backend: precision fp16 not supported (fp32)" in error("infer fp16")
-    assert "choose from torch, compiled, aoti, onnxruntime, tensorrt, fake" in error("infer unknown")
-    assert "artifact is for the aoti, onnxruntime, tensorrt and fake backends" in error("infer torch artifact")
+    built_in = backend_names()  # this process's registry: the built-in entries, without the fake one
+    assert f"choose from {', '.join(built_in)}, fake" in error("infer unknown")
+    readers = ", ".join(spec.name for spec in artifact_backends())
+    assert f"artifact is for the {readers} and fake backends" in error("infer torch artifact")
     assert "m.fake: a fake file; run it with --backend fake" in error("infer foreign artifact")
     assert "fake backend: precision int8 not supported (fp32)" in error("evaluate int8")
     assert "fake backend: option where:" in error("evaluate option")

@@ -179,7 +179,7 @@ def test_bench_end_to_end(tiny_weights, head_images, test_backends, tmp_path):
     assert all(row.flagged is not None for row in report.rows if row.status == "ok")
 
     markdown = (out / "bench.md").read_text()
-    assert "| reference (torch fp32) | 1 |" in markdown and "test-shifted fp32 [dx=3,dy=-4]" in markdown
+    assert "| reference (torch fp32) | fp32 | 1 |" in markdown and "test-shifted fp32 [dx=3,dy=-4]" in markdown
     assert "test-unavailable fp32: skipped, test-unavailable: no CUDA device here" in markdown
     assert report.command in markdown and "torch 2." in markdown
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -218,3 +218,23 @@ def test_bench_on_cuda(tiny_weights, head_images, tmp_path):
         assert sum(row.stages_ms[s] for s in ("h2d", "compute", "decode", "d2h")) <= row.latency_ms.mean * 1.05
     fp16 = next(r for r in report.rows if r.precision == "fp16")
     assert fp16.drift.max_heatmap_diff < 0.05
+
+
+def test_a_precision_s_own_artifact_replaces_the_backend_s_at_that_precision_only():
+    """``--artifact openvino:int8=chest.int8.xml`` beside ``openvino:chest.xml``: one bench run measures a float
+    model and a quantized one; a plain ``.onnx`` goes to the first backend that reads it."""
+    from landmark_edge.bench.runner import parse_specs
+    from landmark_edge.commands.bench import _artifacts
+    from landmark_edge.runtime.registry import BackendChoice
+
+    items = ["openvino:int8=chest.int8.xml", "openvino:chest.xml", "chest.onnx"]
+    artifacts = _artifacts(items, ["openvino", "onnxruntime"])
+    assert artifacts == {("openvino", "int8"): Path("chest.int8.xml"), ("openvino", None): Path("chest.xml"),
+                         ("onnxruntime", None): Path("chest.onnx")}  # fmt: skip
+    own = {key: path for key, path in artifacts.items() if key[1] is not None}
+    choice = BackendChoice("openvino", artifacts["openvino", None], options={"threads": 2})
+    specs = {s.choice.precision: s.choice for s in parse_specs([choice], ["fp32", "bf16", "int8"], own)}
+    assert specs["int8"].artifact == Path("chest.int8.xml") and specs["bf16"].artifact == Path("chest.xml")
+    assert specs["fp32"].artifact == Path("chest.xml") and specs["int8"].options == {"threads": 2}
+    plain = parse_specs([BackendChoice("openvino")], ["fp32", "int8"], own)
+    assert [s.choice.artifact for s in plain] == [None, Path("chest.int8.xml")]

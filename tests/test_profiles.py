@@ -64,8 +64,9 @@ def test_shipped_profiles_name_no_data_path():
     """The wheel carries the profiles: calibration images are the user's own (--calibration), never a path of
     this repository's data."""
     for name in profile_names():
-        calibration = load_profile(name).calibration
-        assert calibration is None or calibration.images is None, name
+        profile = load_profile(name)
+        for section in (profile.calibration, profile.accuracy_control):  # --calibration, --validation
+            assert section is None or section.images is None, name
 
 
 def test_shipped_int8_profile_asks_for_calibration_images_before_exporting(tiny_weights, tmp_path, monkeypatch):

@@ -12,12 +12,12 @@ from landmark_edge.io.atomic import atomic_path, atomic_write_text
 from landmark_edge.runtime.backend import STAGES
 
 COLUMNS = (
-    "backend", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s", "img/s x ref", "p50 x ref",
+    "backend", "ran", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "img/s", "img/s x ref", "p50 x ref",
     *(f"{stage} ms" for stage in STAGES), "peak GPU MiB", "drift max px", "drift mean px", "drift max mm",
     "drift mean mm", "heatmap max diff", "flagged",
 )  # fmt: skip
 # The terminal table keeps what fits a screen; the markdown and JSON carry every column.
-TERMINAL_COLUMNS = ("backend", "batch", "p50 ms", "p99 ms", "img/s", "img/s x ref", "p50 x ref", "compute ms",
+TERMINAL_COLUMNS = ("backend", "ran", "batch", "p50 ms", "p99 ms", "img/s", "img/s x ref", "p50 x ref", "compute ms",
                     "peak GPU MiB", "drift max px", "drift mean px", "heatmap max diff", "flagged")  # fmt: skip
 
 
@@ -30,6 +30,7 @@ def row_cells(row: BenchRow) -> list[str]:
     latency, drift = row.latency_ms, row.drift
     return [
         row.label,
+        row.run.precision if row.run else "-",  # what ran (OpenVINO: read back from its runtime graph)
         str(row.batch_size),
         *(_number(getattr(latency, key)) for key in ("p50", "p90", "p99", "mean")),
         _number(row.throughput_ips, 1),

@@ -76,9 +76,20 @@ class BenchSpec:
         )  # fmt: skip
 
 
-def parse_specs(choices: list[BackendChoice], precisions: list[str]) -> list[BenchSpec]:
-    """Every backend at every precision, minus the reference itself (it always runs first anyway)."""
-    specs = [BenchSpec(replace(choice, precision=p)) for choice in choices for p in precisions]
+def parse_specs(
+    choices: list[BackendChoice], precisions: list[str], artifacts: dict[tuple[str, str], Path] | None = None
+) -> list[BenchSpec]:
+    """Every backend at every precision, minus the reference itself (it always runs first anyway).
+
+    ``artifacts`` holds a precision's own file by (backend, precision) (``--artifact openvino:int8=chest.int8.xml``);
+    it replaces the choice's artifact at that precision only, so one run measures a float model and a quantized one.
+    """
+    own = artifacts or {}
+    specs = [
+        BenchSpec(replace(choice, precision=p, artifact=own.get((choice.backend, p), choice.artifact)))
+        for choice in choices
+        for p in precisions
+    ]
     return [s for s in specs if not s.is_reference]
 
 

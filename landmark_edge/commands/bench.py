@@ -43,7 +43,13 @@ from landmark_edge.commands.options import (
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.io.inputs import expand_inputs
-from landmark_edge.runtime.registry import BackendChoice, backend_for_artifact, backend_names, check_options
+from landmark_edge.runtime.registry import (
+    BackendChoice,
+    all_precisions,
+    backend_for_artifact,
+    backend_names,
+    check_options,
+)
 from landmark_edge.weights import resolve_weights
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -72,9 +78,10 @@ def bench(
     artifact: Annotated[
         list[str] | None,
         typer.Option(
-            "--artifact", metavar="[NAME:]PATH",
-            help="Exported model for one backend (repeatable): NAME:PATH, or PATH alone for the backend whose "
-            "files carry its suffix (see `infer --help`), e.g. aoti:chest.pt2, chest.onnx.",
+            "--artifact", metavar="[NAME:[PRECISION=]]PATH",
+            help="Exported model for one backend (repeatable): NAME:PATH, or PATH alone for the first backend whose "
+            "files carry its suffix (see `infer --help`), e.g. aoti:chest.pt2, chest.onnx; NAME:PRECISION=PATH "
+            "for that precision's rows only, e.g. openvino:int8=chest.int8.xml.",
         ),
     ] = None,
     allow_fallback: AllowFallbackOpt = False,
@@ -96,9 +103,11 @@ def bench(
     given = backend_options(option or [])
     artifacts = _artifacts(artifact or [], names)
     choices = [
-        BackendChoice(name, artifacts.get(name), "fp32", device, decode, options_for(given, name), allow_fallback)
+        BackendChoice(name, artifacts.get((name, None)), "fp32", device, decode, options_for(given, name),
+                      allow_fallback)
         for name in names
-    ]
+    ]  # fmt: skip
+    own = {(name, precision): path for (name, precision), path in artifacts.items() if precision is not None}
     with one_line_errors():  # a misspelt option or backend is one line before anything is measured
         for choice in choices:
             check_options(choice.backend, choice.options)
@@ -108,7 +117,7 @@ def bench(
         config = BenchConfig(
             anatomy=target,
             weights=weights_path,
-            specs=parse_specs(choices, _text_list(precisions)),
+            specs=parse_specs(choices, _text_list(precisions), own),
             batch_sizes=sizes,
             images=_image_files(images, max_images),
             iters=iters,
@@ -122,7 +131,7 @@ def bench(
             ("--batch-sizes", ",".join(map(str, sizes))), ("--images", images), ("--max-images", max_images),
             ("--iters", iters), ("--warmup", warmup), ("--weights", weights_path), ("--device", device),
             ("--decode", decode.value), *(("--option", item) for item in option or []),
-            *(("--artifact", f"{name}:{path}") for name, path in artifacts.items()),
+            *(("--artifact", f"{name}:{'' if p is None else p + '='}{path}") for (name, p), path in artifacts.items()),
             ("--allow-fallback", allow_fallback or None), ("--out-dir", out_dir),
         )
         report = _run_keeping_partial(config, out_dir)
@@ -156,18 +165,24 @@ def _run_keeping_partial(config: BenchConfig, out_dir: Path) -> BenchReport:
         raise
 
 
-def _artifacts(items: list[str], names: list[str]) -> dict[str, Path]:
-    """``--artifact [NAME:]PATH`` items by backend: NAME: as in --option, else the backend whose suffix it has."""
-    artifacts: dict[str, Path] = {}
+def _artifacts(items: list[str], names: list[str]) -> dict[tuple[str, str | None], Path]:
+    """``--artifact [NAME:[PRECISION=]]PATH`` items by (backend, precision or None for all of its precisions):
+    NAME: as in --option, else the backend whose suffix it has."""
+    artifacts: dict[tuple[str, str | None], Path] = {}
     for item in items:
         name, sep, path = item.partition(":")
-        if not sep or name not in backend_names():  # no backend name in front: a plain path
+        named = bool(sep) and name in backend_names()
+        if not named:  # no backend name in front: a plain path
             name, path = backend_for_artifact(Path(item)), item
         if name is None:
             fail(f"--artifact {item}: name its backend (NAME:PATH, NAME one of {', '.join(backend_names())})")
         if name not in names:
             fail(f"--artifact {item}: the {name} backend is not among --backends ({', '.join(names)})")
-        artifacts[name] = Path(path)
+        precision, equals, rest = path.partition("=")
+        if named and equals and precision in all_precisions():
+            artifacts[name, precision] = Path(rest)
+        else:
+            artifacts[name, None] = Path(path)
     return artifacts
 
 

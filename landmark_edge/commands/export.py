@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -26,8 +27,12 @@ from landmark_edge.export.onnx import ExportReport, export_anatomy
 from landmark_edge.export.profiles import DeploymentProfile, load_profile, with_overrides
 from landmark_edge.weights import read_info, resolve_weights
 
+if TYPE_CHECKING:
+    from landmark_edge.export.openvino import IrReport
+
 
 # --decode choices: the decoders, plus none (heatmaps only). Built from DecodeMethod so a new decoder appears here.
+ArtifactFormat = Enum("ArtifactFormat", {"ONNX": "onnx", "OPENVINO": "openvino"}, type=str)
 GraphDecode = Enum("GraphDecode", {"NONE": "none", **{m.name: m.value for m in DecodeMethod}}, type=str)
 
 
@@ -59,6 +64,28 @@ def export(
     calibration: Annotated[
         Path | None, typer.Option(help="Folder or glob of real X-rays to calibrate int8 on (overrides the profile).")
     ] = None,
+    to: Annotated[
+        ArtifactFormat | None,
+        typer.Option("--to", help="Artifact: onnx, or openvino (an IR, MODEL.xml + MODEL.bin). Default: the "
+                     "profile's format, else onnx."),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="--to openvino: fp32 (exact, checked within 1e-4 of PyTorch), bf16 (a hint in the IR) or "
+                     "int8 (NNCF bounded by landmark drift; needs --calibration and --validation). Default: the "
+                     "profile's."),
+    ] = None,
+    validation: Annotated[
+        Path | None,
+        typer.Option(help="--to openvino int8: folder or glob of validation X-rays (never test images) the drift "
+                     "bound is checked on (overrides the profile)."),
+    ] = None,
+    max_drift: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="--to openvino int8: the largest landmark move allowed from fp32 on --validation, "
+                     "in the anatomy's unit (chest px, head and hand mm). Default: the profile's, else chest 1 px, "
+                     "head and hand 0.5 mm."),
+    ] = None,
     images: Annotated[
         list[Path] | None,
         typer.Option("--images", "-i", help="Real X-rays to validate on (repeat). Default: the bundled example."),
@@ -66,7 +93,9 @@ def export(
     output_format: FormatOpt = ReportFormat.TABLE,
 ) -> None:
     """Export GU2Net to ONNX per anatomy: BatchNorm folded, dynamic batch, simplified, checked, and validated
-    against PyTorch in ONNX Runtime on real images (fails if any heatmap differs by more than 1e-4)."""
+    against PyTorch in ONNX Runtime on real images (fails if any heatmap differs by more than 1e-4). --to openvino
+    writes an OpenVINO IR instead (fp32 checked the same way on the saved IR; bf16 and int8 report their landmark
+    drift from fp32; pip install 'landmark-edge[openvino-export]')."""
     every = anatomy.strip().lower() == "all"
     names = list(ANATOMIES) if every else [anatomy_or_exit(anatomy).name]
     reports: list[ExportReport] = []
@@ -76,11 +105,17 @@ def export(
         settings = load_profile(profile) if profile else DeploymentProfile()
         settings = with_overrides(
             settings, profile or "defaults", opset=opset, simplify=simplify, onnx_precision=onnx_precision,
-            calibration_images=calibration,
+            calibration_images=calibration, format=to and to.value, precision=precision,
+            validation_images=validation, max_drift=max_drift,
         )  # fmt: skip
         quantize = settings.calibration if settings.onnx_precision == "int8" else None
         method = settings.decode if decode is None else None if decode is GraphDecode.NONE else DecodeMethod(decode)
         weights_path = resolve_weights(weights)
+        if settings.format == "openvino":
+            ir_reports = [_export_ir(weights_path, name, _target(out, name, len(names) > 1, ".xml"), settings, method,
+                                     list(images or ())) for name in names]  # fmt: skip
+            _print_ir(ir_reports, output_format is ReportFormat.JSON)
+            return
         for name in names:
             target = _target(out, name, multiple=len(names) > 1)
             with err_console.status(f"{name}: starting") as status:
@@ -103,10 +138,43 @@ def _fit_anatomies(weights: Path) -> list[str]:
     return [entry.name for entry in info.anatomies if entry.fit_for_use is not False]
 
 
-def _target(out: Path | None, anatomy: str, multiple: bool) -> Path:
+def _target(out: Path | None, anatomy: str, multiple: bool, suffix: str = ".onnx") -> Path:
     if out is None:
-        return Path(f"{anatomy}.onnx")
-    return out / f"{anatomy}.onnx" if multiple or out.is_dir() else out
+        return Path(f"{anatomy}{suffix}")
+    return out / f"{anatomy}{suffix}" if multiple or out.is_dir() else out
+
+
+def _export_ir(weights: Path, name: str, target: Path, settings: DeploymentProfile, decode: DecodeMethod | None,
+               images: list[Path]) -> IrReport:  # fmt: skip
+    """One anatomy's OpenVINO IR (imported here: OpenVINO and NNCF are optional extras)."""
+    from landmark_edge.export.openvino import export_ir
+
+    with err_console.status(f"{name}: starting") as status:
+        return export_ir(
+            weights, name, target, precision=settings.precision, opset=settings.opset, decode=decode,
+            simplify=settings.simplify, images=images, calibration=settings.calibration,
+            control=settings.accuracy_control, step=lambda text: status.update(f"{name}: {text}"),
+        )  # fmt: skip
+
+
+def _print_ir(reports: list[IrReport], as_json: bool) -> None:
+    rows = [
+        {"anatomy": r.anatomy, "path": str(r.path), "precision": r.precision, "decode": r.decode and r.decode.value,
+         "max_abs_diff": r.validation.max_abs_diff, "drift": r.drift, "unit": r.unit,
+         "int8": None if r.int8 is None else dataclasses.asdict(r.int8)}
+        for r in reports
+    ]  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="OpenVINO IR export (the saved IR in OpenVINO vs PyTorch, real images)")
+    for column in ("anatomy", "file", "precision", "max |diff| heatmaps", "drift from fp32", "float layers"):
+        table.add_column(column)
+    for r in reports:
+        drift = "-" if r.drift is None else f"{r.drift:.3f} {r.unit}"
+        kept = "-" if r.int8 is None else f"{len(r.int8.float_layers)} ({r.int8.quantized} int8)"
+        table.add_row(r.anatomy, str(r.path), r.precision, f"{r.validation.worst_heatmap_diff:.2e}", drift, kept)
+    out_console().print(table)
 
 
 def _print(reports: list[ExportReport], as_json: bool) -> None:

@@ -186,6 +186,19 @@ def validation_batch(anatomy: Anatomy, images: Sequence[Path] = (), size: int = 
     return zscore_batch(torch.from_numpy(np.stack(pixels)))
 
 
+# Runs an exported model on a z-scored (B, 1, H, W) batch: {output name: array} (ONNX Runtime, OpenVINO).
+GraphRunner = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+
+def ort_runner(model: onnx.ModelProto) -> GraphRunner:
+    """The graph in an ONNX Runtime CPU session."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return lambda batch: dict(zip(names, session.run(None, {INPUT: batch})))
+
+
 def validate_onnx(
     model: onnx.ModelProto,
     reference: nn.Module,
@@ -193,20 +206,28 @@ def validate_onnx(
     decode: DecodeMethod | None,
     batch_sizes: Sequence[int] = (1, 3),
 ) -> Validation:
-    """Run the graph in ONNX Runtime (CPU) and the unfolded PyTorch model on the same batch, at each batch size.
+    """Run the graph in ONNX Runtime (CPU) and the unfolded PyTorch model on the same batch (:func:`validate_outputs`)."""
+    return validate_outputs(ort_runner(model), reference, batch, decode, batch_sizes)
+
+
+def validate_outputs(
+    run: GraphRunner,
+    reference: nn.Module,
+    batch: torch.Tensor,
+    decode: DecodeMethod | None,
+    batch_sizes: Sequence[int] = (1, 3),
+) -> Validation:
+    """Run an exported model and the unfolded PyTorch model on the same batch, at each batch size.
 
     Heatmaps and peak values are compared with PyTorch; in-graph landmarks are compared with the Python
     decoder applied to the graph's own heatmaps (so an argmax tie broken differently by 1e-7 of noise in the
     heatmaps is not counted as a decoder difference).
     """
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     result = Validation(batch_sizes=tuple(batch_sizes), images=len(batch))
     with torch.inference_mode():  # once, at the largest batch: eval-mode outputs do not depend on the batch
         expected_all = reference(batch[: max(batch_sizes)]).float()
     for size in batch_sizes:
-        outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {INPUT: batch[:size].numpy()})))
+        outputs = run(batch[:size].numpy())
         expected = expected_all[:size]
         result.max_abs_diff[f"{HEATMAPS}@b{size}"] = _max_diff(outputs[HEATMAPS], expected)
         if decode is not None:
@@ -288,12 +309,7 @@ def export_anatomy(
     check_onnx(graph)
     step("validating against PyTorch in ONNX Runtime")
     validation = validate_onnx(graph, SingleAnatomy(model, target.name).eval(), validation_batch(target, images), decode)
-    for key, diff in validation.max_abs_diff.items():
-        limit = LANDMARK_TOLERANCE_PX if key.startswith(LANDMARKS) else tolerance
-        if diff > limit:
-            raise ExportError(
-                f"{target.name}: ONNX Runtime differs from PyTorch by {diff:.3g} on {key} (limit {limit:g})"
-            )
+    check_validation(validation, target, "ONNX Runtime", tolerance)
     if calibration is not None:
         from landmark_edge.export.quantize import quantize_for_cpu
 
@@ -304,6 +320,14 @@ def export_anatomy(
     step("saving")
     save_onnx(graph, out)
     return ExportReport(target.name, Path(out), _opset_of(graph), decode, len(graph.graph.node), validation)
+
+
+def check_validation(validation: Validation, anatomy: Anatomy, runtime: str, tolerance: float = FP32_TOLERANCE) -> None:
+    """Refuse an export whose outputs differ from PyTorch's beyond the fp32 limits (landmarks: the decoder's)."""
+    for key, diff in validation.max_abs_diff.items():
+        limit = LANDMARK_TOLERANCE_PX if key.startswith(LANDMARKS) else tolerance
+        if diff > limit:
+            raise ExportError(f"{anatomy.name}: {runtime} differs from PyTorch by {diff:.3g} on {key} (limit {limit:g})")
 
 
 def onnx_graph(

@@ -7,7 +7,8 @@ line override the profile. Loading validates every field (pydantic, unknown fiel
 line naming the file and the field rather than a silently ignored setting.
 
 A shipped profile names no data path: the calibration images of an int8/fp8 profile are the user's own X-rays,
-given with ``--calibration`` (its ``calibration`` section sets only how many and how).
+given with ``--calibration`` (its ``calibration`` section sets only how many and how), and so are the validation
+images of an OpenVINO int8 one (``--validation``; its ``accuracy_control`` section sets the bound and the recipe).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ CHECKOUT_PROFILES = Path(__file__).resolve().parents[2] / "export"
 
 Precision = Literal["fp32", "fp16", "bf16", "int8", "fp8"]
 QUANTIZED: tuple[str, ...] = ("int8", "fp8")
+OPENVINO_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "int8")
 
 
 class ProfileError(LandmarkEdgeError):
@@ -64,6 +66,26 @@ class Calibration(_Strict):
     method: Literal["minmax", "entropy", "percentile"] = "percentile"
 
 
+class AccuracyControl(_Strict):
+    """OpenVINO int8 bounded by landmark drift: NNCF's accuracy-controlled quantization returns layers to float
+    until the landmarks on ``images`` move at most ``max_drift`` from the float model's.
+
+    ``images`` are validation images (never the test set: the bound would be fitted to what it is judged on); a
+    shipped profile leaves them out, like its calibration images: they are the user's own (``--validation``).
+    ``max_drift`` is in the anatomy's unit, in original-image space (chest: px; head, hand: mm); None takes the
+    anatomy's default (:data:`landmark_edge.export.openvino.DEFAULT_MAX_DRIFT`). ``range_estimator`` and
+    ``fast_bias_correction`` were chosen by measurement (``benchmarks/results/openvino_int8.md``).
+    """
+
+    images: Path | None = None  # a folder or a glob, relative to the current directory; None: --validation
+    count: int = Field(16, ge=1)  # at most this many images, in sorted order
+    max_drift: float | None = Field(None, gt=0)
+    ranking_images: int = Field(6, ge=1)  # images that rank the layers' contributions to the drift
+    max_iterations: int = Field(24, ge=0)  # layer groups returned to float at most (bounds the run's time)
+    range_estimator: Literal["minmax", "mean_minmax", "mean_quantile", "histogram"] = "minmax"
+    fast_bias_correction: bool = True
+
+
 class DeploymentProfile(_Strict):
     """One deployment target. ``export`` reads opset/decode/dynamic batch; ``build`` reads the rest."""
 
@@ -75,6 +97,10 @@ class DeploymentProfile(_Strict):
     # int8: the exported graph itself is quantized for ONNX Runtime's CPU provider (needs `calibration`);
     # TensorRT builds quantize the fp32 graph themselves, by `precision` below.
     onnx_precision: Literal["fp32", "int8"] = "fp32"
+    # The artifact written: an ONNX graph, or an OpenVINO IR (.xml + .bin) at `precision` fp32, bf16 (a precision
+    # hint in the IR's metadata; weights stay fp32) or int8 (NNCF, with `calibration` and `accuracy_control`).
+    format: Literal["onnx", "openvino"] = "onnx"
+    accuracy_control: AccuracyControl | None = None
     # build (TensorRT)
     precision: Precision = "fp32"
     batch: BatchRange = BatchRange()
@@ -93,6 +119,10 @@ class DeploymentProfile(_Strict):
             raise ValueError(f"precision {self.precision} needs a calibration section (images to calibrate on)")
         if self.onnx_precision == "int8" and self.calibration is None:
             raise ValueError("onnx_precision int8 needs a calibration section (images to calibrate on)")
+        if self.format == "openvino" and self.precision not in OPENVINO_PRECISIONS:
+            raise ValueError(f"format openvino writes {', '.join(OPENVINO_PRECISIONS)} IRs, not {self.precision}")
+        if self.format == "openvino" and self.precision == "int8" and self.accuracy_control is None:
+            raise ValueError("an OpenVINO int8 IR needs an accuracy_control section (validation images)")
         return self
 
 
@@ -143,6 +173,9 @@ def with_overrides(profile: DeploymentProfile, source: str, **overrides) -> Depl
             data["batch"][key.removeprefix("batch_")] = value
         elif key == "calibration_images":
             data["calibration"] = {**(data.get("calibration") or {}), "images": value}
+        elif key in ("validation_images", "max_drift"):
+            field = "images" if key == "validation_images" else key
+            data["accuracy_control"] = {**(data.get("accuracy_control") or {}), field: value}
         else:
             data[key] = value
     return _validated(data, f"{source} with command-line options")

@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landmark_edge.anatomy import Anatomy
-from landmark_edge.contracts import RunInfo
-from landmark_edge.decode import DecodeMethod
+from landmark_edge.contracts import CONFIDENCE, HEATMAPS, LANDMARKS, ArtifactInfo, RunInfo
+from landmark_edge.decode import DecodeMethod, decode_heatmaps
 from landmark_edge.errors import BackendUnavailable
 from landmark_edge.io.files import artifact_sha256, file_sha256
+from landmark_edge.transforms import zscore
 
 if TYPE_CHECKING:
     import torch
@@ -196,6 +197,57 @@ class Backend(ABC):
                 artifact_sha256=None if artifact is None else artifact_sha256(artifact),
             )  # fmt: skip
         return self._run_info
+
+
+class GraphBackend(Backend):
+    """A backend that runs an exported graph on the host (ONNX Runtime, OpenVINO): z-score in numpy, the graph,
+    then its in-graph decoder when it matches the requested method, else the one decoder on its heatmaps.
+
+    Subclasses only say how to run the graph (:meth:`outputs`); everything around it is shared, so the two
+    runtimes cannot drift apart in how they feed the graph or pick its outputs.
+    """
+
+    def __init__(
+        self, info: ArtifactInfo, anatomy: Anatomy, decode: DecodeMethod | str, precision: str | None = None
+    ) -> None:
+        """``precision`` is what the runtime computes in when it is not the graph's own (fp16 on the TensorRT EP,
+        what OpenVINO's runtime graph reports)."""
+        super().__init__(anatomy, decode)
+        self.info = info  # the factory has checked it against the request (check_built_for)
+        self.graph_decodes = self.decodes_in_graph(info.decode)
+        self.precision = precision or info.precision
+        self.artifact_weights_sha256 = info.weights_sha256 or None
+
+    @abstractmethod
+    def outputs(self, names: list[str], image: np.ndarray) -> list[np.ndarray]:
+        """The graph's outputs ``names`` for a z-scored (B, 1, H, W) float32 batch."""
+
+    def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
+        image = zscore(pixels)[:, None]  # on the host, in numpy: this path needs no torch
+        names = ([HEATMAPS] if return_heatmaps or not self.graph_decodes else []) + (
+            [LANDMARKS, CONFIDENCE] if self.graph_decodes else []
+        )
+        outputs = dict(zip(names, self.outputs(names, image)))
+        if self.graph_decodes:
+            xy, confidence = outputs[LANDMARKS], outputs[CONFIDENCE]
+        else:
+            xy, confidence = decode_on_host(outputs[HEATMAPS], self.decode)
+        return Prediction(
+            xy=np.asarray(xy, dtype=np.float32),
+            confidence=np.asarray(confidence, dtype=np.float32),
+            heatmaps=outputs[HEATMAPS] if return_heatmaps else None,
+        )
+
+
+def decode_on_host(heatmaps: np.ndarray, method: DecodeMethod) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a graph's heatmaps with the one (torch) decoder, for a graph exported without the decoder asked for.
+
+    Only this case imports torch: the graphs this package exports from weights carry the decoder requested.
+    """
+    import torch
+
+    xy, confidence = decode_heatmaps(torch.from_numpy(np.ascontiguousarray(heatmaps)), method)
+    return xy.numpy(), confidence.numpy()
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ from typing import Any, Literal
 import numpy as np
 
 from landmark_edge.anatomy import Anatomy
-from landmark_edge.contracts import CONFIDENCE, HEATMAPS, INPUT, LANDMARKS, OnnxInfo
-from landmark_edge.decode import DecodeMethod, decode_heatmaps
+from landmark_edge.contracts import INPUT, OnnxInfo
+from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import BackendUnavailable, first_line
-from landmark_edge.runtime.backend import Backend, BackendRequest, BuiltFor, Prediction, check_built_for
+from landmark_edge.runtime.backend import BackendRequest, BuiltFor, GraphBackend, check_built_for
 from landmark_edge.runtime.options import BackendOptions
-from landmark_edge.transforms import zscore
 
 class OrtOptions(BackendOptions):
     """The ``onnxruntime`` backend's ``--option`` keys."""
@@ -182,49 +181,20 @@ def create(request: BackendRequest) -> OnnxRuntimeBackend:
     return OnnxRuntimeBackend(session, info, request.anatomy, request.decode, settings.precision)
 
 
-class OnnxRuntimeBackend(Backend):
-    """Runs an exported graph; uses its in-graph decoder when it matches the requested method."""
+class OnnxRuntimeBackend(GraphBackend):
+    """Runs an exported graph in an InferenceSession; uses its in-graph decoder when it matches the request."""
 
     name = "onnxruntime"
 
     def __init__(
         self, session, info: OnnxInfo, anatomy: Anatomy, decode: DecodeMethod | str, precision: str | None = None
     ) -> None:
-        """``precision`` is what the session runs when it is not the graph's own (fp16 on the TensorRT EP)."""
-        super().__init__(anatomy, decode)
+        super().__init__(info, anatomy, decode, precision)
         self.session = session
-        self.info = info
-        self.graph_decodes = self.decodes_in_graph(info.decode)
-        self.precision = precision or info.precision
-        self.artifact_weights_sha256 = info.weights_sha256 or None
 
-    def run(self, pixels: np.ndarray, *, return_heatmaps: bool = False) -> Prediction:
-        image = zscore(pixels)[:, None]  # on the host, in numpy: this backend's path needs no torch
-        names = ([HEATMAPS] if return_heatmaps or not self.graph_decodes else []) + (
-            [LANDMARKS, CONFIDENCE] if self.graph_decodes else []
-        )
-        outputs = dict(zip(names, self.session.run(names, {INPUT: image})))
-        if self.graph_decodes:
-            xy, confidence = outputs[LANDMARKS], outputs[CONFIDENCE]
-        else:
-            xy, confidence = _decode_on_host(outputs[HEATMAPS], self.decode)
-        return Prediction(
-            xy=np.asarray(xy, dtype=np.float32),
-            confidence=np.asarray(confidence, dtype=np.float32),
-            heatmaps=outputs[HEATMAPS] if return_heatmaps else None,
-        )
+    def outputs(self, names: list[str], image: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(names, {INPUT: image})
 
     @property
     def providers(self) -> list[str]:
         return self.session.get_providers()
-
-
-def _decode_on_host(heatmaps: np.ndarray, method: DecodeMethod) -> tuple[np.ndarray, np.ndarray]:
-    """Decode a graph's heatmaps with the one (torch) decoder, for a graph exported without the decoder asked for.
-
-    Only this case imports torch: the graphs this package exports from weights carry the decoder requested.
-    """
-    import torch
-
-    xy, confidence = decode_heatmaps(torch.from_numpy(heatmaps), method)
-    return xy.numpy(), confidence.numpy()

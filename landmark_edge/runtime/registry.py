@@ -111,6 +111,15 @@ _ENTRIES = (
         options="landmark_edge.runtime.onnxruntime:OrtOptions",
     ),
     BackendSpec(
+        "openvino", "OpenVINO on --device cpu (gpu, npu where installed): the weights' cached ONNX graph, an exported "
+        ".onnx or an IR (.xml) as the artifact; --precision fp32 (f32 hint set: exact), bf16, int8 (an IR from "
+        "`export --profile cpu-openvino-int8`)",
+        factory="landmark_edge.runtime.openvino:create", precisions=("fp32", "bf16", "int8"),
+        devices=("cpu", "gpu", "npu"), decode="graph", library="openvino",
+        artifact=ArtifactKind((".xml", ".onnx"), "IR", "landmark-edge export --to openvino", required=False),
+        options="landmark_edge.runtime.openvino:OvOptions",
+    ),
+    BackendSpec(
         "tensorrt", "TensorRT engine from `landmark-edge build`, given as the artifact; --device cuda[:N]; "
         "--precision and the batch size within what the engine was built for",
         factory="landmark_edge.runtime.tensorrt:create", precisions=("fp32", "fp16", "bf16", "int8", "fp8"),
@@ -152,10 +161,11 @@ def artifact_backends() -> list[BackendSpec]:
 
 
 def backend_for_artifact(path: Path) -> str | None:
-    """The backend whose artifacts carry ``path``'s suffix (bench routes an unnamed ``--artifact`` with it)."""
+    """The backend an unnamed ``--artifact`` goes to (bench routes with it): the first entry that reads ``path``'s
+    suffix, so a suffix several backends read (``.onnx``: onnxruntime, then openvino) keeps its first reader."""
     suffix = Path(path).suffix.lower()
     found = [spec.name for spec in artifact_backends() if suffix in spec.artifact.suffixes]
-    return found[0] if len(found) == 1 else None
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)
@@ -204,7 +214,8 @@ def _check_capabilities(spec: BackendSpec, precision: str, device: str, artifact
             f"{name} backend: pass the {spec.artifact.kind} with --artifact (make one: {spec.artifact.made_by})"
         )
     owner = None if artifact is None else backend_for_artifact(artifact)
-    if owner is not None and owner != name:  # another backend's kind of file (an odd suffix is left to the loader)
+    reads = spec.artifact is not None and artifact is not None and Path(artifact).suffix.lower() in spec.artifact.suffixes
+    if owner is not None and not reads:  # another backend's kind of file (an odd suffix is left to the loader)
         raise BackendUnavailable(f"{artifact}: a {owner} file; run it with --backend {owner}, not {name}")
 
 
@@ -228,15 +239,23 @@ def create_backend(name: str, request: BackendRequest) -> Backend:
     return backend
 
 
+# ``infer``'s backend for fp32 on the CPU: whichever exact backend makes the whole cached one-image ``infer`` call
+# fastest (benchmarks/infer_wall.py, run on a quiet machine). Both run the same cached graph within 1e-4 of torch;
+# switching is this one line ("openvino" falls back to onnxruntime where OpenVINO is not installed).
+CPU_FP32_DEFAULT = "onnxruntime"
+
+
 def default_backend(device: str, precision: str, artifact: Path | None) -> str:
-    """``infer``'s backend when none is named: ONNX Runtime for fp32 on the CPU, eager torch otherwise.
+    """``infer``'s backend when none is named: :data:`CPU_FP32_DEFAULT` for fp32 on the CPU, eager torch otherwise.
 
     On a CPU ONNX Runtime runs the network several times faster than eager torch (the record:
     ``benchmarks/results/cpu-2core-chest/bench.md``) and equals it within 1e-4, and its graph is cached per
     weights (:class:`~landmark_edge.export.loaders.OnnxFromWeights`), so a one-image ``infer`` starts in a fraction
     of eager torch's time (``benchmarks/results/cold_start.md``). torch stays the reference for ``evaluate`` and ``bench``.
     """
-    return "onnxruntime" if device == "cpu" and precision == "fp32" and artifact is None else "torch"
+    if device != "cpu" or precision != "fp32" or artifact is not None:
+        return "torch"
+    return CPU_FP32_DEFAULT if importlib.util.find_spec(CPU_FP32_DEFAULT) is not None else "onnxruntime"
 
 
 def _attribute(reference: str) -> Any:
