@@ -74,8 +74,7 @@ def provenance_markdown(record: dict) -> str:
     environment = made["environment"]
     versions = [f"torch {environment['torch']}"] + [
         f"{name} {version}" for name, version in
-        (("onnxruntime", environment.get("onnxruntime")), ("tensorrt", environment.get("tensorrt")),
-         *made["libraries"].items()) if version is not None
+        {**environment.get("libraries", {}), **made["libraries"]}.items() if version is not None
     ]  # fmt: skip
     return "\n".join([
         f"Recorded {made['created']} on {machine(record)}, Python {environment['python']}, landmark-edge "
