@@ -76,6 +76,7 @@ def test_fp32_matches_torch_and_reports_what_ran(tiny_weights):
         assert backend.run_info().precision == "fp32" and set(backend.layers.values()) == {"fp32"}
         got = backend.run(_pixels(), return_heatmaps=True)
         assert np.abs(got.heatmaps - want.heatmaps).max() < FP32_TOLERANCE
+        backend.close()
         own, _ = decode_heatmaps(torch.from_numpy(got.heatmaps), decode)
         assert np.abs(got.xy - own.numpy()).max() <= LANDMARK_TOLERANCE_PX
 
@@ -109,6 +110,7 @@ def test_ir_export_round_trip_fp32_and_bf16(tiny_weights, tmp_path):
     backend = create_backend("openvino", BackendRequest(None, CHEST, artifact=tmp_path / "chest.xml"))
     assert backend.info.decode is DecodeMethod.SUBPIXEL and backend.graph_decodes
     assert np.abs(backend.run(_pixels(), return_heatmaps=True).heatmaps - want.heatmaps).max() < FP32_TOLERANCE
+    backend.close()
 
     bf16 = _export_ir(tiny_weights, tmp_path / "chest.bf16.xml", "--precision", "bf16")
     assert bf16["precision"] == "bf16" and bf16["drift"] is not None
@@ -119,6 +121,7 @@ def test_ir_export_round_trip_fp32_and_bf16(tiny_weights, tmp_path):
     assert "\n" not in str(error.value)
     ran = create_backend("openvino", BackendRequest(None, CHEST, precision="bf16", artifact=tmp_path / "chest.bf16.xml"))
     assert ran.run_info().precision in ("bf16", "fp32")  # fp32 where the CPU has no bf16: read back, not echoed
+    ran.close()
 
 
 @needs_openvino

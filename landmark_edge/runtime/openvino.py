@@ -229,6 +229,12 @@ class OpenVinoBackend(GraphBackend):
         self.compiled = compiled
         self.request = compiled.create_infer_request()
         self.layers = layers
+
+    def close(self) -> None:
+        """Release the infer request and compiled model now: their executor threads otherwise live until garbage
+        collection, and a process that goes on (a library caller, the test suite) keeps them running."""
+        self.request = self.compiled = None
+
     def outputs(self, names: list[str], image: np.ndarray) -> list[np.ndarray]:
         results = self.request.infer({INPUT: image})
         by_name = {port.get_any_name(): value for port, value in results.items()}
