@@ -251,7 +251,9 @@ def default_backend(device: str, precision: str, artifact: Path | None) -> str:
     On a CPU ONNX Runtime runs the network several times faster than eager torch (the record:
     ``benchmarks/results/cpu-2core-chest/bench.md``) and equals it within 1e-4, and its graph is cached per
     weights (:class:`~landmark_edge.export.loaders.OnnxFromWeights`), so a one-image ``infer`` starts in a fraction
-    of eager torch's time (``benchmarks/results/cold_start.md``). torch stays the reference for ``evaluate`` and ``bench``.
+    of eager torch's time (``benchmarks/results/cold_start.md``). It also beats OpenVINO f32 on a one-image call,
+whose compile costs more than its faster network saves (``benchmarks/results/infer_wall.md``). torch stays the
+reference for ``evaluate`` and ``bench``.
     """
     if device != "cpu" or precision != "fp32" or artifact is not None:
         return "torch"
