@@ -49,14 +49,14 @@ def import_times(arguments: list[str], env: dict[str, str], top: int = 12) -> li
     ``python -X importtime -m landmark_edge ARGUMENTS`` reports them."""
     result = subprocess.run([sys.executable, "-X", "importtime", "-m", "landmark_edge", *arguments], env=env,
                             capture_output=True, text=True, check=True)  # fmt: skip
-    rows = []
+    seconds: dict[str, float] = {}  # a module the command imports in two processes is listed twice: keep one
     for line in result.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
         _, cumulative, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
-        rows.append({"module": name, "cumulative_s": int(cumulative) / 1e6})
-    return [{"module": r["module"], "cumulative_s": round(r["cumulative_s"], 3)}
-            for r in sorted(rows, key=lambda r: -r["cumulative_s"])[:top]]  # fmt: skip
+        seconds[name] = max(seconds.get(name, 0.0), int(cumulative) / 1e6)
+    return [{"module": name, "cumulative_s": round(value, 3)}
+            for name, value in sorted(seconds.items(), key=lambda item: -item[1])[:top]]  # fmt: skip
 
 
 def paired_calls(repeat: int, cache_root: Path) -> list[dict]:

@@ -4,7 +4,8 @@
         --calibration '../shared/data/chest/pngs/CHNCXR_0[01]*_0.png' \
         --validation '../shared/data/chest/pngs/CHNCXR_02[5-7]?_0.png' --out benchmarks/results/openvino_int8
 
-(chest train ids for calibration; validation ids 0246-0281, never test)
+(chest train ids for calibration; validation ids 0246-0281, never test; `--ir chest.int8.xml` keeps the IR for
+`landmark-edge bench --artifact openvino:int8=chest.int8.xml`)
 
 The shipped weights' graph (sub-pixel decoding in the graph) becomes a float IR; then
 
@@ -40,6 +41,7 @@ from landmark_edge.export.openvino import (
     ir_runner,
     quantization_arguments,
     quantize_int8,
+    save_ir,
     to_ir,
     validation_paths,
     _quiet_nncf,
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validation", type=Path, required=True, help="validation images, never test")
     parser.add_argument("--skip-recipes", action="store_true", help="use the profile's recipe without comparing")
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    parser.add_argument("--ir", type=Path, help="also save the accuracy-controlled IR (MODEL.xml) for bench --artifact")
     args = parser.parse_args(argv)
     anatomy = get_anatomy(args.anatomy)
     settings = with_overrides(load_profile(args.profile), args.profile, calibration_images=args.calibration,
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         best = min(recipes, key=lambda r: (r["max"], r["mean"]))
         control = control.model_copy(update={k: best[k] for k in ("range_estimator", "fast_bias_correction")})
     quantized, report = quantize_int8(model, anatomy, calibration, control, step=lambda text: print(text, flush=True))
+    if args.ir:
+        save_ir(describe_ir(quantized, read_onnx_info(graph), "int8"), args.ir)
     test = test_drift(model, quantized, anatomy, args.data)
     data = {
         "weights_sha256": file_sha256(DEFAULT_WEIGHTS), "anatomy": anatomy.name, "profile": args.profile,

@@ -30,6 +30,7 @@ def test_a_record_says_where_when_and_how(tmp_path):
     markdown = (tmp_path / "x.md").read_text().splitlines()
     assert markdown[0] == "# A record" and markdown[2].startswith(f"Recorded {made['created']} on ")
     assert f"({environment['cpu_cores']} cores)" in markdown[2] and made["command"] in markdown
+    assert markdown[2].count(f"torch {environment['torch']}") == 1  # each library once, torch included
     assert markdown[-1] == "rows: [1, 2]"
 
 

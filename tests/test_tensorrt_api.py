@@ -132,7 +132,7 @@ def _repair_stub(path: Path) -> None:
 def test_builder_and_runtime_type_check_against_the_10x_stubs(tmp_path):
     """mypy over export/tensorrt.py and runtime/tensorrt.py with NVIDIA's 10.x stubs: every method called on a
     Builder, network, config, parser, runtime, engine or context exists with those argument types."""
-    mypy = pytest.importorskip("mypy.api", reason="mypy is not installed (.ci/run installs it)")
+    mypy = pytest.importorskip("mypy.api", reason="mypy is not installed (the test extra has it)")
     try:
         files = [f for f in metadata.files("tensorrt-stubs") or [] if f.suffix == ".pyi"]
     except metadata.PackageNotFoundError:

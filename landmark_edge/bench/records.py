@@ -72,10 +72,8 @@ def machine(record: dict) -> str:
 def provenance_markdown(record: dict) -> str:
     made = record["record"]
     environment = made["environment"]
-    versions = [f"torch {environment['torch']}"] + [
-        f"{name} {version}" for name, version in
-        {**environment.get("libraries", {}), **made["libraries"]}.items() if version is not None
-    ]  # fmt: skip
+    libraries = {"torch": environment["torch"], **environment.get("libraries", {}), **made["libraries"]}
+    versions = [f"{name} {version}" for name, version in libraries.items() if version is not None]
     return "\n".join([
         f"Recorded {made['created']} on {machine(record)}, Python {environment['python']}, landmark-edge "
         f"{environment['landmark_edge']} at commit {made['git_commit'] or 'unknown'}; {', '.join(versions)}. "
