@@ -205,7 +205,7 @@ def report(record: dict) -> str:
     done_at_kill, jsonl_after_kill = record["done_at_kill"], record["jsonl_after_kill"]
     resumed_status, files = record["resumed_status"], record["files"]
     identical_files, identical_jsonl = record["identical_files"], record["identical_jsonl"]
-    return f"""# Reliability: memory over long runs, and resume after SIGKILL
+    return f"""# Reliability: memory over long runs, resume after SIGKILL or SIGTERM, a damaged cache rebuilt
 
 Backend `onnxruntime` (CPU). Each run is `landmark-edge infer FOLDER -a chest --backend onnxruntime --artifact
 tiny_chest.onnx --out-dir DIR -f jsonl -o DIR.jsonl` (the graph exported once with `landmark-edge export`) over {IMAGE_SIDE} x {IMAGE_SIDE}
