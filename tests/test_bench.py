@@ -233,8 +233,28 @@ def test_a_precision_s_own_artifact_replaces_the_backend_s_at_that_precision_onl
                          ("onnxruntime", None): Path("chest.onnx")}  # fmt: skip
     own = {key: path for key, path in artifacts.items() if key[1] is not None}
     choice = BackendChoice("openvino", artifacts["openvino", None], options={"threads": 2})
-    specs = {s.choice.precision: s.choice for s in parse_specs([choice], ["fp32", "bf16", "int8"], own)}
+    every = [(None, "fp32"), (None, "bf16"), (None, "int8")]
+    specs = {s.choice.precision: s.choice for s in parse_specs([choice], every, own)}
     assert specs["int8"].artifact == Path("chest.int8.xml") and specs["bf16"].artifact == Path("chest.xml")
     assert specs["fp32"].artifact == Path("chest.xml") and specs["int8"].options == {"threads": 2}
-    plain = parse_specs([BackendChoice("openvino")], ["fp32", "int8"], own)
+    plain = parse_specs([BackendChoice("openvino")], [(None, "fp32"), (None, "int8")], own)
     assert [s.choice.artifact for s in plain] == [None, Path("chest.int8.xml")]
+
+
+def test_a_named_precision_is_tried_for_its_backend_only():
+    """``--precisions fp32,openvino:bf16,onnxruntime:int8``: bf16 and int8 where asked, fp32 everywhere; a name or
+    precision that is not in the run is one line before anything is measured."""
+    from landmark_edge.bench.runner import parse_specs
+    from landmark_edge.commands.bench import _precisions
+    from landmark_edge.runtime.registry import BackendChoice
+
+    names = ["torch", "onnxruntime", "openvino"]
+    pairs = _precisions("fp32,openvino:bf16,onnxruntime:int8", names)
+    assert pairs == [(None, "fp32"), ("openvino", "bf16"), ("onnxruntime", "int8")]
+    specs = parse_specs([BackendChoice(name) for name in names], pairs)
+    assert [(s.choice.backend, s.choice.precision) for s in specs] == [
+        ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16")]  # fmt: skip
+    for text, message in (("fp32,tensorrt:int8", "the tensorrt backend is not among --backends"),
+                          ("openvino:fp64", "unknown precision 'fp64'")):  # fmt: skip
+        result = CliRunner().invoke(app, ["bench", "-a", "chest", "--backends", ",".join(names), "--precisions", text])
+        assert result.exit_code == 2 and message in result.stderr, result.output

@@ -77,10 +77,14 @@ class BenchSpec:
 
 
 def parse_specs(
-    choices: list[BackendChoice], precisions: list[str], artifacts: dict[tuple[str, str], Path] | None = None
+    choices: list[BackendChoice],
+    precisions: list[tuple[str | None, str]],
+    artifacts: dict[tuple[str, str], Path] | None = None,
 ) -> list[BenchSpec]:
     """Every backend at every precision, minus the reference itself (it always runs first anyway).
 
+    ``precisions`` are (backend or None, precision): a named one is tried for that backend only
+    (``--precisions fp32,openvino:bf16``), so a run need not spend minutes on precisions a CPU only emulates.
     ``artifacts`` holds a precision's own file by (backend, precision) (``--artifact openvino:int8=chest.int8.xml``);
     it replaces the choice's artifact at that precision only, so one run measures a float model and a quantized one.
     """
@@ -88,7 +92,8 @@ def parse_specs(
     specs = [
         BenchSpec(replace(choice, precision=p, artifact=own.get((choice.backend, p), choice.artifact)))
         for choice in choices
-        for p in precisions
+        for name, p in precisions
+        if name in (None, choice.backend)
     ]
     return [s for s in specs if not s.is_reference]
 

@@ -61,7 +61,9 @@ def bench(
         str, typer.Option(help=f"Comma-separated registry names, or 'all' ({', '.join(backend_names())}).")
     ] = "all",
     precisions: Annotated[
-        str, typer.Option(help="Comma-separated precisions tried for every backend (fp32, fp16, bf16, int8).")
+        str,
+        typer.Option(help="Comma-separated precisions (fp32, fp16, bf16, int8) tried for every backend; "
+                     "NAME:PRECISION tries one for that backend only, e.g. fp32,openvino:bf16,openvino:int8."),
     ] = "fp32",
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
     images: Annotated[
@@ -117,7 +119,7 @@ def bench(
         config = BenchConfig(
             anatomy=target,
             weights=weights_path,
-            specs=parse_specs(choices, _text_list(precisions), own),
+            specs=parse_specs(choices, _precisions(precisions, names), own),
             batch_sizes=sizes,
             images=_image_files(images, max_images),
             iters=iters,
@@ -184,6 +186,21 @@ def _artifacts(items: list[str], names: list[str]) -> dict[tuple[str, str | None
         else:
             artifacts[name, None] = Path(path)
     return artifacts
+
+
+def _precisions(text: str, names: list[str]) -> list[tuple[str | None, str]]:
+    """``--precisions [NAME:]PRECISION,...`` as (backend or None for every backend, precision)."""
+    pairs = []
+    for item in _text_list(text):
+        name, _, precision = item.rpartition(":")
+        if precision not in all_precisions():
+            fail(f"--precisions {item}: unknown precision '{precision}' (choose from {', '.join(all_precisions())})")
+        if name and name not in names:
+            fail(f"--precisions {item}: the {name} backend is not among --backends ({', '.join(names)})")
+        pairs.append((name or None, precision))
+    if not pairs:
+        fail("--precisions: give at least one precision")
+    return pairs
 
 
 def _text_list(text: str) -> list[str]:
