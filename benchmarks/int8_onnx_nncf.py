@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     validation = DriftImages.read(validation_paths(control), anatomy)
     validation.set_reference(float_run)
     train = DriftImages.read(calibration_paths(calibration), anatomy)
-    test = DriftImages.read([s.path for s in load_split(args.data, anatomy, "test").samples], anatomy)
+    test = DriftImages.read([s.image for s in load_split(args.data, anatomy, "test").samples], anatomy)
     test.set_reference(float_run)
     candidates = {}
     for name, make in (

@@ -21,6 +21,7 @@ from landmark_edge.commands.options import (
     err_console,
     one_line_errors,
     out_console,
+    warning_line,
 )
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.export.onnx import ExportReport, export_anatomy
@@ -150,11 +151,17 @@ def _export_ir(weights: Path, name: str, target: Path, settings: DeploymentProfi
     from landmark_edge.export.openvino import export_ir
 
     with err_console.status(f"{name}: starting") as status:
-        return export_ir(
+        report = export_ir(
             weights, name, target, precision=settings.precision, opset=settings.opset, decode=decode,
             simplify=settings.simplify, images=images, calibration=settings.calibration,
             control=settings.accuracy_control, step=lambda text: status.update(f"{name}: {text}"),
         )  # fmt: skip
+    if report.int8 is not None and not report.int8.met:  # saved (it may still serve), but never silently over
+        warning_line(f"{report.path}: landmarks on the validation images move up to {report.int8.final_drift:.3g} "
+                     f"{report.unit}, over the bound of {report.int8.max_drift:g} {report.unit}, after "
+                     f"{settings.accuracy_control.max_iterations} accuracy-control iterations; use this int8 IR "
+                     "only if that is acceptable, or keep fp32")  # fmt: skip
+    return report
 
 
 def _print_ir(reports: list[IrReport], as_json: bool) -> None:

@@ -88,7 +88,8 @@ def infer(
             "onnxruntime for fp32 on the CPU (its graph cached per weights), else torch. Drift from torch fp32 "
             "with openvino: fp32 none (within 1e-4); bf16 moved chest landmarks up to 0.21 px (mean 0.03) on a CPU "
             "with AVX512_BF16 (elsewhere it runs fp32, and the run record says so); int8 (an IR from `export "
-            "--profile cpu-openvino-int8`) is bounded when exported (chest 1 px, head 0.5 mm by default)"
+            "--profile cpu-openvino-int8`) is held to a drift bound when exported (chest 1 px, head 0.5 mm by default; "
+            "export warns when it cannot meet it, as on the shipped chest weights: 21 px on one test landmark)"
         ),
     ] = None,
     precision: PrecisionOpt = "fp32",
