@@ -75,7 +75,7 @@ def nncf_accuracy_control(graph: onnx.ModelProto, train: DriftImages, validation
     estimator = getattr(RangeEstimatorParametersSet, RANGE_ESTIMATORS[control.range_estimator])
     with _quiet_nncf():
         return nncf.quantize_with_accuracy_control(
-            graph, calibration_dataset=nncf.Dataset(train.inputs),
+            graph, calibration_dataset=nncf.Dataset(train.inputs, lambda batch: {INPUT: batch}),  # ONNX: feeds by name
             validation_dataset=nncf.Dataset(list(range(len(validation.inputs)))), validation_fn=validate,
             max_drop=limit, drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.PERFORMANCE,
             subset_size=len(train.inputs), fast_bias_correction=control.fast_bias_correction,
@@ -125,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     train = DriftImages.read(calibration_paths(calibration), anatomy)
     test = DriftImages.read([s.image for s in load_split(args.data, anatomy, "test").samples], anatomy)
     test.set_reference(float_run)
-    candidates = {}
+    fp32_ms = ms_per_image(float_run, test)
+    data = {"weights_sha256": file_sha256(DEFAULT_WEIGHTS), "anatomy": anatomy.name, "unit": unit, "bound": limit,
+            "test_images": len(test.inputs), "validation_images": len(validation.inputs),
+            "calibration_images": len(train.inputs), "fp32_ms_per_image": fp32_ms, "candidates": {},
+            "better": None}  # fmt: skip
+    candidates = data["candidates"]
     for name, make in (
         ("package", lambda: quantize_for_cpu(graph, anatomy, calibration)),
         ("nncf accuracy control", lambda: nncf_accuracy_control(graph, train, validation, control, limit)),
@@ -142,13 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             "val_max": float(on_val.max()), "test_max": float(on_test.max()), "test_mean": float(on_test.mean()),
             "test_over_bound": int((on_test > limit).sum()), "ms_per_image": ms_per_image(run, test),
         }  # fmt: skip
-    fp32_ms = ms_per_image(float_run, test)
+        write_record(args.out, data, markdown)  # each candidate as it finishes: a stopped run keeps the first
     within = [n for n, c in candidates.items() if c["test_max"] <= limit] or list(candidates)
-    better = min(within, key=lambda n: candidates[n]["ms_per_image"])
-    data = {"weights_sha256": file_sha256(DEFAULT_WEIGHTS), "anatomy": anatomy.name, "unit": unit, "bound": limit,
-            "test_images": len(test.inputs), "validation_images": len(validation.inputs),
-            "calibration_images": len(train.inputs), "fp32_ms_per_image": fp32_ms, "candidates": candidates,
-            "better": better}  # fmt: skip
+    data["better"] = min(within, key=lambda n: candidates[n]["ms_per_image"])
     write_record(args.out, data, markdown)
     return 0
 
@@ -166,7 +167,10 @@ def markdown(record: dict) -> str:
         lines.append(f"| {name} | {c['int8_convs']} of {c['convs']} | {c['val_max']:.3f} | {c['test_max']:.3f} | "
                      f"{c['test_mean']:.3f} | {c['test_over_bound']} | {c['ms_per_image']:.0f} | "
                      f"{c['seconds']:.0f} |")  # fmt: skip
-    lines += ["", f"Better here (within the bound on test, then faster): **{record['better']}**."]
+    if record["better"] is None:
+        lines += ["", "The run stopped before every candidate finished."]
+    else:
+        lines += ["", f"Better here (within the bound on test, then faster): **{record['better']}**."]
     return "\n".join(lines) + "\n"
 
 
