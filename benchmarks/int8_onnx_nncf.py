@@ -23,9 +23,7 @@ record is the bench's). The record names the better recipe (within the bound on 
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -48,6 +46,7 @@ from landmark_edge.export.openvino import (
 from landmark_edge.export.profiles import load_profile, with_overrides
 from landmark_edge.export.quantize import calibration_paths, float_tail_nodes, quantize_for_cpu
 from landmark_edge.weights import DEFAULT_WEIGHTS, file_sha256
+from openvino_int8 import int8_parser  # beside this script (python benchmarks/int8_onnx_nncf.py)
 
 
 def runner(model: onnx.ModelProto):
@@ -103,14 +102,7 @@ def ms_per_image(run, images: DriftImages, count: int = 8) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--anatomy", default="chest")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="test split for the final drift")
-    parser.add_argument("--profile", default="cpu-openvino-int8")
-    parser.add_argument("--calibration", type=Path, required=True, help="train images (the profile names none)")
-    parser.add_argument("--validation", type=Path, required=True, help="validation images, never test")
-    parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
-    args = parser.parse_args(argv)
+    args = int8_parser(__doc__.splitlines()[0]).parse_args(argv)
     anatomy = get_anatomy(args.anatomy)
     settings = with_overrides(load_profile(args.profile), args.profile, calibration_images=args.calibration,
                               validation_images=args.validation)  # fmt: skip

@@ -63,15 +63,21 @@ RECIPES = [
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def int8_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every int8 record shares (also ``int8_onnx_nncf.py``'s): anatomy, profile, images, output."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--anatomy", default="chest")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="test split for the final drift")
     parser.add_argument("--profile", default="cpu-openvino-int8")
     parser.add_argument("--calibration", type=Path, required=True, help="train images (the profile names none)")
     parser.add_argument("--validation", type=Path, required=True, help="validation images, never test")
-    parser.add_argument("--skip-recipes", action="store_true", help="use the profile's recipe without comparing")
     parser.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = int8_parser(__doc__.splitlines()[0])
+    parser.add_argument("--skip-recipes", action="store_true", help="use the profile's recipe without comparing")
     parser.add_argument("--ir", type=Path, help="also save the accuracy-controlled IR (MODEL.xml) for bench --artifact")
     parser.add_argument("--from-ir", type=Path, help="describe an IR saved earlier with --ir instead of quantizing "
                         "again (minutes, not tens: the recipe comparison and the accuracy control's time are not "
