@@ -186,8 +186,8 @@ def versions() -> dict:
 def markdown(record: dict) -> str:
     control, unit, test = record["accuracy_control"], record["unit"], record["test"]
     lines = [f"# OpenVINO int8 for {record['anatomy']}: NNCF accuracy control bounded by landmark drift", "",
-             f"- NNCF {record['versions']['nncf']}; weights sha256 {record['weights_sha256'][:12]}; drift in {unit}, original-"
-             f"image space, against the float IR", ""]  # fmt: skip
+             f"- NNCF {record['versions']['nncf']}; weights sha256 {record['weights_sha256'][:12]}; drift in {unit}, "
+             "original-image space, against the float IR", ""]  # fmt: skip
     if record["recipes"]:
         lines += ["## Recipe by measurement (whole network int8, validation images)", "",
                   "| range estimator | fast bias correction | max drift | mean drift | s |", "|---|---|---|---|---|"]
