@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 
@@ -36,11 +35,11 @@ from landmark_edge.data import load_split
 from landmark_edge.export.onnx import check_onnx, onnx_graph
 from landmark_edge.export.openvino import (
     DEFAULT_MAX_DRIFT,
-    METRIC_OFFSET,
-    RANGE_ESTIMATORS,
     DriftImages,
     _quiet_nncf,
+    drift_metric,
     drift_unit,
+    quantization_arguments,
     validation_paths,
 )
 from landmark_edge.export.profiles import load_profile, with_overrides
@@ -59,31 +58,18 @@ def runner(model: onnx.ModelProto):
 
 
 def nncf_accuracy_control(graph: onnx.ModelProto, train: DriftImages, validation: DriftImages, control, limit):
-    """NNCF's accuracy-controlled int8 of the ONNX graph, the validation metric being the landmark drift."""
+    """NNCF's accuracy-controlled int8 of the ONNX graph with the OpenVINO export's arguments and drift metric."""
     import nncf
-    from nncf.quantization.advanced_parameters import (
-        AdvancedAccuracyRestorerParameters,
-        AdvancedQuantizationParameters,
-    )
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    def validate(model, items) -> tuple[float, list[float]]:
-        drifts = validation.drifts(runner(model), [int(index) for index in items])
-        return METRIC_OFFSET - float(drifts.max()), [METRIC_OFFSET - float(d) for d in drifts]
-
-    estimator = getattr(RangeEstimatorParametersSet, RANGE_ESTIMATORS[control.range_estimator])
     with _quiet_nncf():
         return nncf.quantize_with_accuracy_control(
-            graph, calibration_dataset=nncf.Dataset(train.inputs, lambda batch: {INPUT: batch}),  # ONNX: feeds by name
-            validation_dataset=nncf.Dataset(list(range(len(validation.inputs)))), validation_fn=validate,
-            max_drop=limit, drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.PERFORMANCE,
-            subset_size=len(train.inputs), fast_bias_correction=control.fast_bias_correction,
-            ignored_scope=nncf.IgnoredScope(names=float_tail_nodes(graph), validate=False),
-            advanced_quantization_parameters=AdvancedQuantizationParameters(
-                activations_range_estimator_params=estimator),
+            graph, validation_dataset=nncf.Dataset(list(range(len(validation.inputs)))),
+            validation_fn=drift_metric(validation, runner), max_drop=limit, drop_type=nncf.DropType.ABSOLUTE,
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
                 max_num_iterations=control.max_iterations, ranking_subset_size=control.ranking_images,
                 num_ranking_workers=1),
+            **quantization_arguments(float_tail_nodes(graph), train, control),
         )  # fmt: skip
 
 

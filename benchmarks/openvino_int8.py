@@ -127,7 +127,7 @@ def compare_recipes(model, anatomy, calibration, control, validation: DriftImage
     for recipe in RECIPES:
         started = time.perf_counter()
         print(f"recipe {recipe}", flush=True)
-        arguments = quantization_arguments(model, train, control.model_copy(update=recipe))
+        arguments = quantization_arguments(float_tail_ops(model), train, control.model_copy(update=recipe))
         arguments["advanced_parameters"] = arguments.pop("advanced_quantization_parameters")  # quantize's name
         with _quiet_nncf():
             quantized = nncf.quantize(model, **arguments)
@@ -144,11 +144,11 @@ def saved_report(model, saved, anatomy, calibration, control, validation: DriftI
     import nncf
 
     train = DriftImages.read(calibration_paths(calibration), anatomy)
-    arguments = quantization_arguments(model, train, control)
+    unit, ignored = drift_unit(anatomy), float_tail_ops(model)
+    arguments = quantization_arguments(ignored, train, control)
     arguments["advanced_parameters"] = arguments.pop("advanced_quantization_parameters")  # quantize's name
     with _quiet_nncf():
         initial = nncf.quantize(model, **arguments)
-    unit, ignored = drift_unit(anatomy), float_tail_ops(model)
     recipe = {"range_estimator": control.range_estimator, "fast_bias_correction": control.fast_bias_correction,
               "preset": "performance", "max_iterations": control.max_iterations,
               "ranking_images": control.ranking_images}  # fmt: skip

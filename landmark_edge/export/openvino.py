@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # the int8 IR's float layers run f32
 # Allowed landmark drift of int8 from the float model when the profile gives none, by unit.
 DEFAULT_MAX_DRIFT = {"px": 1.0, "mm": 0.5}
-METRIC_OFFSET = 1000.0  # the validation metric is METRIC_OFFSET - drift (see quantize_int8's validate)
+METRIC_OFFSET = 1000.0  # the validation metric is METRIC_OFFSET - drift (see drift_metric)
 # NNCF's range estimators by the profile's names.
 RANGE_ESTIMATORS = {"minmax": "MINMAX", "mean_minmax": "MEAN_MINMAX", "mean_quantile": "MEAN_QUANTILE",
                     "histogram": "HISTOGRAM"}  # fmt: skip
@@ -252,21 +252,35 @@ def _nncf():
     return nncf
 
 
-def quantization_arguments(model: ov.Model, train: DriftImages, control: AccuracyControl) -> dict[str, Any]:
-    """The keyword arguments NNCF's ``quantize`` and ``quantize_with_accuracy_control`` share: calibration on the
-    train images, symmetric (performance) preset, the profile's range estimator and bias correction, and the
-    heatmap product and decoder ignored."""
+def quantization_arguments(ignored: list[str], train: DriftImages, control: AccuracyControl) -> dict[str, Any]:
+    """The keyword arguments NNCF's ``quantize`` and ``quantize_with_accuracy_control`` share, for an OpenVINO model
+    or an ONNX graph alike: calibration on the train images (fed by input name), symmetric (performance) preset,
+    the profile's range estimator and bias correction, and ``ignored`` (the heatmap product and decoder) float."""
     nncf = _nncf()
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     estimator = getattr(RangeEstimatorParametersSet, RANGE_ESTIMATORS[control.range_estimator])
     return dict(
-        calibration_dataset=nncf.Dataset(train.inputs), preset=nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=len(train.inputs), fast_bias_correction=control.fast_bias_correction,
-        ignored_scope=nncf.IgnoredScope(names=float_tail_ops(model), validate=False),
+        calibration_dataset=nncf.Dataset(train.inputs, lambda batch: {INPUT: batch}),
+        preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(train.inputs),
+        fast_bias_correction=control.fast_bias_correction,
+        ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
         advanced_quantization_parameters=AdvancedQuantizationParameters(activations_range_estimator_params=estimator),
     )  # fmt: skip
+
+
+def drift_metric(validation: DriftImages, runner: Callable[[Any], GraphRunner]):
+    """NNCF's validation function over ``validation``: ``runner`` turns the model NNCF hands over (a compiled
+    OpenVINO model, an ONNX graph) into a batch runner. Higher is better for NNCF: the largest drift below an offset
+    (NNCF also computes a relative drop, dividing by the float model's metric, which an un-offset drift of 0 would
+    make a division by zero)."""
+
+    def validate(model, items) -> tuple[float, list[float]]:
+        drifts = validation.drifts(runner(model), [int(index) for index in items])
+        return METRIC_OFFSET - float(drifts.max()), [METRIC_OFFSET - float(d) for d in drifts]
+
+    return validate
 
 
 def drift_images(paths: Sequence[Path], anatomy: Anatomy, model: ov.Model) -> DriftImages:
@@ -293,25 +307,19 @@ def quantize_int8(
     step("reading validation and calibration images")
     validation = drift_images(validation_paths(control), anatomy, model)
     train = DriftImages.read(calibration_paths(calibration), anatomy)
-    arguments = quantization_arguments(model, train, control)
+    ignored = float_tail_ops(model)
+    arguments = quantization_arguments(ignored, train, control)
     recipe = {"range_estimator": control.range_estimator, "fast_bias_correction": control.fast_bias_correction,
               "preset": "performance", "max_iterations": control.max_iterations,
               "ranking_images": control.ranking_images}  # fmt: skip
-    ignored = float_tail_ops(model)
     report = Int8Report(unit, limit, len(validation.inputs), len(train.inputs), recipe, ignored=ignored)
-
-    def validate(compiled, items) -> tuple[float, list[float]]:
-        """Higher is better for NNCF: the largest drift below an offset (NNCF also computes a relative drop, dividing
-        by the float model's metric, which an un-offset drift of 0 would make a division by zero)."""
-        drifts = validation.drifts(compiled_runner(compiled), [int(index) for index in items])
-        return METRIC_OFFSET - float(drifts.max()), [METRIC_OFFSET - float(d) for d in drifts]
 
     step(f"quantizing with accuracy control (max drift {limit:g} {unit}; minutes)")
     with tempfile.TemporaryDirectory(prefix="landmark-edge-nncf-") as folder, _quiet_nncf():
         try:
             quantized = nncf.quantize_with_accuracy_control(
                 model, validation_dataset=nncf.Dataset(list(range(len(validation.inputs)))),
-                validation_fn=validate, max_drop=limit, drop_type=nncf.DropType.ABSOLUTE,
+                validation_fn=drift_metric(validation, compiled_runner), max_drop=limit, drop_type=nncf.DropType.ABSOLUTE,
                 advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
                     max_num_iterations=control.max_iterations, ranking_subset_size=control.ranking_images,
                     num_ranking_workers=1, intermediate_model_dir=folder),
