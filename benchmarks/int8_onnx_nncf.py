@@ -45,7 +45,7 @@ from landmark_edge.export.openvino import (
 from landmark_edge.export.profiles import load_profile, with_overrides
 from landmark_edge.export.quantize import calibration_paths, float_tail_nodes, quantize_for_cpu
 from landmark_edge.weights import DEFAULT_WEIGHTS, file_sha256
-from openvino_int8 import int8_parser  # beside this script (python benchmarks/int8_onnx_nncf.py)
+from openvino_int8 import int8_parser, progress  # beside this script (python benchmarks/int8_onnx_nncf.py)
 
 
 def runner(model: onnx.ModelProto):
@@ -65,7 +65,7 @@ def nncf_accuracy_control(graph: onnx.ModelProto, train: DriftImages, validation
     with _quiet_nncf():
         return nncf.quantize_with_accuracy_control(
             graph, validation_dataset=nncf.Dataset(list(range(len(validation.inputs)))),
-            validation_fn=drift_metric(validation, runner), max_drop=limit, drop_type=nncf.DropType.ABSOLUTE,
+            validation_fn=drift_metric(validation, runner, progress), max_drop=limit, drop_type=nncf.DropType.ABSOLUTE,
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
                 max_num_iterations=control.max_iterations, ranking_subset_size=control.ranking_images,
                 num_ranking_workers=1),

@@ -25,6 +25,7 @@ Writes ``OUT.json`` and ``OUT.md``; the whole run is bounded by the profile's ``
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -61,6 +62,12 @@ RECIPES = [
     {"range_estimator": "minmax", "fast_bias_correction": False},
     {"range_estimator": "mean_quantile", "fast_bias_correction": True},
 ]
+
+
+def progress(text: str) -> None:
+    """A timestamped progress line on stderr: NNCF's runs redirect stdout (its progress bars), which would swallow
+    it."""
+    print(time.strftime("%H:%M:%S"), text, file=sys.stderr, flush=True)
 
 
 def int8_parser(description: str) -> argparse.ArgumentParser:
@@ -101,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if recipes:
             best = min(recipes, key=lambda r: (r["max"], r["mean"]))
             control = control.model_copy(update={k: best[k] for k in ("range_estimator", "fast_bias_correction")})
-        step = lambda text: print(text, flush=True)  # noqa: E731
-        quantized, report = quantize_int8(model, anatomy, calibration, control, step=step)
+        quantized, report = quantize_int8(model, anatomy, calibration, control, step=progress)
     if args.ir:
         save_ir(describe_ir(quantized, read_onnx_info(graph), "int8"), args.ir)
     test = test_drift(model, quantized, test_images)

@@ -208,4 +208,36 @@ def test_an_int8_ir_over_its_drift_bound_is_saved_with_one_warning(tiny_weights,
                                       str(tmp_path), "-o", str(out)])  # fmt: skip
     assert result.exit_code == 0, result.output
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert str(out) in line and "2.24 px, over the bound of 1 px" in line and "24 accuracy-control iterations" in line
+    iterations = load_profile("cpu-openvino-int8").accuracy_control.max_iterations
+    assert str(out) in line and "2.24 px, over the bound of 1 px" in line
+    assert f"{iterations} accuracy-control iterations" in line
+
+
+def test_drift_metric_measures_original_pixels_and_reports_each_full_validation():
+    """NNCF's validation function: the largest landmark move in original-image pixels (one landmark shifted 3 grid
+    px on an image twice the grid's size moves 6 px; the six landmarks' mean move is 1 px, the tie-break), offset
+    so higher is better; a full validation is one reported accuracy-control step, a subset (layer ranking) is
+    counted, not reported."""
+    from landmark_edge.contracts import HEATMAPS
+    from landmark_edge.export.openvino import MEAN_MOVE_WEIGHT, METRIC_OFFSET, DriftImages, drift_metric
+
+    height, width = CHEST.grid[1], CHEST.grid[0]
+    ys, xs = np.mgrid[0:height, 0:width]
+
+    def peaks(shift: float) -> np.ndarray:
+        centres = [(100 + 40 * k + (shift if k == 0 else 0), 200 + 20 * k) for k in range(CHEST.num_landmarks)]
+        maps = [np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / 18.0) for x, y in centres]
+        return np.stack(maps)[None].astype(np.float32)
+
+    images = DriftImages(CHEST, [np.zeros((1, 1, height, width), np.float32)] * 2, [(2 * width, 2 * height)] * 2)
+    images.set_reference(lambda batch: {HEATMAPS: peaks(0.0)})
+    said: list[str] = []
+    validate = drift_metric(images, lambda model: (lambda batch: {HEATMAPS: peaks(model)}), said.append)
+
+    metric, per_image = validate(3.0, iter([0]))  # a ranking trial on a subset: counted, not reported
+    assert metric == pytest.approx(METRIC_OFFSET - 6.0 - MEAN_MOVE_WEIGHT * 1.0, abs=1e-3)
+    assert per_image == pytest.approx([METRIC_OFFSET - 6.0], abs=1e-3) and said == []
+    metric, per_image = validate(0.0, iter([0, 1]))
+    assert metric == pytest.approx(METRIC_OFFSET, abs=1e-6) and per_image == pytest.approx([METRIC_OFFSET] * 2)
+    (line,) = said
+    assert "step 0: max drift 0 px" in line and "1 ranking trials" in line

@@ -81,7 +81,7 @@ class AccuracyControl(_Strict):
     count: int = Field(16, ge=1)  # at most this many images, in sorted order
     max_drift: float | None = Field(None, gt=0)
     ranking_images: int = Field(6, ge=1)  # images that rank the layers' contributions to the drift
-    max_iterations: int = Field(24, ge=0)  # layer groups returned to float at most (bounds the run's time)
+    max_iterations: int = Field(12, ge=0)  # layer groups returned to float at most (bounds the run's time)
     range_estimator: Literal["minmax", "mean_minmax", "mean_quantile", "histogram"] = "minmax"
     fast_bias_correction: bool = True
 
