@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from landmark_edge.anatomy import get_anatomy
 from landmark_edge.bench.results import BenchReport
-from landmark_edge.bench.stats import landmark_drift, latency_stats, throughput
+from landmark_edge.bench.stats import heatmap_difference, landmark_drift, latency_stats, throughput
 from landmark_edge.cli import app
 from landmark_edge.commands.options import EXIT_FAILED_BASE
 from landmark_edge.runtime import registry
@@ -45,10 +45,12 @@ def test_landmark_drift_known_offsets():
     candidate = reference.copy()
     candidate[0, 1] = (3.0, 4.0)  # 5 px
     candidate[1, 2] = (-6.0, 8.0)  # 10 px
-    maps = np.zeros((2, 3, 4, 4), np.float32)
+    maps = np.zeros((3, 4, 4), np.float32)
     shifted_maps = maps.copy()
-    shifted_maps[1, 0, 2, 3] = -0.25
-    drift = landmark_drift(reference, candidate, np.array([[0.1, 0.2], [0.5, 0.5]]), maps, shifted_maps)
+    shifted_maps[0, 2, 3] = -0.25
+    assert heatmap_difference(maps, shifted_maps) == pytest.approx(0.25)
+    assert heatmap_difference(maps, maps.astype(np.float16)) == 0.0
+    drift = landmark_drift(reference, candidate, np.array([[0.1, 0.2], [0.5, 0.5]]), 0.25)
     assert drift.images == 2
     assert (drift.max_px, drift.mean_px) == pytest.approx((10.0, 15.0 / 6))
     assert drift.max_mm == pytest.approx(5.0)  # image 2: 10 px at 0.5 mm

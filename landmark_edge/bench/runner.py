@@ -27,7 +27,7 @@ from landmark_edge.anatomy import Anatomy
 from landmark_edge.backends import open_backend
 from landmark_edge.bench.environment import collect_environment
 from landmark_edge.bench.results import BenchReport, BenchRow
-from landmark_edge.bench.stats import landmark_drift, latency_stats, throughput
+from landmark_edge.bench.stats import heatmap_difference, landmark_drift, latency_stats, throughput
 from landmark_edge.decode import DecodeMethod
 from landmark_edge.errors import InputError
 from landmark_edge.io.images import resolve_spacing
@@ -163,12 +163,14 @@ def load_images(paths: list[Path], anatomy: Anatomy) -> BenchImages:
 
 @dataclass
 class _Outputs:
-    """A backend's predictions for every bench image: landmarks in original pixels, heatmaps when returned, and
-    how many of the finished results carry flags."""
+    """A backend's predictions for every bench image: landmarks in original pixels, how many of the finished results
+    carry flags, and where the backend returns heatmaps, the reference's own (one per image) or a candidate's largest
+    difference from them (compared as they arrive, never kept)."""
 
     xy: np.ndarray
-    heatmaps: np.ndarray | None
     flagged: int
+    heatmaps: list[np.ndarray] | None = None
+    max_heatmap_diff: float | None = None
 
 
 class _GpuMemory:
@@ -265,8 +267,7 @@ class _Bench:
             throughput_ips=throughput(batch_size, latencies),
             stages_ms={name: float(np.mean(values)) for name, values in stages.items() if values},
             peak_gpu_memory_mb=memory.peak_mb(),
-            drift=landmark_drift(self.reference.xy, outputs.xy, self.images.spacing_mm,
-                                 self.reference.heatmaps, outputs.heatmaps),
+            drift=landmark_drift(self.reference.xy, outputs.xy, self.images.spacing_mm, outputs.max_heatmap_diff),
             flagged=outputs.flagged,
             run=backend.run_info(),
         )
@@ -274,15 +275,23 @@ class _Bench:
     def predict(self, backend: Backend, batch_size: int, task) -> _Outputs:
         """Every image once through a session, in the timed batches' shapes (the fill-up's results unused)."""
         session = InferenceSession(self.config.anatomy, backend, batch_size=batch_size, keep_heatmaps=True)
-        inferences = []
-        for inference in islice(session.infer(self.images.filled(batch_size)), len(self.images.items)):
-            inferences.append(inference)
+        reference = None if self.reference is None else self.reference.heatmaps
+        grid_xy, kept, differences, flagged = [], [], [], 0
+        inferences = islice(session.infer(self.images.filled(batch_size)), len(self.images.items))
+        for index, inference in enumerate(inferences):
+            grid_xy.append(inference.grid_xy)
+            flagged += bool(inference.result.flags)
+            if inference.heatmaps is None:
+                kept = differences = None
+            elif self.reference is None and kept is not None:
+                kept.append(inference.heatmaps)
+            elif reference is not None and differences is not None:
+                differences.append(heatmap_difference(reference[index], inference.heatmaps))
             self._advance(task)
-        grid_xy = np.stack([inference.grid_xy for inference in inferences])
-        heatmaps = [inference.heatmaps for inference in inferences]
-        maps = None if any(h is None for h in heatmaps) else np.stack(heatmaps)
-        flagged = sum(bool(inference.result.flags) for inference in inferences)
-        return _Outputs(self.images.to_original(grid_xy, self.config.anatomy.grid), maps, flagged)
+        xy = self.images.to_original(np.stack(grid_xy), self.config.anatomy.grid)
+        if self.reference is None:
+            return _Outputs(xy, flagged, heatmaps=kept)
+        return _Outputs(xy, flagged, max_heatmap_diff=max(differences) if reference and differences else None)
 
     @contextmanager
     def _build_task(self, label: str) -> Iterator[Callable[[str], None] | None]:
