@@ -276,22 +276,21 @@ class _Bench:
         """Every image once through a session, in the timed batches' shapes (the fill-up's results unused)."""
         session = InferenceSession(self.config.anatomy, backend, batch_size=batch_size, keep_heatmaps=True)
         reference = None if self.reference is None else self.reference.heatmaps
-        grid_xy, kept, differences, flagged = [], [], [], 0
+        grid_xy, kept, largest, flagged, have_maps = [], [], 0.0, 0, True
         inferences = islice(session.infer(self.images.filled(batch_size)), len(self.images.items))
         for index, inference in enumerate(inferences):
             grid_xy.append(inference.grid_xy)
             flagged += bool(inference.result.flags)
-            if inference.heatmaps is None:
-                kept = differences = None
-            elif self.reference is None and kept is not None:
+            have_maps = have_maps and inference.heatmaps is not None
+            if have_maps and self.reference is None:
                 kept.append(inference.heatmaps)
-            elif reference is not None and differences is not None:
-                differences.append(heatmap_difference(reference[index], inference.heatmaps))
+            elif have_maps and reference is not None:
+                largest = max(largest, heatmap_difference(reference[index], inference.heatmaps))
             self._advance(task)
         xy = self.images.to_original(np.stack(grid_xy), self.config.anatomy.grid)
         if self.reference is None:
-            return _Outputs(xy, flagged, heatmaps=kept)
-        return _Outputs(xy, flagged, max_heatmap_diff=max(differences) if reference and differences else None)
+            return _Outputs(xy, flagged, heatmaps=kept if have_maps else None)
+        return _Outputs(xy, flagged, max_heatmap_diff=largest if have_maps and reference is not None else None)
 
     @contextmanager
     def _build_task(self, label: str) -> Iterator[Callable[[str], None] | None]:
